@@ -1,0 +1,273 @@
+"""``convir`` command line. Heavy libraries are imported inside commands so --help is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from convir import __version__
+from convir.errors import ConvirError
+
+app = typer.Typer(
+    name="convir",
+    help="Conversational image retrieval: index a gallery, search it, talk to it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _quiet_libraries() -> None:
+    """Model-loading chatter (weight bars, hub notices) is noise next to our own progress."""
+    import logging
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("transformers", "sentence_transformers", "huggingface_hub", "bm25s", "open_clip"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"convir {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    _quiet_libraries()
+
+
+@app.command("index")
+def index_cmd(
+    gallery: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of images (recursive; name.txt sidecar captions), "
+            "a .jsonl manifest, or a dataset folder with --format."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to create or update.")],
+    encoder: Annotated[
+        str | None,
+        typer.Option(
+            help="Encoder spec: caption:minilm (offline default), open_clip:ViT-B-32/openai, hf:MODEL. "
+            "Defaults to the index's own encoder, or caption:minilm for a new index."
+        ),
+    ] = None,
+    ann: Annotated[
+        str | None, typer.Option(help="Vector index: flat (exact, default), hnsw, lsh, ivfpq.")
+    ] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto | folder | manifest | flickr8k | coco-captions")
+    ] = "auto",
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Items encoded per batch (and per saved transaction).")
+    ] = 256,
+    long_text: Annotated[
+        str, typer.Option(help="Captions over the encoder's context: chunk | truncate.")
+    ] = "chunk",
+    replace: Annotated[bool, typer.Option(help="Let OUT switch to mirroring a different gallery.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
+) -> None:
+    """Build or update a searchable index of a gallery.
+
+    Re-running adds only new or changed items (content hash) and drops removed ones; a killed
+    run resumes where it stopped. Unreadable images, bad manifest lines and items without
+    usable text are skipped and listed; the exit code is 1 when any item failed.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from convir.gallery.ingest import ingest
+
+    console = _console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]encoding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=json_out,
+    )
+    state: dict[str, Any] = {}
+
+    def on_total(n: int) -> None:
+        state["task"] = progress.add_task("encode", total=n, rate="")
+        progress.start()
+
+    def on_progress(n: int) -> None:
+        progress.advance(state["task"], n)
+        task = progress.tasks[0]
+        if task.speed:
+            progress.update(state["task"], rate=f"{task.speed:,.0f} items/s")
+
+    try:
+        report = ingest(
+            gallery, out, encoder, ann, fmt, batch_size, replace, long_text, on_total, on_progress
+        )
+    finally:
+        progress.stop()
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_report(report: Any) -> None:
+    console = _console()
+    rate = (report.added + report.updated) / report.encode_seconds if report.encode_seconds else 0.0
+    console.print(
+        f"[bold]{report.index_dir}[/]: {report.total} items ({report.encoder}, {report.ann}) - "
+        f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+        f"removed {report.removed}, failed {len(report.failed)}"
+        + (f", ignored {len(report.ignored)} non-image files" if report.ignored else "")
+        + f" in {report.seconds:.1f}s"
+        + (f" ({rate:,.0f} items/s encoding)" if rate else "")
+    )
+    for title, rows in (("failed", report.failed), ("ignored", report.ignored)):
+        if rows:
+            console.print(f"[bold red]{title}:[/]" if title == "failed" else f"[bold]{title}:[/]")
+            for item_id, reason in rows[:30]:
+                console.print(f"  {item_id}: {reason}", markup=False)
+            if len(rows) > 30:
+                console.print(f"  ... {len(rows) - 30} more in {report.index_dir}/last_index_report.json")
+
+
+@app.command("search")
+def search_cmd(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory built by `convir index`.")],
+    query: Annotated[str | None, typer.Argument(help="Text describing the image.")] = None,
+    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many results.")] = 10,
+    mode: Annotated[
+        str, typer.Option(help="dense (encoder) | bm25 (caption words) | hybrid (both, fused)")
+    ] = "dense",
+    fusion: Annotated[
+        str, typer.Option(help="Hybrid fusion: rrf (reciprocal rank) | weighted (min-max scores).")
+    ] = "rrf",
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Dense weight for --fusion weighted.")] = 0.7,
+    image: Annotated[
+        Path | None, typer.Option(help="Search with an image instead (image-text encoders).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Search an index with text (or an image) and print the ranked results."""
+    from convir.search import open_index
+
+    if query is None and image is None:
+        raise ConvirError("give a text QUERY or --image PATH")
+    idx = open_index(index_dir)
+    hits = idx.search(query, k=k, mode=mode, image=image, fusion=fusion, alpha=alpha)
+    if json_out:
+        typer.echo(
+            json.dumps({"query": query, "mode": mode, "results": [h.to_dict() for h in hits]}, indent=2)
+        )
+        return
+    print_hits(hits, title=f"{query!r}" if query else str(image))
+
+
+def print_hits(hits: list[Any], title: str = "") -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("id")
+    table.add_column("caption")
+    for h in hits:
+        table.add_row(str(h.rank), f"{h.score:.3f}", h.id, h.captions[0] if h.captions else "")
+    _console().print(table)
+
+
+@app.command("demo")
+def demo_cmd(
+    gallery: Annotated[
+        Path | None, typer.Argument(help="Your own folder of images (default: the bundled sample).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to keep the demo index (default: a cache folder).")
+    ] = None,
+    query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Extra queries to run.")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, help="Results per query.")] = 5,
+) -> None:
+    """Offline demo: index the bundled sample gallery (or GALLERY) and run example searches."""
+    from convir.demo import EXAMPLE_DIALOGUE, EXAMPLE_QUERIES, gallery_path
+    from convir.gallery.ingest import ingest
+    from convir.search import open_index
+
+    console = _console()
+    src = gallery or gallery_path()
+    target = out or _cache_dir() / (
+        "demo-index" if gallery is None else f"demo-{abs(hash(str(src.resolve())))}"
+    )
+    console.print(f"[bold]1. Indexing[/] {src} -> {target} (encoder caption:minilm, offline)")
+    report = ingest(src, target, replace=True)
+    _print_report(report)
+    idx = open_index(target)
+    queries = list(query or []) or (EXAMPLE_QUERIES if gallery is None else [])
+    if not queries:
+        console.print("No queries given: pass --query 'a description' to search your gallery.")
+    for n, q in enumerate(queries, 2):
+        console.print(f"\n[bold]{n}. Search[/] (dense, caption:minilm)")
+        print_hits(idx.search(q, k=k), title=repr(q))
+    if gallery is None:
+        console.print(
+            "\n[bold]Refining a vague description turn by turn[/] (query = ', '.join(dialogue so far))"
+        )
+        for t in range(len(EXAMPLE_DIALOGUE)):
+            q = ", ".join(EXAMPLE_DIALOGUE[: t + 1])
+            print_hits(idx.search(q, k=3), title=f"turn {t}: {q!r}")
+    console.print(f'\nTry it yourself: convir search {target} "your description" --mode hybrid')
+
+
+def _cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("CONVIR_CACHE") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "convir" if "CONVIR_CACHE" not in os.environ else Path(base)
+
+
+def main() -> None:
+    """Console entry point: user mistakes print one clear line, not a traceback."""
+    try:
+        code = app(standalone_mode=False)
+    except ConvirError as exc:
+        console = _console(stderr=True)
+        console.print("[bold red]error:[/] ", end="")
+        console.print(str(exc), markup=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _console(stderr=True).print("interrupted: work saved so far is kept; re-run the command to resume")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

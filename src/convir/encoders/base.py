@@ -1,0 +1,142 @@
+"""Encoder protocols shared by indexing, search and the conversation loop.
+
+Vectors are float32 numpy arrays of shape (n, dim), L2-normalised, so inner product is
+cosine similarity and every index can use exact/approximate inner-product search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+LongTextPolicy = Literal["truncate", "chunk"]
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """Maps text to the shared embedding space."""
+
+    spec: str  # canonical spec string, stored in the index so it can be re-opened
+    dim: int
+
+    def encode_text(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised."""
+        ...
+
+
+@runtime_checkable
+class ImageEncoder(Protocol):
+    """Maps images to the same space as its text tower (CLIP-like models)."""
+
+    spec: str
+    dim: int
+
+    def encode_images(self, paths: list[Path], batch_size: int = 32) -> np.ndarray:
+        """(len(paths), dim) float32, L2-normalised. Raises ImageReadError for a bad file."""
+        ...
+
+
+class ImageReadError(Exception):
+    """One image could not be read/decoded; ingest skips the item and reports it."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def has_image_tower(encoder: object) -> bool:
+    return isinstance(encoder, ImageEncoder) and getattr(encoder, "supports_images", True)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def load_image(path: Path | str) -> Image.Image:
+    """Open and fully decode one image as RGB, raising :class:`ImageReadError` on any failure.
+
+    Decoding happens here, one file at a time, so a corrupt or truncated file fails on its own
+    instead of half-way through a batch. EXIF orientation is applied so phone photos are seen
+    upright, as a person browsing the gallery sees them.
+    """
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            try:
+                upright = ImageOps.exif_transpose(img)
+            except Exception:  # malformed EXIF is no reason to drop a decodable image
+                upright = img
+            return upright.convert("RGB")  # convert() decodes all pixels: truncated data fails here
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(path, f"image too large: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # Image.UnidentifiedImageError (not an image) is an OSError; PIL raises the others for
+        # some malformed headers/chunks.
+        raise ImageReadError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
+
+
+def encode_images_skipping(
+    encoder: ImageEncoder, paths: Sequence[Path | str], batch_size: int = 32
+) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    """Encode every readable image, skipping (and reporting) the unreadable ones.
+
+    Returns ``(vectors, ok_indices, failures)``: ``vectors[k]`` belongs to ``paths[ok_indices[k]]``
+    and ``failures`` lists ``(index, reason)``. One bad file in a large gallery must not stop the
+    ingest, and decoding happens once per image when the encoder offers ``load_image`` and
+    ``encode_pil`` (both CLIP encoders do); other encoders fall back to ``encode_images``.
+    """
+    load = getattr(encoder, "load_image", load_image)
+    encode_pil = getattr(encoder, "encode_pil", None)
+    chunks: list[np.ndarray] = []
+    ok: list[int] = []
+    failures: list[tuple[int, str]] = []
+    step = max(1, batch_size)
+    for start in range(0, len(paths), step):
+        good_idx: list[int] = []
+        images: list[Image.Image] = []
+        for i in range(start, min(start + step, len(paths))):
+            try:
+                images.append(load(Path(paths[i])))
+            except ImageReadError as exc:
+                failures.append((i, exc.reason))
+                continue
+            good_idx.append(i)
+        if not good_idx:
+            continue
+        if encode_pil is not None:
+            chunks.append(encode_pil(images))
+        else:
+            chunks.append(encoder.encode_images([Path(paths[i]) for i in good_idx], batch_size=step))
+        ok.extend(good_idx)
+    vectors = np.concatenate(chunks) if chunks else np.zeros((0, encoder.dim), dtype=np.float32)
+    return vectors, ok, failures
+
+
+def resolve_device(device: str) -> str:
+    """Fail with an actionable message instead of torch's assertion deep inside ``.to()``."""
+    import torch
+
+    from convir.errors import SpecError
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise SpecError(f"unknown torch device {device!r} (use 'cpu', 'cuda', 'cuda:1', 'mps')") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpecError(f"device {device!r} requested but CUDA is not available here; use device='cpu'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SpecError(f"device {device!r} requested but MPS is not available here; use device='cpu'")
+    return str(dev)

@@ -1,0 +1,212 @@
+"""``hf:MODEL_ID_OR_PATH``: transformers dual encoders (CLIP, SigLIP, ...) via AutoModel.
+
+Any model exposing ``get_text_features`` / ``get_image_features`` works. A local folder (as
+written by ``save_pretrained``) is loaded with the hub switched off; anything else is a hub id
+that transformers downloads and caches when the machine is online.
+
+Text is tokenised the way each family was trained: CLIP pads to the longest text (its causal
+mask makes padding irrelevant), SigLIP pools the LAST position and so must always be padded to
+its fixed length (64), otherwise a query's vector would depend on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from convir.encoders.base import (
+    ImageReadError,
+    LongTextPolicy,
+    encode_images_skipping,
+    l2_normalize,
+    load_image,
+    resolve_device,
+)
+from convir.encoders.longtext import encode_long
+from convir.errors import SpecError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+# Families whose text tower pools the last token and was trained on max_length padding.
+_PAD_TO_MAX = ("siglip", "siglip2")
+_HUGE = 1_000_000  # transformers' "no limit" model_max_length is ~1e30
+
+
+def _resolve(name: str) -> tuple[str, bool]:
+    """Return (path or hub id, is local)."""
+    if not name:
+        raise SpecError("hf spec needs a model, e.g. hf:openai/clip-vit-base-patch32 or hf:/path/to/folder")
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise SpecError(f"hf:{name} is a file; give the folder written by save_pretrained()")
+        return str(path.resolve()), True
+    if name.startswith((".", "/", "~")):
+        raise SpecError(f"hf model folder {name!r} does not exist")
+    return name, False
+
+
+def _features(out: Any) -> torch.Tensor:
+    """transformers 4.x returns a tensor, 5.x a ModelOutput whose pooler_output is the embedding."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    for key in ("pooler_output", "text_embeds", "image_embeds"):
+        value = getattr(out, key, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise TypeError(f"unexpected feature output {type(out).__name__} (no pooler_output)")
+
+
+def _load_processing(path: str) -> tuple[Any, Any, dict[str, Any]]:
+    """Tokenizer, image processor and the processor's declared text defaults.
+
+    AutoProcessor is preferred because it carries the family's conventions; some repos only
+    ship the two parts separately, hence the fallback.
+    """
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+
+    try:
+        processor = AutoProcessor.from_pretrained(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        processor = None
+    tokenizer = getattr(processor, "tokenizer", None)
+    image_processor = getattr(processor, "image_processor", None)
+    defaults: dict[str, Any] = {}
+    if processor is not None:
+        # Same precedence as ProcessorMixin._merge_kwargs: processor attribute, then legacy _defaults.
+        declared = getattr(processor, "text_kwargs", None)
+        defaults.update(declared if isinstance(declared, dict) else {})
+        legacy = getattr(getattr(processor, "valid_processor_kwargs", None), "_defaults", None)
+        if isinstance(legacy, dict):
+            defaults.update(legacy.get("text_kwargs", {}))
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    if image_processor is None:
+        image_processor = AutoImageProcessor.from_pretrained(path)
+    return tokenizer, image_processor, defaults
+
+
+class HFEncoder:
+    """Joint text/image encoder backed by a transformers model."""
+
+    supports_images = True
+
+    def __init__(self, name: str, long_text: LongTextPolicy = "chunk", device: str = "cpu") -> None:
+        from convir._compat import ensure_torchvision
+
+        ensure_torchvision()
+        name = name.strip()
+        path, local = _resolve(name)
+        if local:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from transformers import AutoModel
+
+        self.device = resolve_device(device)
+        self.long_text = long_text
+        self.spec = f"hf:{path}"
+        # Half precision on CPU is slow or unsupported; on GPUs keep the checkpoint dtype.
+        dtype: Any = torch.float32 if self.device == "cpu" else "auto"
+        where = "local folder" if local else "hub id (needs network the first time)"
+        try:
+            model = AutoModel.from_pretrained(path, dtype=dtype)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SpecError(f"cannot load {self.spec} as a {where}: {type(exc).__name__}: {exc}") from exc
+        if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
+            raise SpecError(
+                f"{self.spec} loads as {type(model).__name__}, which has no joint text/image embedding "
+                "(get_text_features/get_image_features); use a CLIP or SigLIP model"
+            )
+        try:
+            tokenizer, image_processor, defaults = _load_processing(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SpecError(
+                f"cannot load the tokenizer/image processor of {self.spec}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        config = model.config
+        text_cfg = getattr(config, "text_config", config)
+        max_len = int(defaults.get("max_length") or getattr(text_cfg, "max_position_embeddings", 0) or 0)
+        tok_max = int(getattr(tokenizer, "model_max_length", _HUGE) or _HUGE)
+        if tok_max < _HUGE:
+            max_len = min(max_len, tok_max) if max_len else tok_max
+        if not max_len:
+            raise SpecError(f"{self.spec}: cannot tell the text context length (no max_position_embeddings)")
+        self.context_length = max_len
+        pad_to_max = getattr(config, "model_type", "") in _PAD_TO_MAX
+        padding = defaults.get("padding") or ("max_length" if pad_to_max else "longest")
+        self._text_kwargs: dict[str, Any] = {"padding": padding, "truncation": True, "max_length": max_len}
+        self.max_tokens = max_len - int(tokenizer.num_special_tokens_to_add())
+        self.dim = int(self._encode_text_batch([""]).shape[1])
+
+    # -- text ---------------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model would see for ``text``, excluding special tokens."""
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        inputs = self.tokenizer(texts, return_tensors="pt", **self._text_kwargs).to(self.device)
+        with torch.inference_mode():
+            feats = _features(self.model.get_text_features(**inputs))
+        return l2_normalize(feats.float().cpu().numpy())
+
+    def encode_text(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised; long texts follow ``self.long_text``."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        step = max(1, batch_size)
+
+        def enc(batch: list[str]) -> np.ndarray:
+            return np.concatenate(
+                [self._encode_text_batch(batch[i : i + step]) for i in range(0, len(batch), step)]
+            )
+
+        return encode_long(list(texts), enc, self.count_tokens, self.max_tokens, self.long_text, self.spec)
+
+    # -- images -------------------------------------------------------------------------------
+    def load_image(self, path: Path | str) -> Image.Image:
+        """Decoded RGB image; raises ImageReadError for missing/corrupt/non-image files."""
+        return load_image(path)
+
+    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Encode already-decoded images with the model's own image processor."""
+        import torch
+
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        inputs = self.image_processor(images=list(images), return_tensors="pt")
+        inputs = inputs.to(self.device).to(self.model.dtype)  # .to(dtype) casts float tensors only
+        with torch.inference_mode():
+            feats = _features(self.model.get_image_features(**inputs))
+        return l2_normalize(feats.float().cpu().numpy())
+
+    def encode_images(self, paths: list[Path], batch_size: int = 32) -> np.ndarray:
+        """(len(paths), dim) float32, L2-normalised; the first bad file raises ImageReadError."""
+        step = max(1, batch_size)
+        out = [
+            self.encode_pil([self.load_image(p) for p in paths[i : i + step]])
+            for i in range(0, len(paths), step)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+
+    def encode_images_safe(
+        self, paths: Sequence[Path | str], batch_size: int = 32
+    ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+        """Vectors for the readable images, their indices, and (index, reason) for the rest."""
+        return encode_images_skipping(self, paths, batch_size)
+
+
+__all__ = ["HFEncoder", "ImageReadError"]

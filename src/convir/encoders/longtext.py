@@ -1,0 +1,74 @@
+"""Texts longer than an encoder's context window.
+
+Dialogue queries grow every turn and CLIP's text tower stops at 77 tokens, so silently
+truncating would drop exactly the latest answers. Two explicit policies:
+
+* ``truncate``: keep the first tokens (what the model does anyway) and warn once;
+* ``chunk``: split on word boundaries into windows that fit, encode each, average the
+  (normalised) window vectors, renormalise. Every word then influences the query.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from convir.encoders.base import l2_normalize
+
+log = logging.getLogger("convir")
+_warned: set[str] = set()
+
+
+def split_to_fit(text: str, count_tokens: Callable[[str], int], max_tokens: int) -> list[str]:
+    """Greedy word-window split so each piece has <= max_tokens tokens (a single overlong
+    word becomes its own piece and is truncated by the model)."""
+    if count_tokens(text) <= max_tokens:
+        return [text]
+    pieces: list[str] = []
+    current: list[str] = []
+    for word in text.split():
+        trial = " ".join([*current, word])
+        if current and count_tokens(trial) > max_tokens:
+            pieces.append(" ".join(current))
+            current = [word]
+        else:
+            current.append(word)
+    if current:
+        pieces.append(" ".join(current))
+    return pieces
+
+
+def encode_long(
+    texts: list[str],
+    encode: Callable[[list[str]], np.ndarray],
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    policy: str,
+    model_name: str,
+) -> np.ndarray:
+    """Encode ``texts`` with ``encode`` (which may truncate) applying ``policy`` to long ones."""
+    if policy not in ("truncate", "chunk"):
+        raise ValueError(f"long-text policy must be 'truncate' or 'chunk', not {policy!r}")
+    if policy == "truncate":
+        if model_name not in _warned and any(count_tokens(t) > max_tokens for t in texts):
+            _warned.add(model_name)
+            log.warning(
+                "%s: text longer than %d tokens is truncated (use long_text='chunk' to keep it all)",
+                model_name,
+                max_tokens,
+            )
+        return encode(texts)
+    pieces: list[str] = []
+    owner: list[int] = []
+    for i, text in enumerate(texts):
+        for piece in split_to_fit(text, count_tokens, max_tokens):
+            pieces.append(piece)
+            owner.append(i)
+    vecs = encode(pieces)
+    if len(pieces) == len(texts):
+        return vecs
+    out = np.zeros((len(texts), vecs.shape[1]), dtype=np.float32)
+    np.add.at(out, np.asarray(owner), vecs)
+    return l2_normalize(out)

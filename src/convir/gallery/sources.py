@@ -1,0 +1,142 @@
+"""Where gallery items come from: an image folder, a JSONL manifest, or a named dataset format.
+
+Every source yields :class:`SourceItem` records; a problem with one record (bad JSON line,
+unreadable caption file, missing image) becomes an item with ``error`` set, so ingest can
+skip, count and list it instead of dying.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convir.errors import ConvirError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+FORMATS = {
+    "auto": "folder of images (recursive, optional name.txt captions) or a .jsonl manifest",
+    "folder": "folder of images; a sidecar name.txt next to name.jpg holds captions, one per line",
+    "manifest": 'JSONL, one {"id", "image"?, "captions"?: [...], "meta"?: {...}} per line',
+    "flickr8k": "Flickr8k layout: captions.txt (CSV image,caption) + images/",
+    "coco-captions": "coco5k layout: Search_Space_coco.json + coco_captions.json (no image files needed)",
+}
+
+
+@dataclass
+class SourceItem:
+    id: str
+    image: Path | None = None
+    captions: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _clean(captions: list[Any]) -> list[str]:
+    return [" ".join(str(c).split()) for c in captions if isinstance(c, str) and c.strip()]
+
+
+def _read_sidecar(path: Path) -> tuple[list[str], str | None]:
+    try:
+        return _clean(path.read_text(encoding="utf-8").splitlines()), None
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], f"caption file {path.name} unreadable: {exc}"
+
+
+def iter_folder(root: Path, ignored: list[tuple[str, str]]) -> Iterator[SourceItem]:
+    """Images below ``root`` (sorted, hidden files skipped); non-image files go to ``ignored``."""
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.suffix.lower() not in IMAGE_EXTS:
+            if path.suffix.lower() != ".txt" or not any(
+                path.with_suffix(e).exists() or path.with_suffix(e.upper()).exists() for e in IMAGE_EXTS
+            ):
+                ignored.append((rel.as_posix(), "not an image file (extension not recognised)"))
+            continue
+        caps, err = (
+            _read_sidecar(path.with_suffix(".txt")) if path.with_suffix(".txt").exists() else ([], None)
+        )
+        yield SourceItem(rel.as_posix(), path, caps, {}, err)
+
+
+def iter_manifest(path: Path) -> Iterator[SourceItem]:
+    base = path.parent
+    seen: set[str] = set()
+    any_line = False
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            any_line = True
+            where = f"{path.name} line {lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield SourceItem(f"<{where}>", error=f"{where}: invalid JSON ({exc.msg})")
+                continue
+            if not isinstance(rec, dict) or not isinstance(rec.get("id"), (str, int)):
+                yield SourceItem(f"<{where}>", error=f'{where}: record needs an "id" (string)')
+                continue
+            item_id = str(rec["id"])
+            if item_id in seen:
+                yield SourceItem(f"<{where}>", error=f"{where}: duplicate id {item_id!r}")
+                continue
+            seen.add(item_id)
+            caps = rec.get("captions", [])
+            if isinstance(caps, str):
+                caps = [caps]
+            meta = rec.get("meta", {})
+            if not isinstance(caps, list) or not isinstance(meta, dict):
+                yield SourceItem(item_id, error=f'{where}: "captions" must be a list and "meta" an object')
+                continue
+            image = rec.get("image")
+            img_path = None
+            if image is not None:
+                img_path = Path(image).expanduser()
+                if not img_path.is_absolute():
+                    img_path = base / img_path
+            yield SourceItem(item_id, img_path, _clean(caps), meta)
+    if not any_line:
+        raise ConvirError(f"manifest {path} is empty: nothing to index")
+
+
+def iter_named(fmt: str, path: Path) -> Iterator[SourceItem]:
+    from convir.eval import datasets
+
+    loader = {"flickr8k": datasets.load_flickr8k, "coco-captions": datasets.load_coco5k}[fmt]
+    for it in loader(path):
+        yield SourceItem(
+            it.id,
+            Path(it.image) if it.image and Path(it.image).exists() else None,
+            _clean(list(it.captions)),
+            dict(it.meta),
+        )
+
+
+def open_source(
+    path: Path, fmt: str = "auto", ignored: list[tuple[str, str]] | None = None
+) -> Iterator[SourceItem]:
+    """Items of the gallery at ``path`` in format ``fmt`` (see FORMATS)."""
+    path = Path(path).expanduser()
+    ignored = ignored if ignored is not None else []
+    if fmt not in FORMATS:
+        raise ConvirError(f"unknown --format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if not path.exists():
+        raise ConvirError(f"gallery {path} does not exist")
+    if fmt == "auto":
+        fmt = "manifest" if path.is_file() and path.suffix == ".jsonl" else "folder"
+        if path.is_file() and fmt == "folder":
+            raise ConvirError(f"{path} is a file; pass a folder of images, a .jsonl manifest, or --format")
+    if fmt == "folder":
+        if not path.is_dir():
+            raise ConvirError(f"{path} is not a folder")
+        return iter_folder(path, ignored)
+    if fmt == "manifest":
+        if not path.is_file():
+            raise ConvirError(f"manifest {path} is not a file")
+        return iter_manifest(path)
+    return iter_named(fmt, path)

@@ -1,0 +1,147 @@
+"""Inner-product vector search with faiss: exact ``flat`` and approximate ``hnsw``/``lsh``/``ivfpq``.
+
+All vectors are L2-normalised, so inner product = cosine. ``lsh`` (random hyperplanes, as
+in QueryFormer) and ``ivfpq`` compress vectors; their candidates (``refine_factor`` x k) are re-scored
+exactly against the stored vectors, so returned scores are true cosines and comparable
+across kinds, which hybrid fusion relies on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convir.errors import ConvirError
+
+ANN_KINDS = {
+    "flat": "exact inner product (default; best up to ~1M items)",
+    "hnsw": "graph ANN (faiss HNSW, M=32): fast, high recall, more memory",
+    "lsh": "random-hyperplane LSH (QueryFormer) + exact re-scoring of candidates",
+    "ivfpq": "inverted lists + product quantisation + exact re-scoring: large galleries",
+}
+
+
+@dataclass
+class AnnParams:
+    """Build/search knobs; defaults chosen by benchmarks/ann_quality.py (see docs/benchmarks.md)."""
+
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    lsh_bits_per_dim: int = 2
+    refine_factor: int = 20
+    ivf_nprobe: int = 32
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def build_ann(vectors: np.ndarray, kind: str, params: AnnParams | None = None) -> Any:
+    """Build a faiss index over ``vectors`` ((n, d) float32, normalised)."""
+    if kind not in ANN_KINDS:
+        raise ConvirError(f"unknown --ann {kind!r}; choose one of: {', '.join(ANN_KINDS)}")
+    p = params or AnnParams()
+    faiss = _faiss()
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, d = x.shape
+    if kind == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, p.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = p.hnsw_ef_construction
+        index.hnsw.efSearch = p.hnsw_ef_search
+    elif kind == "lsh":
+        index = faiss.IndexLSH(d, p.lsh_bits_per_dim * d, True, True)  # rotate + trained thresholds
+    else:
+        if n < 1000:
+            raise ConvirError(f"--ann ivfpq needs at least 1,000 items to train (have {n}); use flat or hnsw")
+        nlist = max(16, min(int(4 * math.sqrt(n)), n // 39))
+        m = next(m for m in (d // 8, d // 4, d // 2, d) if m > 0 and d % m == 0)
+        nbits = 8 if n >= 256 * 39 else 6
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        index.nprobe = min(p.ivf_nprobe, nlist)
+    if not index.is_trained:
+        index.train(x)
+    index.add(x)
+    return index
+
+
+def save_ann(index: Any, path: Path) -> None:
+    _faiss().write_index(index, str(path))
+
+
+class AnnIndex:
+    """Search over one build: an ANN index (or none for flat) plus the exact vectors."""
+
+    def __init__(self, vectors: np.ndarray, kind: str, index: Any | None, params: AnnParams | None = None):
+        self.vectors = vectors
+        self.kind = kind
+        self.params = params or AnnParams()
+        self.index = index
+        if index is not None and kind == "hnsw":
+            index.hnsw.efSearch = self.params.hnsw_ef_search
+        if index is not None and kind == "ivfpq":
+            index.nprobe = min(self.params.ivf_nprobe, index.nlist)
+
+    @classmethod
+    def load(
+        cls, vectors: np.ndarray, kind: str, path: Path | None, params: AnnParams | None = None
+    ) -> AnnIndex:
+        index = _faiss().read_index(str(path)) if kind != "flat" and path is not None else None
+        return cls(vectors, kind, index, params)
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, positions) of shape (m, min(k, n)), best first, exact cosines."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = min(k, len(self))
+        if k <= 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if self.index is None:
+            return exact_topk(self.vectors, q, k)
+        if self.kind == "hnsw":
+            return self.index.search(q, k)
+        n_cand = min(len(self), k * self.params.refine_factor)
+        _, cand = self.index.search(q, n_cand)
+        out_s = np.empty((len(q), k), np.float32)
+        out_p = np.empty((len(q), k), np.int64)
+        for row, c in enumerate(cand):
+            c = c[c >= 0]
+            s = self.vectors[c] @ q[row]
+            order = np.lexsort((c, -s))[:k]
+            got = len(order)
+            out_s[row, :got], out_p[row, :got] = s[order], c[order]
+            out_s[row, got:], out_p[row, got:] = -np.inf, -1
+        return out_s, out_p
+
+
+def exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product; ties broken by lower position first (deterministic)."""
+    q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    scores = q @ vectors.T
+    k = min(k, vectors.shape[0])
+    n = vectors.shape[0]
+    if k < n:
+        # argpartition on a perturbed-free key keeps this O(n): take the k-th best score, then
+        # keep everything >= it and sort that small set with the tie-break.
+        kth = np.partition(scores, n - k, axis=1)[:, n - k : n - k + 1]
+    else:
+        kth = np.full((len(q), 1), -np.inf, dtype=scores.dtype)
+    out_s = np.empty((len(q), k), np.float32)
+    out_p = np.empty((len(q), k), np.int64)
+    for row in range(len(q)):
+        cand = np.flatnonzero(scores[row] >= kth[row, 0])
+        order = cand[np.lexsort((cand, -scores[row, cand]))][:k]
+        out_s[row], out_p[row] = scores[row, order], order
+    return out_s, out_p

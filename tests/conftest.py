@@ -1,0 +1,70 @@
+"""Shared fixtures: the real evaluation data next to the repo and small galleries made on the fly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    if not SHARED.exists():
+        pytest.skip(f"evaluation data not found at {SHARED}")
+    return SHARED
+
+
+def make_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (48, 32)) -> Path:
+    from PIL import Image, ImageDraw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.new("RGB", size, color)
+    ImageDraw.Draw(im).rectangle(
+        [4, 4, size[0] // 2, size[1] // 2], fill=(255 - color[0], 128, color[2] // 2)
+    )
+    im.save(path)
+    return path
+
+
+GALLERY = {
+    "beach/dog.png": ((200, 180, 90), ["a brown dog running on a sandy beach", "a puppy plays by the sea"]),
+    "beach/boat.png": (
+        (40, 90, 200),
+        ["a small red sailboat on blue water", "a boat sailing near the shore"],
+    ),
+    "city/bus.jpg": ((120, 120, 120), ["a yellow school bus parked on a city street"]),
+    "city/cafe.png": ((150, 80, 40), ["people drinking coffee at an outdoor cafe table"]),
+    "kitchen.png": ((230, 230, 230), ["a white kitchen with a bowl of green apples on the counter"]),
+    "snow.jpg": ((250, 250, 255), ["a skier going down a snowy mountain slope", "winter sports in the alps"]),
+}
+
+
+@pytest.fixture()
+def gallery(tmp_path: Path) -> Path:
+    """Six captioned images in two sub-folders (captions as name.txt sidecars)."""
+    root = tmp_path / "gallery"
+    for rel, (color, caps) in GALLERY.items():
+        img = make_image(root / rel, color)
+        img.with_suffix(".txt").write_text("\n".join(caps) + "\n", encoding="utf-8")
+    return root
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the real ``convir`` console entry point in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "convir.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", "CONVIR_CACHE": str(cwd or REPO / ".pytest_cache" / "convir")},
+    )
