@@ -26,8 +26,8 @@ import math
 import random
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -78,7 +78,7 @@ WATER_NIGHT = [(0.0, (24, 34, 76)), (1.0, (6, 10, 32))]
 
 
 def mix(a: Color, b: Color, t: float) -> Color:
-    return tuple(int(round(a[i] + (b[i] - a[i]) * t)) for i in range(3))  # type: ignore[return-value]
+    return tuple(round(a[i] + (b[i] - a[i]) * t) for i in range(3))  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------
@@ -101,8 +101,9 @@ class Canvas:
 
     def rect(self, x0, y0, x1, y1, fill, outline=None, width=1, radius=0) -> None:
         if radius:
-            self.d.rounded_rectangle(self._box(x0, y0, x1, y1), radius * S, fill=fill,
-                                     outline=outline, width=width * S)
+            self.d.rounded_rectangle(
+                self._box(x0, y0, x1, y1), radius * S, fill=fill, outline=outline, width=width * S
+            )
         else:
             self.d.rectangle(self._box(x0, y0, x1, y1), fill=fill, outline=outline, width=width * S)
 
@@ -116,10 +117,10 @@ class Canvas:
         self.d.polygon(self._pts(pts), fill=fill, outline=outline)
 
     def line(self, pts, fill, width=1.0) -> None:
-        self.d.line(self._pts(pts), fill=fill, width=max(1, int(round(width * S))), joint="curve")
+        self.d.line(self._pts(pts), fill=fill, width=max(1, round(width * S)), joint="curve")
 
     def arc(self, box, start, end, fill, width=1.0) -> None:
-        self.d.arc(self._box(*box), start, end, fill=fill, width=max(1, int(round(width * S))))
+        self.d.arc(self._box(*box), start, end, fill=fill, width=max(1, round(width * S)))
 
     def chord(self, box, start, end, fill) -> None:
         self.d.chord(self._box(*box), start, end, fill=fill)
@@ -232,8 +233,17 @@ def mountain(c: Canvas, px, py, lx, rx, base, color: Color, snow: Color | None =
         t = snow_depth / (base - py)
         a, b = px + (lx - px) * t, px + (rx - px) * t
         y = py + snow_depth
-        c.poly([(px, py), (b, y), (a + (b - a) * 0.72, y - 4), (a + (b - a) * 0.5, y + 2),
-                (a + (b - a) * 0.26, y - 4), (a, y)], fill=snow)
+        c.poly(
+            [
+                (px, py),
+                (b, y),
+                (a + (b - a) * 0.72, y - 4),
+                (a + (b - a) * 0.5, y + 2),
+                (a + (b - a) * 0.26, y - 4),
+                (a, y),
+            ],
+            fill=snow,
+        )
 
 
 def tree_round(c: Canvas, x, base, h, leaves: Color = LEAF_GREEN, trunk: Color = BROWN) -> None:
@@ -244,15 +254,27 @@ def tree_round(c: Canvas, x, base, h, leaves: Color = LEAF_GREEN, trunk: Color =
     c.circle(x, base - h * 0.72, h * 0.28, fill=leaves)
 
 
-def tree_pine(c: Canvas, x, base, h, color: Color = DARK_GREEN, snow: bool = False, trunk: Color = DARK_BROWN) -> None:
+def tree_pine(
+    c: Canvas, x, base, h, color: Color = DARK_GREEN, snow: bool = False, trunk: Color = DARK_BROWN
+) -> None:
     c.rect(x - h * 0.05, base - h * 0.15, x + h * 0.05, base, fill=trunk)
-    for i, (top, bot, half) in enumerate([(0.0, 0.42, 0.2), (0.2, 0.65, 0.28), (0.4, 0.88, 0.36)]):
-        pts = [(x, base - h + top * h), (x + half * h, base - h + bot * h), (x - half * h, base - h + bot * h)]
+    for top, bot, half in [(0.0, 0.42, 0.2), (0.2, 0.65, 0.28), (0.4, 0.88, 0.36)]:
+        pts = [
+            (x, base - h + top * h),
+            (x + half * h, base - h + bot * h),
+            (x - half * h, base - h + bot * h),
+        ]
         c.poly(pts, fill=color)
         if snow:
-            c.poly([(x, base - h + top * h), (x + half * h * 0.45, base - h + (top + (bot - top) * 0.45) * h),
+            c.poly(
+                [
+                    (x, base - h + top * h),
+                    (x + half * h * 0.45, base - h + (top + (bot - top) * 0.45) * h),
                     (x, base - h + (top + (bot - top) * 0.38) * h),
-                    (x - half * h * 0.45, base - h + (top + (bot - top) * 0.45) * h)], fill=SNOW)
+                    (x - half * h * 0.45, base - h + (top + (bot - top) * 0.45) * h),
+                ],
+                fill=SNOW,
+            )
 
 
 def palm_tree(c: Canvas, x, base, h) -> None:
@@ -295,18 +317,40 @@ def bench(c: Canvas, x, base, w, color: Color = (60, 110, 60)) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def house(c: Canvas, x, base, w, h, wall: Color, roof: Color, lit: bool = False,
-          door: Color = DARK_BROWN, snow_roof: bool = False, chimney: bool = True) -> None:
+def house(
+    c: Canvas,
+    x,
+    base,
+    w,
+    h,
+    wall: Color,
+    roof: Color,
+    lit: bool = False,
+    door: Color = DARK_BROWN,
+    snow_roof: bool = False,
+    chimney: bool = True,
+) -> None:
     win = LIT_WINDOW if lit else (170, 210, 240)
     frame = WHITE if not lit else mix(wall, BLACK, 0.3)
     roof_top = base - h - h * 0.65
     if chimney:
-        c.rect(x + w * 0.22, roof_top + h * 0.12, x + w * 0.32, base - h - h * 0.2, fill=mix(roof, BLACK, 0.25))
+        c.rect(
+            x + w * 0.22, roof_top + h * 0.12, x + w * 0.32, base - h - h * 0.2, fill=mix(roof, BLACK, 0.25)
+        )
     c.rect(x - w / 2, base - h, x + w / 2, base, fill=wall)
     c.poly([(x - w / 2 - 5, base - h), (x, roof_top), (x + w / 2 + 5, base - h)], fill=roof)
     if snow_roof:
-        c.poly([(x - w / 2 - 5, base - h), (x, roof_top), (x + w / 2 + 5, base - h),
-                (x + w / 2 - 2, base - h + 3), (x, roof_top + 6), (x - w / 2 + 2, base - h + 3)], fill=SNOW)
+        c.poly(
+            [
+                (x - w / 2 - 5, base - h),
+                (x, roof_top),
+                (x + w / 2 + 5, base - h),
+                (x + w / 2 - 2, base - h + 3),
+                (x, roof_top + 6),
+                (x - w / 2 + 2, base - h + 3),
+            ],
+            fill=SNOW,
+        )
     dw = w * 0.2
     c.rect(x - dw / 2, base - h * 0.55, x + dw / 2, base, fill=door)
     c.circle(x + dw * 0.3, base - h * 0.28, 0.9, fill=YELLOW)
@@ -319,8 +363,13 @@ def house(c: Canvas, x, base, w, h, wall: Color, roof: Color, lit: bool = False,
 
 def barn(c: Canvas, x, base, w, h) -> None:
     c.rect(x - w / 2, base - h, x + w / 2, base, fill=RED)
-    roof = [(x - w / 2 - 4, base - h), (x - w / 2 + 4, base - h - h * 0.45), (x, base - h - h * 0.7),
-            (x + w / 2 - 4, base - h - h * 0.45), (x + w / 2 + 4, base - h)]
+    roof = [
+        (x - w / 2 - 4, base - h),
+        (x - w / 2 + 4, base - h - h * 0.45),
+        (x, base - h - h * 0.7),
+        (x + w / 2 - 4, base - h - h * 0.45),
+        (x + w / 2 + 4, base - h),
+    ]
     c.poly(roof, fill=(90, 50, 45))
     # big white-trimmed door with an X
     dx0, dx1, dy0 = x - w * 0.2, x + w * 0.2, base - h * 0.7
@@ -365,8 +414,18 @@ def lighthouse(c: Canvas, x, base, h, night: bool) -> None:
 
 
 def rocks(c: Canvas, x0, x1, base, color: Color) -> None:
-    c.poly([(x0, H), (x0 + 6, base + 4), (x0 + 22, base - 6), (x0 + 40, base - 2), (x1 - 18, base - 8),
-            (x1 - 4, base + 2), (x1, H)], fill=color)
+    c.poly(
+        [
+            (x0, H),
+            (x0 + 6, base + 4),
+            (x0 + 22, base - 6),
+            (x0 + 40, base - 2),
+            (x1 - 18, base - 8),
+            (x1 - 4, base + 2),
+            (x1, H),
+        ],
+        fill=color,
+    )
 
 
 def skyline(c: Canvas, rng: random.Random, base, night: bool) -> None:
@@ -391,7 +450,9 @@ def street_lamp(c: Canvas, x, base, h) -> None:
     c.line([(x, base - h), (x + 8, base - h - 3)], (50, 52, 60), 2)
     c.circle(x + 9, base - h - 1, 3, fill=LIT_WINDOW)
     sx, sy = (x + 9) * S, (base - h) * S
-    c.overlay(lambda d: d.ellipse([sx - 14 * S, sy - 14 * S, sx + 14 * S, sy + 14 * S], fill=(255, 220, 120, 60)))
+    c.overlay(
+        lambda d: d.ellipse([sx - 14 * S, sy - 14 * S, sx + 14 * S, sy + 14 * S], fill=(255, 220, 120, 60))
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -403,10 +464,16 @@ def sailboat(c: Canvas, x, wl, size, sail: Color, hull: Color = DARK_BROWN) -> N
     """Sailboat centred on x with its waterline at y=wl."""
     w, hh, mast = size, size * 0.18, size * 1.05
     deck = wl - hh * 0.6
-    c.poly([(x - w / 2, deck), (x + w / 2, deck), (x + w * 0.36, wl + hh * 0.4), (x - w * 0.36, wl + hh * 0.4)], fill=hull)
+    c.poly(
+        [(x - w / 2, deck), (x + w / 2, deck), (x + w * 0.36, wl + hh * 0.4), (x - w * 0.36, wl + hh * 0.4)],
+        fill=hull,
+    )
     c.line([(x, deck), (x, deck - mast)], DARK_GREY, 1.2)
     c.poly([(x + 1, deck - mast), (x + 1, deck - 3), (x + w * 0.44, deck - 3)], fill=sail)
-    c.poly([(x - 1.5, deck - mast * 0.86), (x - 1.5, deck - 3), (x - w * 0.34, deck - 3)], fill=mix(sail, WHITE, 0.12))
+    c.poly(
+        [(x - 1.5, deck - mast * 0.86), (x - 1.5, deck - 3), (x - w * 0.34, deck - 3)],
+        fill=mix(sail, WHITE, 0.12),
+    )
     c.poly([(x, deck - mast - 5), (x + 5, deck - mast - 3), (x, deck - mast - 1)], fill=mix(sail, BLACK, 0.2))
 
 
@@ -425,18 +492,45 @@ def car(c: Canvas, x, base, L, color: Color, headlights: bool = False) -> None:
     body_top, body_bot = base - r - L * 0.2, base - r * 0.5
     if headlights:
         hx, hy = (x + L) * S, (body_top + 6) * S
-        c.overlay(lambda d: d.polygon([(hx, hy - 2 * S), (hx + 60 * S, hy - 14 * S), (hx + 60 * S, hy + 18 * S), (hx, hy + 3 * S)],
-                                      fill=(255, 224, 110, 110)))
-    c.poly([(x + L * 0.2, body_top + 1), (x + L * 0.32, body_top - L * 0.2), (x + L * 0.66, body_top - L * 0.2),
-            (x + L * 0.8, body_top + 1)], fill=color)
+        c.overlay(
+            lambda d: d.polygon(
+                [(hx, hy - 2 * S), (hx + 60 * S, hy - 14 * S), (hx + 60 * S, hy + 18 * S), (hx, hy + 3 * S)],
+                fill=(255, 224, 110, 110),
+            )
+        )
+    c.poly(
+        [
+            (x + L * 0.2, body_top + 1),
+            (x + L * 0.32, body_top - L * 0.2),
+            (x + L * 0.66, body_top - L * 0.2),
+            (x + L * 0.8, body_top + 1),
+        ],
+        fill=color,
+    )
     c.rect(x, body_top, x + L, body_bot, fill=color, radius=4)
     glass = (180, 215, 240)
-    c.poly([(x + L * 0.25, body_top), (x + L * 0.34, body_top - L * 0.16), (x + L * 0.48, body_top - L * 0.16),
-            (x + L * 0.48, body_top)], fill=glass)
-    c.poly([(x + L * 0.52, body_top), (x + L * 0.52, body_top - L * 0.16), (x + L * 0.64, body_top - L * 0.16),
-            (x + L * 0.75, body_top)], fill=glass)
+    c.poly(
+        [
+            (x + L * 0.25, body_top),
+            (x + L * 0.34, body_top - L * 0.16),
+            (x + L * 0.48, body_top - L * 0.16),
+            (x + L * 0.48, body_top),
+        ],
+        fill=glass,
+    )
+    c.poly(
+        [
+            (x + L * 0.52, body_top),
+            (x + L * 0.52, body_top - L * 0.16),
+            (x + L * 0.64, body_top - L * 0.16),
+            (x + L * 0.75, body_top),
+        ],
+        fill=glass,
+    )
     c.line([(x + L * 0.5, body_top + 2), (x + L * 0.5, body_bot - 2)], mix(color, BLACK, 0.35), 1)
-    c.rect(x + L - 5, body_top + 3, x + L - 1, body_top + 7, fill=LIT_WINDOW if headlights else (255, 236, 170))
+    c.rect(
+        x + L - 5, body_top + 3, x + L - 1, body_top + 7, fill=LIT_WINDOW if headlights else (255, 236, 170)
+    )
     c.rect(x + 1, body_top + 3, x + 4, body_top + 7, fill=(220, 30, 30))
     for wx in (x + L * 0.22, x + L * 0.78):
         c.circle(wx, base - r, r, fill=BLACK)
@@ -468,8 +562,14 @@ def bicycle(c: Canvas, x, base, r, color: Color) -> None:
     for cx, cy in (rear, front):
         for k in range(6):
             a = math.pi * k / 6
-            c.line([(cx - r * 0.9 * math.cos(a), cy - r * 0.9 * math.sin(a)),
-                    (cx + r * 0.9 * math.cos(a), cy + r * 0.9 * math.sin(a))], (150, 150, 156), 0.5)
+            c.line(
+                [
+                    (cx - r * 0.9 * math.cos(a), cy - r * 0.9 * math.sin(a)),
+                    (cx + r * 0.9 * math.cos(a), cy + r * 0.9 * math.sin(a)),
+                ],
+                (150, 150, 156),
+                0.5,
+            )
         c.circle(cx, cy, r, outline=tyre, width=2.2)
         c.circle(cx, cy, 1.3, fill=DARK_GREY)
     fw = 2.4
@@ -569,8 +669,15 @@ def balloon(c: Canvas, x, y, r, color: Color, string_to: tuple[float, float] | N
 def hot_air_balloon(c: Canvas, x, y, r, a: Color, b: Color) -> None:
     for k, col in [(1.0, a), (0.7, b), (0.38, a)]:
         c.ellipse(x - r * k, y - r, x + r * k, y + r, fill=col)
-        c.poly([(x - r * k * 0.9, y + r * 0.45), (x + r * k * 0.9, y + r * 0.45),
-                (x + r * k * 0.3, y + r * 1.35), (x - r * k * 0.3, y + r * 1.35)], fill=col)
+        c.poly(
+            [
+                (x - r * k * 0.9, y + r * 0.45),
+                (x + r * k * 0.9, y + r * 0.45),
+                (x + r * k * 0.3, y + r * 1.35),
+                (x - r * k * 0.3, y + r * 1.35),
+            ],
+            fill=col,
+        )
     c.rect(x - r * 0.32, y + r * 1.3, x + r * 0.32, y + r * 1.4, fill=mix(a, BLACK, 0.3))
     c.line([(x - r * 0.28, y + r * 1.4), (x - r * 0.18, y + r * 1.68)], DARK_BROWN, 0.8)
     c.line([(x + r * 0.28, y + r * 1.4), (x + r * 0.18, y + r * 1.68)], DARK_BROWN, 0.8)
@@ -588,13 +695,16 @@ def scene(name: str, *captions: str):
     def deco(fn):
         SCENES.append((name, list(captions), fn))
         return fn
+
     return deco
 
 
-@scene("sailboat_red_sail_sunset",
-       "A sailboat with a red sail on the sea at sunset.",
-       "One small boat with red sails on calm water while the orange sun sets on the horizon.",
-       "Sunset over the ocean, a lone red-sailed boat on the left and the sun reflected in the water.")
+@scene(
+    "sailboat_red_sail_sunset",
+    "A sailboat with a red sail on the sea at sunset.",
+    "One small boat with red sails on calm water while the orange sun sets on the horizon.",
+    "Sunset over the ocean, a lone red-sailed boat on the left and the sun reflected in the water.",
+)
 def _(c, rng):
     sky(c, SKY_SUNSET)
     sun(c, 170, HORIZON, 20, (255, 190, 70), glow=(252, 170, 90))
@@ -603,10 +713,12 @@ def _(c, rng):
     sailboat(c, 78, 150, 52, RED, hull=(60, 36, 30))
 
 
-@scene("sailboat_white_sail_sunset",
-       "A white sailboat on the sea at sunset.",
-       "A boat with white sails on the right, the sun going down over the water behind it.",
-       "Orange and purple evening sky over the ocean, one white-sailed boat and two birds.")
+@scene(
+    "sailboat_white_sail_sunset",
+    "A white sailboat on the sea at sunset.",
+    "A boat with white sails on the right, the sun going down over the water behind it.",
+    "Orange and purple evening sky over the ocean, one white-sailed boat and two birds.",
+)
 def _(c, rng):
     sky(c, SKY_SUNSET)
     sun(c, 96, HORIZON, 20, (255, 190, 70), glow=(252, 170, 90))
@@ -616,10 +728,12 @@ def _(c, rng):
     birds(c, [(60, 46), (76, 38)], (60, 40, 70))
 
 
-@scene("sailboat_white_sail_day",
-       "A white sailboat on a blue sea on a sunny day.",
-       "Sailing boat with white sails and a blue hull under a clear blue sky with a few clouds.",
-       "Daytime at sea: the sun in the top right corner, white clouds and one white sailboat in the middle.")
+@scene(
+    "sailboat_white_sail_day",
+    "A white sailboat on a blue sea on a sunny day.",
+    "Sailing boat with white sails and a blue hull under a clear blue sky with a few clouds.",
+    "Daytime at sea: the sun in the top right corner, white clouds and one white sailboat in the middle.",
+)
 def _(c, rng):
     sky(c, SKY_DAY)
     sun(c, 222, 30, 15)
@@ -629,10 +743,13 @@ def _(c, rng):
     sailboat(c, 128, 154, 56, WHITE, hull=BLUE)
 
 
-@scene("two_sailboats_red_blue_day",
-       "Two sailboats on the sea in the daytime, one with a red sail and one with a blue sail.",
-       "A red-sailed boat on the left and a smaller blue-sailed boat on the right, on blue water under a sunny sky.",
-       "Two boats sailing on a bright day with white clouds.")
+@scene(
+    "two_sailboats_red_blue_day",
+    "Two sailboats on the sea in the daytime, one with a red sail and one with a blue sail.",
+    "A red-sailed boat on the left and a smaller blue-sailed boat on the right,"
+    " on blue water under a sunny sky.",
+    "Two boats sailing on a bright day with white clouds.",
+)
 def _(c, rng):
     sky(c, SKY_DAY)
     sun(c, 36, 28, 14)
@@ -643,10 +760,12 @@ def _(c, rng):
     sailboat(c, 190, 138, 36, BLUE, hull=WHITE)
 
 
-@scene("sailboat_yellow_sail_night",
-       "A sailboat with a yellow sail on the sea at night under a full moon.",
-       "Night scene: dark water, stars, a bright full moon and one small boat with yellow sails.",
-       "A boat sailing at night with the moonlight reflected on the sea.")
+@scene(
+    "sailboat_yellow_sail_night",
+    "A sailboat with a yellow sail on the sea at night under a full moon.",
+    "Night scene: dark water, stars, a bright full moon and one small boat with yellow sails.",
+    "A boat sailing at night with the moonlight reflected on the sea.",
+)
 def _(c, rng):
     sky(c, SKY_NIGHT)
     stars(c, rng, 60, HORIZON - 6, avoid=(190, 42, 24))
@@ -656,10 +775,12 @@ def _(c, rng):
     sailboat(c, 90, 152, 50, YELLOW, hull=(40, 30, 30))
 
 
-@scene("rowboat_lake_sunset",
-       "A small wooden rowboat on a lake at sunset.",
-       "A brown rowing boat with two oars on calm water, dark pine trees on the far shore and an orange sky.",
-       "Evening on a lake: the sun is setting behind a row of fir trees and a little boat floats in front.")
+@scene(
+    "rowboat_lake_sunset",
+    "A small wooden rowboat on a lake at sunset.",
+    "A brown rowing boat with two oars on calm water, dark pine trees on the far shore and an orange sky.",
+    "Evening on a lake: the sun is setting behind a row of fir trees and a little boat floats in front.",
+)
 def _(c, rng):
     sky(c, SKY_SUNSET)
     sun(c, 128, HORIZON - 6, 18, (255, 190, 70), glow=(252, 170, 90))
@@ -670,10 +791,13 @@ def _(c, rng):
     rowboat(c, 150, 162, 60, (130, 80, 40), oars=True)
 
 
-@scene("three_rowboats_pier_day",
-       "Three rowboats, red, green and yellow, next to a wooden pier on a sunny day.",
-       "A wooden dock reaching into blue water with three small colourful boats lined up beside it.",
-       "Sunny lake with green hills in the distance, a pier on the left and a red boat, a green boat and a yellow boat.")
+@scene(
+    "three_rowboats_pier_day",
+    "Three rowboats, red, green and yellow, next to a wooden pier on a sunny day.",
+    "A wooden dock reaching into blue water with three small colourful boats lined up beside it.",
+    "Sunny lake with green hills in the distance, a pier on the left"
+    " and a red boat, a green boat and a yellow boat.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, HORIZON - 20)
     cloud(c, 190, 30, 0.8)
@@ -684,14 +808,17 @@ def _(c, rng):
     c.rect(0, 128, 118, 131, fill=(110, 70, 40))
     for px in (10, 45, 80, 112):
         c.rect(px, 128, px + 4, 148, fill=(100, 64, 36))
-    for (bx, by), col in zip([(150, 134), (170, 156), (150, 180)], [RED, (40, 150, 70), YELLOW]):
+    for (bx, by), col in zip([(150, 134), (170, 156), (150, 180)], [RED, (40, 150, 70), YELLOW], strict=True):
         rowboat(c, bx, by, 56, col)
 
 
-@scene("lighthouse_night_sailboat",
-       "A red and white striped lighthouse shining its beam at night, with a small sailboat on the dark sea.",
-       "Lighthouse on rocks at the right under a starry sky, its light sweeping across the water towards a white boat.",
-       "Night on the coast: a glowing lighthouse, stars and one sailboat.")
+@scene(
+    "lighthouse_night_sailboat",
+    "A red and white striped lighthouse shining its beam at night, with a small sailboat on the dark sea.",
+    "Lighthouse on rocks at the right under a starry sky,"
+    " its light sweeping across the water towards a white boat.",
+    "Night on the coast: a glowing lighthouse, stars and one sailboat.",
+)
 def _(c, rng):
     sky(c, SKY_NIGHT)
     stars(c, rng, 55, HORIZON - 6)
@@ -699,15 +826,20 @@ def _(c, rng):
     rocks(c, 150, W + 4, 150, (54, 50, 56))
     lighthouse(c, 200, 156, 90, night=True)
     lx, ly = 200 * S, 50 * S
-    c.overlay(lambda d: d.polygon([(lx, ly - 4 * S), (0, ly - 40 * S), (0, ly + 14 * S), (lx, ly + 4 * S)],
-                                  fill=(255, 214, 90, 120)))
+    c.overlay(
+        lambda d: d.polygon(
+            [(lx, ly - 4 * S), (0, ly - 40 * S), (0, ly + 14 * S), (lx, ly + 4 * S)], fill=(255, 214, 90, 120)
+        )
+    )
     sailboat(c, 64, 154, 40, WHITE, hull=(60, 50, 50))
 
 
-@scene("lighthouse_day",
-       "A red and white lighthouse on rocks by the sea on a sunny day.",
-       "Striped lighthouse on the coast with a blue sky, white clouds and two seagulls.",
-       "Calm blue sea and a tall red-and-white lighthouse standing on grey rocks on the right.")
+@scene(
+    "lighthouse_day",
+    "A red and white lighthouse on rocks by the sea on a sunny day.",
+    "Striped lighthouse on the coast with a blue sky, white clouds and two seagulls.",
+    "Calm blue sea and a tall red-and-white lighthouse standing on grey rocks on the right.",
+)
 def _(c, rng):
     sky(c, SKY_DAY)
     cloud(c, 70, 40, 1.0)
@@ -718,10 +850,12 @@ def _(c, rng):
     birds(c, [(60, 80), (90, 66)], DARK_GREY, 1.3)
 
 
-@scene("red_house_day",
-       "A red house with a grey roof and a green tree beside it on a sunny day.",
-       "Small red cottage on green grass with a round tree to its right and a yellow sun in the blue sky.",
-       "A red house in the middle of a meadow in the daytime, with one white cloud.")
+@scene(
+    "red_house_day",
+    "A red house with a grey roof and a green tree beside it on a sunny day.",
+    "Small red cottage on green grass with a round tree to its right and a yellow sun in the blue sky.",
+    "A red house in the middle of a meadow in the daytime, with one white cloud.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 130)
     sun(c, 40, 34, 16)
@@ -731,10 +865,12 @@ def _(c, rng):
     tree_round(c, 196, 164, 84)
 
 
-@scene("red_house_night",
-       "A red house at night with glowing yellow windows under a crescent moon.",
-       "A small red cottage with its lights on after dark, a dark tree next to it and stars in the sky.",
-       "Night-time house: lit windows, a thin moon at top left and a starry sky.")
+@scene(
+    "red_house_night",
+    "A red house at night with glowing yellow windows under a crescent moon.",
+    "A small red cottage with its lights on after dark, a dark tree next to it and stars in the sky.",
+    "Night-time house: lit windows, a thin moon at top left and a starry sky.",
+)
 def _(c, rng):
     sky(c, SKY_NIGHT, 130)
     stars(c, rng, 50, 120, avoid=(40, 34, 26))
@@ -744,10 +880,12 @@ def _(c, rng):
     tree_round(c, 196, 164, 84, leaves=(24, 64, 40), trunk=(50, 36, 26))
 
 
-@scene("blue_house_snow",
-       "A blue house in the snow with two pine trees, snow falling.",
-       "Winter scene with a small blue cottage, snow on its roof and snowy fir trees on both sides.",
-       "A blue house on a snowy white field under a grey winter sky.")
+@scene(
+    "blue_house_snow",
+    "A blue house in the snow with two pine trees, snow falling.",
+    "Winter scene with a small blue cottage, snow on its roof and snowy fir trees on both sides.",
+    "A blue house on a snowy white field under a grey winter sky.",
+)
 def _(c, rng):
     sky(c, SKY_OVERCAST, 130)
     ground(c, (236, 240, 248), (210, 218, 232), 128)
@@ -757,10 +895,12 @@ def _(c, rng):
     snowflakes(c, rng, 90)
 
 
-@scene("yellow_and_green_houses",
-       "Two houses side by side, a yellow one and a green one, on a sunny day.",
-       "A yellow house on the left and a green house on the right along a grey street.",
-       "Two small houses with brown roofs, blue sky and green lawns.")
+@scene(
+    "yellow_and_green_houses",
+    "Two houses side by side, a yellow one and a green one, on a sunny day.",
+    "A yellow house on the left and a green house on the right along a grey street.",
+    "Two small houses with brown roofs, blue sky and green lawns.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 130)
     sun(c, 226, 26, 13)
@@ -773,10 +913,12 @@ def _(c, rng):
     house(c, 184, 160, 72, 48, (90, 170, 90), (140, 80, 50))
 
 
-@scene("red_barn_silo_field",
-       "A red barn with a white-trimmed door and a grey silo in a yellow wheat field.",
-       "Farm scene: a big red barn beside a tall silo, a golden field and blue sky.",
-       "Red farm building on the left of a round grey silo on a clear sunny day.")
+@scene(
+    "red_barn_silo_field",
+    "A red barn with a white-trimmed door and a grey silo in a yellow wheat field.",
+    "Farm scene: a big red barn beside a tall silo, a golden field and blue sky.",
+    "Red farm building on the left of a round grey silo on a clear sunny day.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 130)
     cloud(c, 200, 34, 1.0)
@@ -789,10 +931,12 @@ def _(c, rng):
         c.line([(x, y), (x + rng.uniform(-2, 2), y - 6)], (190, 150, 50), 1)
 
 
-@scene("log_cabin_mountains",
-       "A wooden log cabin in front of snowy mountains with pine trees.",
-       "A brown cabin in a green valley below snow-capped peaks on a clear day.",
-       "Small log house with a chimney, two fir trees and grey mountains behind it.")
+@scene(
+    "log_cabin_mountains",
+    "A wooden log cabin in front of snowy mountains with pine trees.",
+    "A brown cabin in a green valley below snow-capped peaks on a clear day.",
+    "Small log house with a chimney, two fir trees and grey mountains behind it.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 140)
     mountain(c, 70, 30, -40, 180, 140, (120, 126, 140))
@@ -803,10 +947,12 @@ def _(c, rng):
     tree_pine(c, 208, 170, 58)
 
 
-@scene("lone_tree_field_sunset",
-       "A single tree alone in a field at sunset.",
-       "Silhouette of one tree on a hill against an orange and pink sunset sky.",
-       "Evening landscape with a big setting sun behind a low hill and a lone dark tree.")
+@scene(
+    "lone_tree_field_sunset",
+    "A single tree alone in a field at sunset.",
+    "Silhouette of one tree on a hill against an orange and pink sunset sky.",
+    "Evening landscape with a big setting sun behind a low hill and a lone dark tree.",
+)
 def _(c, rng):
     sky(c, SKY_SUNSET, 150)
     sun(c, 150, 128, 24, (255, 190, 70), glow=(252, 170, 90))
@@ -816,10 +962,12 @@ def _(c, rng):
     birds(c, [(190, 50), (204, 58)], (50, 30, 50))
 
 
-@scene("autumn_trees_park_bench",
-       "Three autumn trees with orange, red and yellow leaves in a park, with a green bench.",
-       "Colourful fall trees and a park bench on grass covered with fallen leaves.",
-       "An autumn day in the park: a red tree in the middle between an orange one and a yellow one.")
+@scene(
+    "autumn_trees_park_bench",
+    "Three autumn trees with orange, red and yellow leaves in a park, with a green bench.",
+    "Colourful fall trees and a park bench on grass covered with fallen leaves.",
+    "An autumn day in the park: a red tree in the middle between an orange one and a yellow one.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 130)
     cloud(c, 210, 30, 0.8)
@@ -833,27 +981,37 @@ def _(c, rng):
         c.circle(x, y, 1.4, fill=rng.choice([(236, 130, 40), (200, 50, 40), (245, 200, 50)]))
 
 
-@scene("snowy_pine_forest",
-       "A snowy pine forest with falling snow.",
-       "Rows of dark green fir trees covered in snow on a grey winter day.",
-       "Winter woods: many snowy evergreen trees on white ground and snowflakes in the air.")
+@scene(
+    "snowy_pine_forest",
+    "A snowy pine forest with falling snow.",
+    "Rows of dark green fir trees covered in snow on a grey winter day.",
+    "Winter woods: many snowy evergreen trees on white ground and snowflakes in the air.",
+)
 def _(c, rng):
     sky(c, SKY_OVERCAST, 140)
     ground(c, (236, 240, 248), (206, 214, 230), 128)
-    for row, (base, h, col) in enumerate([(136, 56, (70, 100, 90)), (158, 70, (40, 90, 60)), (184, 84, DARK_GREEN)]):
+    for row, (base, h, col) in enumerate(
+        [(136, 56, (70, 100, 90)), (158, 70, (40, 90, 60)), (184, 84, DARK_GREEN)]
+    ):
         for x in range(-10 + row * 12, W + 20, 36 + row * 4):
             tree_pine(c, x + rng.uniform(-4, 4), base, h + rng.uniform(-6, 6), color=col, snow=True)
     snowflakes(c, rng, 100)
 
 
-@scene("mountains_lake_day",
-       "Snow-capped mountains above a blue lake on a sunny day.",
-       "Three grey mountains with white peaks reflected in a calm lake.",
-       "A mountain landscape in the daytime: rocky peaks, green shore and clear water.")
+@scene(
+    "mountains_lake_day",
+    "Snow-capped mountains above a blue lake on a sunny day.",
+    "Three grey mountains with white peaks reflected in a calm lake.",
+    "A mountain landscape in the daytime: rocky peaks, green shore and clear water.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 120)
     sun(c, 226, 26, 12)
-    peaks = [(60, 36, -30, 150, (118, 124, 140)), (140, 22, 60, 220, (100, 106, 124)), (215, 48, 150, 290, (124, 130, 146))]
+    peaks = [
+        (60, 36, -30, 150, (118, 124, 140)),
+        (140, 22, 60, 220, (100, 106, 124)),
+        (215, 48, 150, 290, (124, 130, 146)),
+    ]
     for px, py, lx, rx, col in peaks:
         mountain(c, px, py, lx, rx, 118, col)
     c.rect(0, 112, W, 120, fill=(70, 130, 60))
@@ -865,10 +1023,12 @@ def _(c, rng):
         c.line([(x, y), (x + 16, y)], (150, 190, 230), 0.8)
 
 
-@scene("mountains_night_stars",
-       "Dark mountains under a starry night sky with a crescent moon.",
-       "Night landscape: black mountain silhouettes, lots of stars and a thin moon on the right.",
-       "Starry sky over a mountain range at night.")
+@scene(
+    "mountains_night_stars",
+    "Dark mountains under a starry night sky with a crescent moon.",
+    "Night landscape: black mountain silhouettes, lots of stars and a thin moon on the right.",
+    "Starry sky over a mountain range at night.",
+)
 def _(c, rng):
     sky(c, SKY_NIGHT, 150)
     stars(c, rng, 110, 130, avoid=(200, 40, 24))
@@ -878,10 +1038,12 @@ def _(c, rng):
     c.rect(0, 150, W, H, fill=(14, 18, 30))
 
 
-@scene("desert_cactus_sun",
-       "Two green cacti in a sandy desert under a hot sun.",
-       "Desert scene with sand dunes, tall saguaro cactus plants and a bright yellow sun.",
-       "Hot dry day: pale blue sky, golden dunes and two cactuses, one big and one small.")
+@scene(
+    "desert_cactus_sun",
+    "Two green cacti in a sandy desert under a hot sun.",
+    "Desert scene with sand dunes, tall saguaro cactus plants and a bright yellow sun.",
+    "Hot dry day: pale blue sky, golden dunes and two cactuses, one big and one small.",
+)
 def _(c, rng):
     sky(c, [(0.0, (130, 180, 230)), (1.0, (240, 230, 200))], 140)
     sun(c, 200, 34, 20, (255, 220, 80), glow=(255, 240, 170))
@@ -893,10 +1055,12 @@ def _(c, rng):
     cactus(c, 190, 166, 48)
 
 
-@scene("palm_tree_beach_umbrella",
-       "A tropical beach with a palm tree and a red and white striped umbrella.",
-       "Sunny beach: sand, blue sea, one palm tree on the left and a beach umbrella on the right.",
-       "Seaside on a clear day with a palm tree, a sun umbrella and turquoise water.")
+@scene(
+    "palm_tree_beach_umbrella",
+    "A tropical beach with a palm tree and a red and white striped umbrella.",
+    "Sunny beach: sand, blue sea, one palm tree on the left and a beach umbrella on the right.",
+    "Seaside on a clear day with a palm tree, a sun umbrella and turquoise water.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 110)
     sun(c, 200, 26, 14)
@@ -908,10 +1072,12 @@ def _(c, rng):
         c.pieslice((146, 108, 210, 148), 180 + i * 30, 210 + i * 30, RED if i % 2 == 0 else WHITE)
 
 
-@scene("kite_over_beach",
-       "A red and yellow kite flying over a sandy beach.",
-       "A diamond-shaped kite with a long tail high in the blue sky above the sea and the sand.",
-       "Windy day at the beach with one kite and two white clouds.")
+@scene(
+    "kite_over_beach",
+    "A red and yellow kite flying over a sandy beach.",
+    "A diamond-shaped kite with a long tail high in the blue sky above the sea and the sand.",
+    "Windy day at the beach with one kite and two white clouds.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 124)
     cloud(c, 60, 40, 0.8)
@@ -933,10 +1099,12 @@ def _(c, rng):
     c.line([(kx, ky + 2), (40, 180)], (70, 70, 70), 0.6)
 
 
-@scene("red_car_country_road",
-       "A red car driving on a country road on a sunny day.",
-       "A small red car on a grey road with green fields and trees behind it.",
-       "Red hatchback on the road in the countryside, blue sky and white clouds.")
+@scene(
+    "red_car_country_road",
+    "A red car driving on a country road on a sunny day.",
+    "A small red car on a grey road with green fields and trees behind it.",
+    "Red hatchback on the road in the countryside, blue sky and white clouds.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 130)
     sun(c, 36, 28, 13)
@@ -951,10 +1119,12 @@ def _(c, rng):
     car(c, 88, 176, 86, RED)
 
 
-@scene("blue_car_city_night",
-       "A blue car at night on a city street with street lamps and lit buildings.",
-       "A blue car with its headlights on driving past tall buildings after dark.",
-       "City at night: dark sky, windows glowing yellow, two street lights and one car on the road.")
+@scene(
+    "blue_car_city_night",
+    "A blue car at night on a city street with street lamps and lit buildings.",
+    "A blue car with its headlights on driving past tall buildings after dark.",
+    "City at night: dark sky, windows glowing yellow, two street lights and one car on the road.",
+)
 def _(c, rng):
     sky(c, SKY_NIGHT, 150)
     stars(c, rng, 20, 60)
@@ -967,10 +1137,12 @@ def _(c, rng):
     car(c, 70, 180, 88, (40, 80, 200), headlights=True)
 
 
-@scene("yellow_bus_street",
-       "A yellow bus on a street on a sunny day.",
-       "A long yellow bus with many windows driving along a road lined with trees.",
-       "Bright yellow bus on a grey road, green trees and blue sky behind it.")
+@scene(
+    "yellow_bus_street",
+    "A yellow bus on a street on a sunny day.",
+    "A long yellow bus with many windows driving along a road lined with trees.",
+    "Bright yellow bus on a grey road, green trees and blue sky behind it.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 130)
     cloud(c, 60, 30, 0.8)
@@ -982,10 +1154,12 @@ def _(c, rng):
     bus(c, 40, 178, 170)
 
 
-@scene("red_and_green_cars_white_house",
-       "Two cars, a red one and a green one, parked in front of a white house.",
-       "A green car and a red car parked on the street outside a house during the day.",
-       "White house with a dark roof, and a red car on the left and a green car on the right in front of it.")
+@scene(
+    "red_and_green_cars_white_house",
+    "Two cars, a red one and a green one, parked in front of a white house.",
+    "A green car and a red car parked on the street outside a house during the day.",
+    "White house with a dark roof, and a red car on the left and a green car on the right in front of it.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 130)
     sun(c, 30, 26, 12)
@@ -996,10 +1170,12 @@ def _(c, rng):
     car(c, 142, 184, 96, (40, 150, 70))
 
 
-@scene("red_bicycle_tree_sunset",
-       "A red bicycle standing beside a big tree at sunset.",
-       "A red bike parked on the grass near a tree while the sun goes down.",
-       "Evening in a field: orange sky, the sun low on the horizon, one tree and a red bicycle to its right.")
+@scene(
+    "red_bicycle_tree_sunset",
+    "A red bicycle standing beside a big tree at sunset.",
+    "A red bike parked on the grass near a tree while the sun goes down.",
+    "Evening in a field: orange sky, the sun low on the horizon, one tree and a red bicycle to its right.",
+)
 def _(c, rng):
     sky(c, SKY_SUNSET, 136)
     sun(c, 200, 128, 20, (255, 190, 70), glow=(252, 170, 90))
@@ -1008,10 +1184,12 @@ def _(c, rng):
     bicycle(c, 120, 176, 18, RED)
 
 
-@scene("blue_bicycle_tree_day",
-       "A blue bicycle next to a tree in a park on a sunny day.",
-       "A blue bike parked on green grass beside a leafy tree under a blue sky.",
-       "Daytime park scene with one big green tree on the left and a blue bicycle on the right.")
+@scene(
+    "blue_bicycle_tree_day",
+    "A blue bicycle next to a tree in a park on a sunny day.",
+    "A blue bike parked on green grass beside a leafy tree under a blue sky.",
+    "Daytime park scene with one big green tree on the left and a blue bicycle on the right.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 134)
     sun(c, 210, 30, 14)
@@ -1021,10 +1199,13 @@ def _(c, rng):
     bicycle(c, 120, 176, 18, BLUE)
 
 
-@scene("red_bicycle_yellow_house",
-       "A red bicycle parked in front of a yellow house during the day.",
-       "A yellow cottage with a brown roof and a red bike standing on the grass next to the path in front of it.",
-       "Sunny day, a small yellow house and a red bicycle on the grass.")
+@scene(
+    "red_bicycle_yellow_house",
+    "A red bicycle parked in front of a yellow house during the day.",
+    "A yellow cottage with a brown roof and a red bike standing on the grass"
+    " next to the path in front of it.",
+    "Sunny day, a small yellow house and a red bicycle on the grass.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 124)
     cloud(c, 50, 30, 0.8)
@@ -1034,10 +1215,12 @@ def _(c, rng):
     bicycle(c, 156, 182, 17, RED)
 
 
-@scene("bowl_of_red_apples",
-       "Three red apples in a white bowl on a wooden table.",
-       "A simple still life: a bowl of red apples on a brown table against a beige wall.",
-       "White fruit bowl holding three shiny red apples.")
+@scene(
+    "bowl_of_red_apples",
+    "Three red apples in a white bowl on a wooden table.",
+    "A simple still life: a bowl of red apples on a brown table against a beige wall.",
+    "White fruit bowl holding three shiny red apples.",
+)
 def _(c, rng):
     wall_and_table(c, (228, 214, 186))
     c.ellipse(70, 150, 186, 166, fill=(120, 76, 44))
@@ -1047,10 +1230,12 @@ def _(c, rng):
     bowl_front(c, 128, 126, 110, WHITE)
 
 
-@scene("bowl_of_mixed_fruit",
-       "A blue bowl full of fruit: bananas, oranges, a green apple and purple grapes.",
-       "Mixed fruit in a bowl on a wooden table.",
-       "Still life with a blue fruit bowl holding two oranges, yellow bananas, grapes and a green apple.")
+@scene(
+    "bowl_of_mixed_fruit",
+    "A blue bowl full of fruit: bananas, oranges, a green apple and purple grapes.",
+    "Mixed fruit in a bowl on a wooden table.",
+    "Still life with a blue fruit bowl holding two oranges, yellow bananas, grapes and a green apple.",
+)
 def _(c, rng):
     wall_and_table(c, (200, 214, 200))
     c.ellipse(60, 152, 196, 168, fill=(120, 76, 44))
@@ -1064,10 +1249,12 @@ def _(c, rng):
     bowl_front(c, 128, 128, 124, (50, 90, 180))
 
 
-@scene("lemons_blue_plate_checked_cloth",
-       "Three yellow lemons on a blue plate on a red and white checked tablecloth.",
-       "Lemons on a round blue plate sitting on a checkered table cloth.",
-       "Still life with three lemons, a blue plate and a red-and-white tablecloth in front of a pale wall.")
+@scene(
+    "lemons_blue_plate_checked_cloth",
+    "Three yellow lemons on a blue plate on a red and white checked tablecloth.",
+    "Lemons on a round blue plate sitting on a checkered table cloth.",
+    "Still life with three lemons, a blue plate and a red-and-white tablecloth in front of a pale wall.",
+)
 def _(c, rng):
     c.vgradient(0, 110, [(0.0, (236, 232, 220)), (1.0, (214, 208, 194))])
     checked_cloth(c, 110)
@@ -1077,10 +1264,12 @@ def _(c, rng):
         lemon(c, x, y, 14)
 
 
-@scene("green_apple_coffee_cup",
-       "One green apple next to a white coffee cup on a wooden table.",
-       "A single green apple on the left and a cup of coffee on a saucer on the right.",
-       "Simple breakfast still life: an apple and a white mug on a brown table.")
+@scene(
+    "green_apple_coffee_cup",
+    "One green apple next to a white coffee cup on a wooden table.",
+    "A single green apple on the left and a cup of coffee on a saucer on the right.",
+    "Simple breakfast still life: an apple and a white mug on a brown table.",
+)
 def _(c, rng):
     wall_and_table(c, (176, 196, 214))
     apple(c, 86, 136, 22, color=(130, 200, 70))
@@ -1091,30 +1280,46 @@ def _(c, rng):
     c.ellipse(155, 108, 199, 114, fill=(90, 56, 34))
 
 
-@scene("red_tulips_blue_vase",
-       "Red tulips in a blue vase on a table.",
-       "Five red flowers with green stems in a blue vase against a pale green wall.",
-       "A bunch of red tulips standing in a blue vase on a wooden table.")
+@scene(
+    "red_tulips_blue_vase",
+    "Red tulips in a blue vase on a table.",
+    "Five red flowers with green stems in a blue vase against a pale green wall.",
+    "A bunch of red tulips standing in a blue vase on a wooden table.",
+)
 def _(c, rng):
     wall_and_table(c, (200, 226, 200), y=138)
     vx, vb = 128, 160
     for hx, hy in [(100, 46), (116, 32), (132, 40), (150, 30), (162, 52)]:
         c.line([(vx + (hx - vx) * 0.15, 104), (hx, hy + 10)], (60, 140, 60), 2)
         c.ellipse(hx - 8, hy - 4, hx + 8, hy + 14, fill=RED)
-        c.poly([(hx - 8, hy + 4), (hx - 8, hy - 8), (hx - 3, hy - 1), (hx, hy - 10), (hx + 3, hy - 1),
-                (hx + 8, hy - 8), (hx + 8, hy + 4)], fill=RED)
+        c.poly(
+            [
+                (hx - 8, hy + 4),
+                (hx - 8, hy - 8),
+                (hx - 3, hy - 1),
+                (hx, hy - 10),
+                (hx + 3, hy - 1),
+                (hx + 8, hy - 8),
+                (hx + 8, hy + 4),
+            ],
+            fill=RED,
+        )
         c.line([(hx, hy - 6), (hx, hy + 10)], DARK_RED, 0.8)
     c.poly([(112, 110), (100, 90), (118, 104)], fill=(60, 140, 60))
     c.poly([(144, 108), (160, 86), (138, 104)], fill=(60, 140, 60))
-    c.poly([(114, 100), (142, 100), (140, 110), (152, 130), (146, vb), (110, vb), (104, 130), (116, 110)],
-           fill=(50, 90, 180))
+    c.poly(
+        [(114, 100), (142, 100), (140, 110), (152, 130), (146, vb), (110, vb), (104, 130), (116, 110)],
+        fill=(50, 90, 180),
+    )
     c.rect(112, 98, 144, 104, fill=(40, 76, 160))
 
 
-@scene("five_red_balloons_sky",
-       "A bunch of five red balloons floating in a blue sky.",
-       "Red balloons on strings rising among white clouds on a clear day.",
-       "Five shiny red balloons tied together, drifting upwards.")
+@scene(
+    "five_red_balloons_sky",
+    "A bunch of five red balloons floating in a blue sky.",
+    "Red balloons on strings rising among white clouds on a clear day.",
+    "Five shiny red balloons tied together, drifting upwards.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, H)
     cloud(c, 50, 150, 1.1)
@@ -1126,10 +1331,12 @@ def _(c, rng):
     c.line([tie, (130, H)], (90, 90, 96), 0.8)
 
 
-@scene("colorful_party_balloons",
-       "Many colourful balloons, red, yellow, blue and green, at a party with bunting.",
-       "Party decorations: balloons of different colours and a string of little flags against a pink wall.",
-       "A birthday party room with lots of balloons.")
+@scene(
+    "colorful_party_balloons",
+    "Many colourful balloons, red, yellow, blue and green, at a party with bunting.",
+    "Party decorations: balloons of different colours and a string of little flags against a pink wall.",
+    "A birthday party room with lots of balloons.",
+)
 def _(c, rng):
     c.vgradient(0, H, [(0.0, (250, 214, 226)), (1.0, (240, 190, 206))])
     c.rect(0, 176, W, H, fill=(190, 140, 110))
@@ -1139,15 +1346,29 @@ def _(c, rng):
     for i, x in enumerate(range(8, W, 22)):
         y = 14 + 10 * math.sin(x / W * math.pi)
         c.poly([(x - 7, y), (x + 7, y), (x, y + 14)], fill=cols[i % len(cols)])
-    positions = [(40, 80), (70, 64), (100, 90), (132, 70), (164, 88), (196, 66), (224, 90), (56, 110), (184, 112)]
-    for (x, y), col in zip(positions, [RED, YELLOW, BLUE, (40, 160, 70), RED, ORANGE, PURPLE, BLUE, YELLOW]):
+    positions = [
+        (40, 80),
+        (70, 64),
+        (100, 90),
+        (132, 70),
+        (164, 88),
+        (196, 66),
+        (224, 90),
+        (56, 110),
+        (184, 112),
+    ]
+    for (x, y), col in zip(
+        positions, [RED, YELLOW, BLUE, (40, 160, 70), RED, ORANGE, PURPLE, BLUE, YELLOW], strict=True
+    ):
         balloon(c, x, y, 15, col, string_to=(x + rng.uniform(-10, 10), 178))
 
 
-@scene("hot_air_balloon_green_hills",
-       "A red and yellow striped hot air balloon over green hills on a sunny day.",
-       "One big hot-air balloon with a basket floating above a green countryside under a blue sky.",
-       "Colourful balloon flight in the daytime, white clouds and rolling hills.")
+@scene(
+    "hot_air_balloon_green_hills",
+    "A red and yellow striped hot air balloon over green hills on a sunny day.",
+    "One big hot-air balloon with a basket floating above a green countryside under a blue sky.",
+    "Colourful balloon flight in the daytime, white clouds and rolling hills.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, H)
     cloud(c, 40, 40, 0.9)
@@ -1158,10 +1379,12 @@ def _(c, rng):
     hot_air_balloon(c, 132, 58, 32, RED, YELLOW)
 
 
-@scene("two_hot_air_balloons_sunset",
-       "Two hot air balloons floating in the sky at sunset above dark hills.",
-       "A blue and white balloon and a smaller orange and purple balloon in an orange evening sky.",
-       "Evening balloon ride: two hot-air balloons and the setting sun behind the hills.")
+@scene(
+    "two_hot_air_balloons_sunset",
+    "Two hot air balloons floating in the sky at sunset above dark hills.",
+    "A blue and white balloon and a smaller orange and purple balloon in an orange evening sky.",
+    "Evening balloon ride: two hot-air balloons and the setting sun behind the hills.",
+)
 def _(c, rng):
     sky(c, SKY_SUNSET, H)
     sun(c, 128, 160, 22, (255, 190, 70), glow=(252, 170, 90))
@@ -1172,13 +1395,23 @@ def _(c, rng):
     hot_air_balloon(c, 190, 84, 18, ORANGE, PURPLE)
 
 
-@scene("rainbow_green_hills",
-       "A rainbow over green hills with white clouds.",
-       "A bright rainbow arching across the sky above grassy hills after the rain.",
-       "Green countryside with a full rainbow and a few clouds.")
+@scene(
+    "rainbow_green_hills",
+    "A rainbow over green hills with white clouds.",
+    "A bright rainbow arching across the sky above grassy hills after the rain.",
+    "Green countryside with a full rainbow and a few clouds.",
+)
 def _(c, rng):
     sky(c, SKY_AFTER_RAIN, H)
-    cols = [(230, 40, 40), (245, 140, 30), (250, 220, 40), (60, 180, 60), (50, 110, 220), (80, 50, 160), (150, 70, 190)]
+    cols = [
+        (230, 40, 40),
+        (245, 140, 30),
+        (250, 220, 40),
+        (60, 180, 60),
+        (50, 110, 220),
+        (80, 50, 160),
+        (150, 70, 190),
+    ]
     for i, col in enumerate(cols):
         r = 112 - i * 6
         c.arc((128 - r, 176 - r, 128 + r, 176 + r), 180, 360, col, 6.5)
@@ -1189,10 +1422,12 @@ def _(c, rng):
     c.rect(0, 176, W, H, fill=(70, 150, 60))
 
 
-@scene("snowman_red_scarf",
-       "A snowman with a black hat, a red scarf and a carrot nose on a snowy day.",
-       "A cheerful snowman with stick arms standing in the snow next to a pine tree under a blue sky.",
-       "Winter fun: a snowman made of three snowballs wearing a top hat and a red scarf.")
+@scene(
+    "snowman_red_scarf",
+    "A snowman with a black hat, a red scarf and a carrot nose on a snowy day.",
+    "A cheerful snowman with stick arms standing in the snow next to a pine tree under a blue sky.",
+    "Winter fun: a snowman made of three snowballs wearing a top hat and a red scarf.",
+)
 def _(c, rng):
     sky(c, SKY_DAY, 130)
     ground(c, (240, 244, 250), (214, 222, 236), 128)
@@ -1215,10 +1450,12 @@ def _(c, rng):
         c.circle(x, y, 2, fill=BLACK)
 
 
-@scene("city_skyline_full_moon",
-       "A city skyline at night with lit windows and a full moon.",
-       "Tall buildings silhouetted against a dark blue night sky, many yellow windows glowing.",
-       "Downtown at night with a big round moon above the skyscrapers.")
+@scene(
+    "city_skyline_full_moon",
+    "A city skyline at night with lit windows and a full moon.",
+    "Tall buildings silhouetted against a dark blue night sky, many yellow windows glowing.",
+    "Downtown at night with a big round moon above the skyscrapers.",
+)
 def _(c, rng):
     sky(c, SKY_NIGHT, H)
     stars(c, rng, 40, 80, avoid=(60, 36, 22))

@@ -11,6 +11,7 @@ import typer
 
 from convir import __version__
 from convir.errors import ConvirError
+from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
 
 app = typer.Typer(
     name="convir",
@@ -19,6 +20,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _register_subcommands() -> None:
+    from convir.eval.cli import eval_app, report_app
+
+    app.add_typer(eval_app, name="eval")
+    app.add_typer(report_app, name="report")
 
 
 def _console(stderr: bool = False) -> Any:
@@ -162,8 +170,10 @@ def search_cmd(
     ] = "dense",
     fusion: Annotated[
         str, typer.Option(help="Hybrid fusion: rrf (reciprocal rank) | weighted (min-max scores).")
-    ] = "rrf",
-    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Dense weight for --fusion weighted.")] = 0.7,
+    ] = DEFAULT_FUSION,
+    alpha: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Dense weight in hybrid fusion (0.5 = equal).")
+    ] = DEFAULT_ALPHA,
     image: Annotated[
         Path | None, typer.Option(help="Search with an image instead (image-text encoders).")
     ] = None,
@@ -245,10 +255,17 @@ def _cache_dir() -> Path:
     return Path(base) / "convir" if "CONVIR_CACHE" not in os.environ else Path(base)
 
 
+_register_subcommands()
+
+
 def main() -> None:
-    """Console entry point: user mistakes print one clear line, not a traceback."""
+    """Console entry point: user mistakes print one clear line, not a traceback.
+
+    Usage errors (bad flags) are handled by typer itself (exit 2); our own ConvirError is
+    caught here (exit 2); Ctrl-C keeps what was saved (exit 130).
+    """
     try:
-        code = app(standalone_mode=False)
+        app()
     except ConvirError as exc:
         console = _console(stderr=True)
         console.print("[bold red]error:[/] ", end="")
@@ -257,16 +274,6 @@ def main() -> None:
     except KeyboardInterrupt:
         _console(stderr=True).print("interrupted: work saved so far is kept; re-run the command to resume")
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
-    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ import numpy as np
 
 from convir.errors import ConvirError, IndexMismatchError
 from convir.gallery.store import Store
-
-MODES = ("dense", "bm25", "hybrid")
+from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
 
 
 @dataclass
@@ -36,6 +35,8 @@ class SearchIndex:
     """A published build of an index directory, opened read-only for searching."""
 
     def __init__(self, root: Path, encoder: str | None = None, long_text: str = "chunk") -> None:
+        from convir.index.bm25 import BM25Index
+        from convir.index.ranker import Ranker
         from convir.index.vector import AnnIndex
 
         self.root = Path(root)
@@ -60,8 +61,8 @@ class SearchIndex:
         self.position = {item_id: i for i, item_id in enumerate(self.ids)}
         self.ann_kind: str = self.info["ann"]
         ann_file = build / "ann.faiss"
-        self.ann = AnnIndex.load(self.vectors, self.ann_kind, ann_file if ann_file.exists() else None)
-        self._bm25: Any = None
+        ann = AnnIndex.load(self.vectors, self.ann_kind, ann_file if ann_file.exists() else None)
+        self.ranker = Ranker(ann, lambda: BM25Index.load(build / "bm25"))
         self._encoder: Any = None
 
     def __len__(self) -> int:
@@ -78,14 +79,6 @@ class SearchIndex:
 
             self._encoder = load_encoder(self.encoder_spec, long_text=self.long_text)  # type: ignore[arg-type]
         return self._encoder
-
-    @property
-    def bm25(self) -> Any:
-        if self._bm25 is None:
-            from convir.index.bm25 import BM25Index
-
-            self._bm25 = BM25Index.load(self.build_dir / "bm25")
-        return self._bm25
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode_text(texts)
@@ -119,8 +112,8 @@ class SearchIndex:
         k: int = 10,
         mode: str = "dense",
         image: Path | None = None,
-        fusion: str = "rrf",
-        alpha: float = 0.7,
+        fusion: str = DEFAULT_FUSION,
+        alpha: float = DEFAULT_ALPHA,
         pool: int = 100,
         query_text: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -128,33 +121,11 @@ class SearchIndex:
 
         ``query_text`` gives the BM25 side of a vector query in hybrid mode.
         """
-        if mode not in MODES:
-            raise ConvirError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
-        if k <= 0:
-            raise ConvirError("k must be at least 1")
-        text = query if isinstance(query, str) else query_text
-        if mode != "dense" and not text:
-            raise ConvirError(f"--mode {mode} needs a text query (BM25 ranks captions by words)")
         if isinstance(query, str) and not query.strip():
             raise ConvirError("the query is empty")
-        if mode == "bm25":
-            scores = self.bm25.scores(text)
-            return _top(scores, np.arange(len(scores)), k)
-        qvec = self._query_vector(query, image)
-        if mode == "dense":
-            s, p = self.ann.search(qvec, k)
-            keep = p[0] >= 0
-            return p[0][keep], s[0][keep]
-        from convir.index.hybrid import fuse
-
-        n_pool = max(k, pool)
-        _, dense_pos = self.ann.search(qvec, n_pool)
-        sparse_all = self.bm25.scores(text)
-        sparse_pos = np.argsort(-sparse_all, kind="stable")[:n_pool]
-        cand = np.union1d(dense_pos[0][dense_pos[0] >= 0], sparse_pos[sparse_all[sparse_pos] > 0])
-        dense = np.asarray(self.vectors[cand] @ qvec, dtype=np.float32)
-        fused = fuse(dense, sparse_all[cand], method=fusion, alpha=alpha)
-        return _top(fused, cand, k)
+        text = query if isinstance(query, str) else query_text
+        qvec = None if mode == "bm25" else self._query_vector(query, image)
+        return self.ranker.rank(qvec, text, k, mode, fusion, alpha, pool)
 
     def search(
         self,
@@ -162,8 +133,8 @@ class SearchIndex:
         k: int = 10,
         mode: str = "dense",
         image: Path | None = None,
-        fusion: str = "rrf",
-        alpha: float = 0.7,
+        fusion: str = DEFAULT_FUSION,
+        alpha: float = DEFAULT_ALPHA,
     ) -> list[Hit]:
         """Top-``k`` hits for text, a vector, or ``image``, with stored metadata."""
         if query is None and image is None:
@@ -188,12 +159,6 @@ class SearchIndex:
 
     def close(self) -> None:
         self.store.close()
-
-
-def _top(scores: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` by score; ties by lower position (deterministic)."""
-    order = np.lexsort((positions, -scores))[:k]
-    return positions[order], scores[order]
 
 
 def open_index(path: str | Path, encoder: str | None = None, long_text: str = "chunk") -> SearchIndex:

@@ -12,6 +12,7 @@ index built with it can be reopened (useful for tests and pipeline dry runs, not
 from __future__ import annotations
 
 import difflib
+import inspect
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -76,7 +77,8 @@ def _resolve_pretrained(open_clip: Any, arch: str, pretrained: str) -> tuple[str
         return str(path.resolve()), {}
     tags = open_clip.list_pretrained_tags_by_model(arch)
     what = "checkpoint file not found" if ("/" in pretrained or "." in pretrained) else "unknown tag"
-    known = f"known tags for {arch}: {', '.join(tags)}" if tags else f"{arch} has no published weights"
+    shown = ", ".join(tags[:8]) + (f", ... ({len(tags)} in all)" if len(tags) > 8 else "")
+    known = f"known tags for {arch}: {shown}" if tags else f"{arch} has no published weights"
     raise SpecError(
         f"open_clip:{arch}/{pretrained}: {what}; {known}; or give a checkpoint path "
         f"(open_clip:{arch}//abs/path.pt) or 'none' for random weights"
@@ -105,7 +107,11 @@ class OpenClipEncoder:
         self.device = resolve_device(device)
         self.long_text = long_text
         name, pretrained = _parse(rest)
-        kwargs: dict[str, Any] = {"pretrained_text": False}  # random init must never download a text tower
+        # Never download a pretrained HF text tower behind the user's back (random init stays offline);
+        # open_clip 3 calls the flag pretrained_text, 2.x pretrained_hf.
+        params = inspect.signature(open_clip.create_model_and_transforms).parameters
+        flag = "pretrained_text" if "pretrained_text" in params else "pretrained_hf"
+        kwargs: dict[str, Any] = {flag: False}
         if name.startswith(_SCHEMAS):
             if name.startswith("local-dir:") and not Path(name[len("local-dir:") :]).expanduser().is_dir():
                 raise SpecError(f"open_clip {name}: folder does not exist")

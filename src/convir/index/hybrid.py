@@ -1,7 +1,8 @@
 """Fusing dense and BM25 rankings.
 
-* ``rrf``: reciprocal rank fusion, score = sum over rankings of 1 / (k + rank); robust when
-  the two score scales are unrelated (Cormack et al. 2009; k = 60).
+* ``rrf``: reciprocal rank fusion, score = 2 * (alpha / (k + rank_dense) + (1 - alpha) /
+  (k + rank_bm25)); alpha = 0.5 is classic RRF (Cormack et al. 2009; k = 60). Robust when
+  score scales are unrelated, but it discards how confident each system is.
 * ``weighted``: alpha * dense + (1 - alpha) * bm25 after min-max normalising each list over
   the shared candidate pool, so one system's scale cannot dominate.
 Candidates are the union of both top-N lists; every candidate gets *both* scores (exact
@@ -11,6 +12,8 @@ dense cosine and full BM25), so a document missing from one list is not silently
 from __future__ import annotations
 
 import numpy as np
+
+from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
 
 FUSIONS = ("rrf", "weighted")
 
@@ -31,7 +34,11 @@ def minmax(x: np.ndarray) -> np.ndarray:
 
 
 def fuse(
-    dense: np.ndarray, sparse: np.ndarray, method: str = "rrf", alpha: float = 0.7, rrf_k: int = 60
+    dense: np.ndarray,
+    sparse: np.ndarray,
+    method: str = DEFAULT_FUSION,
+    alpha: float = DEFAULT_ALPHA,
+    rrf_k: int = 60,
 ) -> np.ndarray:
     """Fused scores for a candidate pool given each candidate's dense and BM25 score."""
     dense = np.asarray(dense, dtype=np.float32)
@@ -39,7 +46,7 @@ def fuse(
     if method == "rrf":
         # a candidate BM25 gave 0 (no shared term) gets no BM25 vote rather than an arbitrary rank
         sparse_vote = np.where(sparse > 0, 1.0 / (rrf_k + _ranks(sparse)), 0.0)
-        return (1.0 / (rrf_k + _ranks(dense)) + sparse_vote).astype(np.float32)
+        return (2 * (alpha / (rrf_k + _ranks(dense)) + (1 - alpha) * sparse_vote)).astype(np.float32)
     if method == "weighted":
         return alpha * minmax(dense) + (1.0 - alpha) * minmax(sparse)
     raise ValueError(f"fusion must be one of {FUSIONS}, not {method!r}")

@@ -1,0 +1,1 @@
+"""Dialogue state -> retrieval query (strategies); the conversation engine builds on these."""

@@ -1,0 +1,307 @@
+"""``convir eval ...`` and ``convir report ...`` commands (kept apart from cli.py to stay small)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from convir.errors import ConvirError
+from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
+
+eval_app = typer.Typer(
+    help="Evaluate retrieval and conversation methods with the published protocols.", no_args_is_help=True
+)
+report_app = typer.Typer(help="Summarise and plot evaluation runs.", no_args_is_help=True)
+
+OutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        help="Run folder (report.json, report.md, per-target "
+        "cache). Default: runs/<command>-<config hash>; "
+        "re-running the same command resumes it.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")]
+
+
+def _run_dir(out: Path | None, kind: str, config: dict[str, Any]) -> Path:
+    if out is not None:
+        return out
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return Path("runs") / f"{kind}-{digest}"
+
+
+def _print_metrics(report: dict[str, Any], run_dir: Path, json_out: bool) -> None:
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "run_dir": str(run_dir),
+                    "metrics": report["metrics"],
+                    **{k: report[k] for k in ("surrogate", "timings") if k in report},
+                },
+                indent=2,
+            )
+        )
+        return
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    console.print((run_dir / "report.md").read_text(encoding="utf-8"), markup=False)
+    console.print(f"written: {run_dir}/report.json, {run_dir}/report.md")
+
+
+@eval_app.command("retrieval")
+def retrieval_cmd(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Dataset folder (coco5k: Search_Space_coco.json + "
+            "coco_captions.json; flickr8k: captions.txt + images/)."
+        ),
+    ],
+    dataset: Annotated[str, typer.Option(help="coco5k | flickr8k")] = "coco5k",
+    split: Annotated[str, typer.Option(help="dev (coco5k 0-3999) | test (4000-4999) | all")] = "test",
+    encoder: Annotated[
+        str, typer.Option(help="Encoder spec (caption:minilm, open_clip:..., hf:...).")
+    ] = "caption:minilm",
+    mode: Annotated[str, typer.Option(help="dense | bm25 | hybrid")] = "dense",
+    fusion: Annotated[str, typer.Option(help="Hybrid fusion: weighted | rrf")] = DEFAULT_FUSION,
+    alpha: Annotated[
+        float, typer.Option(min=0, max=1, help="Dense weight in hybrid fusion.")
+    ] = DEFAULT_ALPHA,
+    image_root: Annotated[
+        str | None, typer.Option(help="Folder with the COCO images (image encoders).")
+    ] = None,
+    out: OutOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Caption-to-image retrieval, Recall@1/5/10 and MRR.
+
+    Offline (caption encoders) each gallery image is represented by its captions[1:3] and
+    captions[0] is the query; with an image-text encoder and --image-root the gallery is the
+    images themselves. See docs/evaluation.md.
+    """
+    from convir.eval.report import RunWriter
+    from convir.eval.retrieval import RetrievalConfig, run_retrieval
+
+    if split != "all" and dataset != "coco5k":
+        raise ConvirError(f"{dataset} has no documented dev/test split: use --split all")
+    cfg = RetrievalConfig(dataset, str(path), split, encoder, mode, fusion, alpha, image_root)
+    config = {"command": "eval retrieval", **cfg.to_dict()}
+    run_dir = _run_dir(out, f"retrieval-{dataset}-{split}-{mode}", config)
+    writer = RunWriter(run_dir, config)
+    result = run_retrieval(cfg)
+    for target, ranks in result["ranks"].items():
+        writer.add(target, ranks)
+    report = writer.finish(
+        result["metrics"],
+        {"surrogate": result["surrogate"], "timings": result["timings"], "encoder": result["encoder"]},
+    )
+    _print_metrics(report, run_dir, json_out)
+
+
+def _embedding_backend(corpus_embeddings: Path, search_space: list[str], text_encoder: str) -> Any:
+    from convir.encoders import load_encoder
+    from convir.eval.backends import EmbeddingBackend, load_corpus_embeddings
+
+    corpus = load_corpus_embeddings(corpus_embeddings, expected_rows=len(search_space))
+    return EmbeddingBackend(corpus, load_encoder(text_encoder))
+
+
+def _replay(
+    kind: str,
+    config: dict[str, Any],
+    dialogues: list[Any],
+    positions: list[int],
+    backend: Any,
+    strategy_name: str,
+    turns: int | None,
+    out: Path | None,
+    json_out: bool,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from convir.dialog.strategies import load_strategy
+    from convir.eval.dialog import replay
+    from convir.eval.report import RunWriter, turn_metrics
+
+    strategy = load_strategy(strategy_name)
+    run_dir = _run_dir(out, kind, config)
+    writer = RunWriter(run_dir, config)
+    with Progress(
+        TextColumn("[bold]dialogues"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=json_out,
+    ) as progress:
+        task = progress.add_task("replay", total=len(dialogues))
+        ranks = replay(
+            dialogues,
+            positions,
+            strategy,
+            backend,
+            writer,
+            turns,
+            on_done=lambda n: progress.advance(task, n),
+        )
+    report = writer.finish(turn_metrics(ranks))
+    _print_metrics(report, run_dir, json_out)
+
+
+def _select(dialogues: list[Any], split: str, limit: int | None, dataset: str | None) -> list[Any]:
+    from convir.eval.datasets import split_items
+
+    chosen = split_items(dialogues, split, dataset)
+    return chosen[:limit] if limit else chosen
+
+
+@eval_app.command("chatir")
+def chatir_cmd(
+    dialogues: Annotated[Path, typer.Option(help="ChatIR dialogue file, e.g. ChatGPT_BLIP2.json.")],
+    corpus_embeddings: Annotated[
+        Path, typer.Option(help="[N, d] image embeddings (.npy or .pt), row i = search-space image i.")
+    ],
+    text_encoder: Annotated[str, typer.Option(help="Text tower of the model that embedded the corpus.")],
+    search_space: Annotated[
+        Path | None,
+        typer.Option(help="Search-space list (default: Search_Space_val_50k.json next to --dialogues)."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="dev (0-1499) | test (1500-2063) | all")] = "test",
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N dialogues of the split.")] = None,
+    out: OutOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The exact ChatIR protocol: query at turn t = ", ".join(dialog[:t+1]); Hits@10 per turn 0..10."""
+    from convir.eval.datasets import load_chatir
+
+    space_file = search_space or dialogues.parent / "Search_Space_val_50k.json"
+    dlgs, space = load_chatir(dialogues, space_file)
+    assert space is not None
+    dataset = "chatir" if len(dlgs) == 2064 else None
+    chosen = _select(dlgs, split, limit, dataset)
+    where = {p: i for i, p in enumerate(space)}
+    backend = _embedding_backend(corpus_embeddings, space, text_encoder)
+    config = {
+        "command": "eval chatir",
+        "dialogues": str(dialogues),
+        "search_space": str(space_file),
+        "corpus_embeddings": str(corpus_embeddings),
+        "text_encoder": text_encoder,
+        "split": split,
+        "strategy": "concat",
+    }
+    _replay(
+        "chatir",
+        {**config, "limit": limit},
+        chosen,
+        [where[d.target] for d in chosen],
+        backend,
+        "concat",
+        None,
+        out,
+        json_out,
+    )
+
+
+@eval_app.command("dialog")
+def dialog_cmd(
+    dialogues: Annotated[
+        Path,
+        typer.Option(
+            help="Dialogues: a ChatIR .json file or a JSONL file "
+            '({"id", "target", "turns": [...]}, see docs/evaluation.md).'
+        ),
+    ],
+    index: Annotated[
+        Path | None, typer.Option(help="Index directory whose item ids are the targets.")
+    ] = None,
+    corpus_embeddings: Annotated[
+        Path | None, typer.Option(help="Instead of --index: [N, d] embeddings.")
+    ] = None,
+    search_space: Annotated[
+        Path | None, typer.Option(help="With --corpus-embeddings: the image list.")
+    ] = None,
+    text_encoder: Annotated[
+        str | None, typer.Option(help="With --corpus-embeddings: the text encoder.")
+    ] = None,
+    strategy: Annotated[
+        str, typer.Option(help="Query builder: concat (more in the conversation engine).")
+    ] = "concat",
+    mode: Annotated[str, typer.Option(help="With --index: dense | bm25 | hybrid")] = "dense",
+    split: Annotated[
+        str, typer.Option(help="dev | test | all (dev/test for the 2,064 ChatIR dialogues)")
+    ] = "all",
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N dialogues.")] = None,
+    turns: Annotated[int | None, typer.Option(min=1, help="Turns to evaluate (default: all).")] = None,
+    out: OutOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replay fixed dialogues through a strategy; per-turn ranks, Hits@K and Recall@K per turn."""
+    from convir.eval.datasets import load_chatir, load_dialogues_jsonl
+
+    if dialogues.suffix == ".jsonl":
+        dlgs = load_dialogues_jsonl(dialogues)
+        space = None
+    else:
+        dlgs, space = load_chatir(dialogues, search_space)
+    chosen = _select(dlgs, split, limit, "chatir" if len(dlgs) == 2064 else None)
+    config: dict[str, Any] = {
+        "command": "eval dialog",
+        "dialogues": str(dialogues),
+        "strategy": strategy,
+        "split": split,
+        "turns": turns,
+    }
+    if index is not None:
+        from convir.eval.backends import RankerBackend
+        from convir.search import open_index
+
+        idx = open_index(index)
+        backend: Any = RankerBackend(idx.ranker, idx.encoder, mode)
+        where = idx.position
+        config |= {"index": str(index), "encoder": idx.encoder_spec, "mode": mode}
+    elif corpus_embeddings is not None and text_encoder and (space or search_space):
+        from convir.eval.datasets import load_search_space
+
+        space = space or load_search_space(search_space)  # type: ignore[arg-type]
+        backend = _embedding_backend(corpus_embeddings, space, text_encoder)
+        where = {p: i for i, p in enumerate(space)}
+        config |= {"corpus_embeddings": str(corpus_embeddings), "text_encoder": text_encoder}
+    else:
+        raise ConvirError("give --index DIR, or --corpus-embeddings with --search-space and --text-encoder")
+    missing = [d.target for d in chosen if d.target not in where]
+    if missing:
+        raise ConvirError(f"{len(missing)} dialogue targets are not in the gallery, e.g. {missing[0]!r}")
+    _replay(
+        "dialog",
+        {**config, "limit": limit},
+        chosen,
+        [where[d.target] for d in chosen],
+        backend,
+        strategy,
+        turns,
+        out,
+        json_out,
+    )
+
+
+@report_app.command("plot")
+def plot_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders with report.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("hits.png"),
+    metric: Annotated[str, typer.Option(help="Per-turn metric: hits@10, recall@10, hits@1, ...")] = "hits@10",
+    label: Annotated[list[str] | None, typer.Option(help="Legend label per run (repeat).")] = None,
+    title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
+) -> None:
+    """Draw a per-turn metric (Hits@10 by default) vs dialogue turn for several runs on one PNG."""
+    from convir.eval.report import plot_runs
+
+    path = plot_runs(run_dirs, out, metric=metric, labels=label, title=title)
+    typer.echo(f"wrote {path}")
