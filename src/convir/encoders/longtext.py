@@ -21,10 +21,18 @@ log = logging.getLogger("convir")
 _warned: set[str] = set()
 
 
+def may_exceed(text: str, max_tokens: int) -> bool:
+    """Cheap pre-check before tokenising. A WordPiece/BPE token covers at least one UTF-8 byte,
+    and SentencePiece adds at most one word-boundary token per word, so a text cannot have
+    more than 2 x its byte length in tokens. Keeps indexing short captions from paying for a
+    second tokenisation."""
+    return 2 * len(text.encode("utf-8")) > max_tokens
+
+
 def split_to_fit(text: str, count_tokens: Callable[[str], int], max_tokens: int) -> list[str]:
     """Greedy word-window split so each piece has <= max_tokens tokens (a single overlong
     word becomes its own piece and is truncated by the model)."""
-    if count_tokens(text) <= max_tokens:
+    if not may_exceed(text, max_tokens) or count_tokens(text) <= max_tokens:
         return [text]
     pieces: list[str] = []
     current: list[str] = []
@@ -52,7 +60,9 @@ def encode_long(
     if policy not in ("truncate", "chunk"):
         raise ValueError(f"long-text policy must be 'truncate' or 'chunk', not {policy!r}")
     if policy == "truncate":
-        if model_name not in _warned and any(count_tokens(t) > max_tokens for t in texts):
+        if model_name not in _warned and any(
+            may_exceed(t, max_tokens) and count_tokens(t) > max_tokens for t in texts
+        ):
             _warned.add(model_name)
             log.warning(
                 "%s: text longer than %d tokens is truncated (use long_text='chunk' to keep it all)",

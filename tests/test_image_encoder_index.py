@@ -1,0 +1,39 @@
+"""Indexing and searching with an image tower (tiny random HF CLIP built from a config) via the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from test_encoders_clip import _build_hf
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tinyclip")
+    _build_hf(folder, "clip")
+    return folder
+
+
+def test_image_gallery_indexes_images_and_answers_image_queries(
+    gallery: Path, tmp_path: Path, tiny_clip: Path
+) -> None:
+    (gallery / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (gallery / "uncaptioned.png").write_bytes((gallery / "snow.jpg").read_bytes())  # images need no caption
+    out = tmp_path / "ix"
+    res = run_cli("index", str(gallery), "--out", str(out), "--encoder", f"hf:{tiny_clip}", "--json")
+    assert res.returncode == 1  # one item failed
+    report = json.loads(res.stdout)
+    assert report["total"] == 7 and [f[0] for f in report["failed"]] == ["broken.jpg"]
+    res = run_cli("search", str(out), "--image", str(gallery / "city" / "bus.jpg"), "-k", "1", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["results"][0]["id"] == "city/bus.jpg"  # its own image is the exact match
+    res = run_cli("search", str(out), "a yellow bus", "--json", "--mode", "hybrid")
+    assert res.returncode == 0 and len(json.loads(res.stdout)["results"]) == 7
+    res = run_cli("search", str(out), "--image", str(gallery / "broken.jpg"))
+    assert res.returncode == 2 and "cannot use" in res.stderr
+    res = run_cli("index", str(gallery), "--out", str(out))  # no --encoder: keeps the index's own
+    assert res.returncode == 1 and "unchanged 7" in res.stdout
