@@ -248,6 +248,29 @@ def demo_cmd(
     console.print(f'\nTry it yourself: convir search {target} "your description" --mode hybrid')
 
 
+@app.command("chat")
+def chat_cmd(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory built by `convir index`.")],
+    strategy: Annotated[
+        str, typer.Option(help="concat | rewrite | expand | rerank (all but concat need --llm)")
+    ] = "concat",
+    questioner: Annotated[
+        str | None, typer.Option(help="plain | candidates | none (default: plain with --llm)")
+    ] = None,
+    llm: Annotated[
+        str | None, typer.Option(help="LLM spec, e.g. llamacpp:smollm2 or openai:http://host/v1#model")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", min=1, help="Results shown per turn.")] = 5,
+    save: Annotated[Path | None, typer.Option(help="Session file, saved after every turn.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue a saved session.")] = None,
+) -> None:
+    """Find an image by talking: describe it, answer questions, mark the one you wanted."""
+    from convir.chat import run_chat
+
+    console = _console()
+    run_chat(index_dir, strategy, questioner, llm, k, save or resume, resume, console, console.input)
+
+
 def _cache_dir() -> Path:
     import os
 

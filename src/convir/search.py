@@ -17,6 +17,8 @@ from convir.errors import ConvirError, IndexMismatchError
 from convir.gallery.store import Store
 from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
 
+MMAP_ABOVE_BYTES = 2 * 1024**3
+
 
 @dataclass
 class Hit:
@@ -56,7 +58,11 @@ class SearchIndex:
                 "queries must use the same encoder (omit --encoder, or index again into a new folder)"
             )
         self.long_text = long_text
-        self.vectors = np.load(build / "vectors.npy", mmap_mode="r")
+        vec_file = build / "vectors.npy"
+        # in RAM when it fits comfortably (a memory map makes every exact search ~6x slower);
+        # memory-mapped beyond that so huge galleries still open
+        big = vec_file.stat().st_size > MMAP_ABOVE_BYTES
+        self.vectors = np.load(vec_file, mmap_mode="r" if big else None)
         self.ids: list[str] = json.loads((build / "ids.json").read_text(encoding="utf-8"))
         self.position = {item_id: i for i, item_id in enumerate(self.ids)}
         self.ann_kind: str = self.info["ann"]
@@ -79,6 +85,12 @@ class SearchIndex:
 
             self._encoder = load_encoder(self.encoder_spec, long_text=self.long_text)  # type: ignore[arg-type]
         return self._encoder
+
+    def captions(self, positions: list[int] | np.ndarray) -> list[list[str]]:
+        """Captions of items by position (the conversation loop shows and reasons over them)."""
+        ids = [self.ids[int(p)] for p in positions]
+        found = self.store.items(ids)
+        return [found[i].captions if i in found else [] for i in ids]
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode_text(texts)

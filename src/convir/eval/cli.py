@@ -124,6 +124,7 @@ def _replay(
     turns: int | None,
     out: Path | None,
     json_out: bool,
+    llm: str | None = None,
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -131,7 +132,7 @@ def _replay(
     from convir.eval.dialog import replay
     from convir.eval.report import RunWriter, turn_metrics
 
-    strategy = load_strategy(strategy_name)
+    strategy = load_strategy(strategy_name, _load_llm(llm))
     run_dir = _run_dir(out, kind, config)
     writer = RunWriter(run_dir, config)
     with Progress(
@@ -212,18 +213,27 @@ def chatir_cmd(
 
 @eval_app.command("dialog")
 def dialog_cmd(
-    dialogues: Annotated[
-        Path,
+    path: Annotated[
+        Path | None, typer.Argument(help="Dataset folder for --dataset (e.g. ../shared/data/coco5k).")
+    ] = None,
+    dataset: Annotated[
+        str | None,
         typer.Option(
-            help="Dialogues: a ChatIR .json file or a JSONL file "
-            '({"id", "target", "turns": [...]}, see docs/evaluation.md).'
+            help="Simulated protocol: coco5k-sim (gallery = captions[1:3], "
+            "description = captions[0], answers from captions[3:])."
         ),
-    ],
+    ] = None,
+    dialogues: Annotated[
+        Path | None,
+        typer.Option(
+            help='Replay fixed dialogues instead: a ChatIR .json file or JSONL {"id", "target", "turns"}.'
+        ),
+    ] = None,
     index: Annotated[
-        Path | None, typer.Option(help="Index directory whose item ids are the targets.")
+        Path | None, typer.Option(help="Replay: index directory whose item ids are the targets.")
     ] = None,
     corpus_embeddings: Annotated[
-        Path | None, typer.Option(help="Instead of --index: [N, d] embeddings.")
+        Path | None, typer.Option(help="Replay: [N, d] embeddings instead of --index.")
     ] = None,
     search_space: Annotated[
         Path | None, typer.Option(help="With --corpus-embeddings: the image list.")
@@ -231,19 +241,53 @@ def dialog_cmd(
     text_encoder: Annotated[
         str | None, typer.Option(help="With --corpus-embeddings: the text encoder.")
     ] = None,
+    encoder: Annotated[str, typer.Option(help="coco5k-sim: gallery/query encoder.")] = "caption:minilm",
     strategy: Annotated[
-        str, typer.Option(help="Query builder: concat (more in the conversation engine).")
+        str, typer.Option(help="Query builder: concat | rewrite | expand | rerank")
     ] = "concat",
-    mode: Annotated[str, typer.Option(help="With --index: dense | bm25 | hybrid")] = "dense",
-    split: Annotated[
-        str, typer.Option(help="dev | test | all (dev/test for the 2,064 ChatIR dialogues)")
-    ] = "all",
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N dialogues.")] = None,
-    turns: Annotated[int | None, typer.Option(min=1, help="Turns to evaluate (default: all).")] = None,
+    questioner: Annotated[str, typer.Option(help="coco5k-sim: plain | candidates | none")] = "plain",
+    answerer: Annotated[
+        str, typer.Option(help="coco5k-sim: captions (LLM answers from held-out captions)")
+    ] = "captions",
+    llm: Annotated[
+        str | None,
+        typer.Option(help="LLM spec: llamacpp:smollm2, llamacpp:gemma3-270m, openai:URL#MODEL, hf:MODEL"),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="Replay with --index: dense | bm25 | hybrid")] = "dense",
+    split: Annotated[str, typer.Option(help="dev | test | all")] = "all",
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N targets/dialogues.")] = None,
+    turns: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Question rounds after the description (coco5k-sim default 10; replay: all)."
+        ),
+    ] = None,
     out: OutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Replay fixed dialogues through a strategy; per-turn ranks, Hits@K and Recall@K per turn."""
+    """Multi-turn evaluation: per-turn ranks of every target, Hits@K (cumulative) and Recall@K per turn.
+
+    Simulated (--dataset coco5k-sim PATH): the full loop of strategy, questioner and a
+    simulated user. Replay (--dialogues FILE): fixed dialogues through a strategy.
+    """
+    if dataset is not None:
+        _simulated(
+            path,
+            dataset,
+            encoder,
+            strategy,
+            questioner,
+            answerer,
+            llm,
+            split,
+            limit,
+            10 if turns is None else turns,
+            out,
+            json_out,
+        )
+        return
+    if dialogues is None:
+        raise ConvirError("give --dataset coco5k-sim PATH (simulated) or --dialogues FILE (replay)")
     from convir.eval.datasets import load_chatir, load_dialogues_jsonl
 
     if dialogues.suffix == ".jsonl":
@@ -256,6 +300,7 @@ def dialog_cmd(
         "command": "eval dialog",
         "dialogues": str(dialogues),
         "strategy": strategy,
+        "llm": llm,
         "split": split,
         "turns": turns,
     }
@@ -289,7 +334,101 @@ def dialog_cmd(
         turns,
         out,
         json_out,
+        llm,
     )
+
+
+def _simulated(
+    path: Path | None,
+    dataset: str,
+    encoder: str,
+    strategy: str,
+    questioner: str,
+    answerer: str,
+    llm: str | None,
+    split: str,
+    limit: int | None,
+    turns: int,
+    out: Path | None,
+    json_out: bool,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from convir.dialog.questioners import load_questioner
+    from convir.dialog.strategies import load_strategy
+    from convir.encoders import load_encoder
+    from convir.eval.report import RunWriter, turn_metrics
+    from convir.eval.simulated import coco5k_sim, run_simulated
+    from convir.simulate.answerers import load_answerer
+
+    if dataset != "coco5k-sim":
+        raise ConvirError(f"unknown --dataset {dataset!r}; available: coco5k-sim")
+    if path is None:
+        raise ConvirError("--dataset coco5k-sim needs the coco5k folder as PATH")
+    model = _load_llm(llm)
+    enc = load_encoder(encoder)
+    gallery, targets, held_out = coco5k_sim(str(path), split, enc)
+    targets = targets[:limit] if limit else targets
+    strat = load_strategy(strategy, model)
+    quest = load_questioner(questioner, model)
+    ans = load_answerer(answerer, llm=model, captions_by_id=held_out)
+    config = {
+        "command": "eval dialog",
+        "dataset": dataset,
+        "path": str(path),
+        "split": split,
+        "encoder": enc.spec,
+        "strategy": strategy,
+        "questioner": questioner,
+        "answerer": answerer,
+        "llm": llm,
+        "turns": turns,
+    }
+    run_dir = _run_dir(out, f"sim-{strategy}-{questioner}", config)
+    writer = RunWriter(run_dir, {**config, "limit": limit})
+    with Progress(
+        TextColumn("[bold]dialogues"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=json_out,
+    ) as progress:
+        task = progress.add_task("simulate", total=len(targets))
+        ranks = run_simulated(
+            gallery, targets, strat, quest, ans, writer, turns, on_done=lambda n: progress.advance(task, n)
+        )
+    report = writer.finish(turn_metrics(ranks), {"latency": _latency(writer)})
+    _print_metrics(report, run_dir, json_out)
+
+
+def _load_llm(spec: str | None) -> Any:
+    if spec is None:
+        return None
+    from convir.llm import load_llm
+
+    return load_llm(spec)
+
+
+def _latency(writer: Any) -> dict[str, Any]:
+    """p50/p95 seconds per turn and per stage, from the per-target logs in targets.jsonl."""
+    import numpy as np
+
+    stages: dict[str, list[float]] = {}
+    for line in writer.targets_path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        for turn in (rec.get("extra") or {}).get("turns", []):
+            parts = {k: v for k, v in turn.items() if k.endswith("_s")}
+            for k, v in parts.items():
+                stages.setdefault(k, []).append(float(v))
+            if parts:
+                stages.setdefault("turn_s", []).append(float(sum(parts.values())))
+    return {
+        k: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "n": len(v)}
+        for k, v in stages.items()
+    }
 
 
 @report_app.command("plot")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from convir.dialog.strategies import query_for_turns
 from convir.errors import ConvirError
 
 
@@ -39,7 +40,7 @@ def replay(
                 raise ConvirError(
                     f"dialogue {dlg.id} has {len(dlg.turns)} turns, fewer than the {n_turns} asked for"
                 )
-            queries = [strategy.build_query(list(dlg.turns[: t + 1])) for t in range(n_turns)]
+            queries = [query_for_turns(strategy, list(dlg.turns[: t + 1])) for t in range(n_turns)]
             ranks = backend.ranks(queries, np.full(n_turns, target))
             writer.add(dlg.id, ranks, {"target": dlg.target})
             rows.append(ranks)

@@ -66,6 +66,22 @@ class BM25Index:
         )
         return [t for t in toks[0] if t in self._vocab]
 
+    def idf(self, word: str) -> float:
+        """BM25 IDF of ``word`` (after stemming; 0 for words absent from the gallery)."""
+        toks = [
+            t
+            for t in _lib().tokenize(
+                [word], stopwords="en", stemmer=self._stem, return_ids=False, show_progress=False
+            )[0]
+            if t in self._vocab
+        ]
+        if not toks:
+            return 0.0
+        n = self.size
+        csc = self.retriever.scores
+        df = [int(csc["indptr"][self._vocab[t] + 1] - csc["indptr"][self._vocab[t]]) for t in toks]
+        return float(np.mean([np.log(1 + (n - d + 0.5) / (d + 0.5)) for d in df]))
+
     def scores(self, text: str, weights: dict[str, float] | None = None) -> np.ndarray:
         """BM25 score of every item for ``text``; ``weights`` (term -> w) scale per-term scores,
         which query expansion with adaptive term weights uses."""

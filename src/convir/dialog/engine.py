@@ -1,0 +1,133 @@
+"""The conversation loop, one piece of code for `convir chat`, the HTTP service and `convir eval dialog`.
+
+One turn: state -> strategy ranks the gallery -> the questioner asks the next question ->
+the answerer (a person, or a simulator) replies -> state. Every part is swappable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from convir.dialog.state import DialogState, Exchange
+from convir.dialog.strategies import Ranking
+from convir.errors import ConvirError
+
+
+@dataclass
+class TurnResult:
+    turn: int
+    ranking: Ranking
+    question: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def top_ids(self, gallery: Any, k: int) -> list[str]:
+        return [gallery.ids[int(p)] for p in self.ranking.positions[:k]]
+
+
+class Conversation:
+    """A multi-turn search session over one gallery."""
+
+    def __init__(
+        self,
+        gallery: Any,
+        strategy: Any,
+        questioner: Any,
+        k: int = 10,
+        depth: int = 100,
+        state: DialogState | None = None,
+    ) -> None:
+        self.gallery, self.strategy, self.questioner = gallery, strategy, questioner
+        self.k, self.depth = k, max(k, depth)
+        self.state = state
+        self.last: TurnResult | None = None
+
+    def start(self, description: str) -> TurnResult:
+        if not description or not description.strip():
+            raise ConvirError("describe the image you are looking for (the description is empty)")
+        self.state = DialogState(description.strip())
+        return self._turn()
+
+    def resume(self) -> TurnResult:
+        """Re-rank a loaded session (e.g. after a restart) without adding a turn."""
+        if self.state is None:
+            raise ConvirError("no session to resume")
+        return self._turn(record=False)
+
+    def reply(self, answer: str) -> TurnResult:
+        """Answer the pending question; an empty answer skips it (it is not asked again)."""
+        st = self._need_state()
+        q = st.pending_question
+        if q is None:
+            raise ConvirError("there is no pending question: use say() to add a description")
+        # a skipped question still counts as asked (never repeated) but adds no fact
+        st.exchanges.append(Exchange(q, answer.strip() or "unknown"))
+        return self._turn()
+
+    def say(self, text: str) -> TurnResult:
+        """Volunteered text (no question), e.g. "it was at night"."""
+        st = self._need_state()
+        if not text.strip():
+            raise ConvirError("nothing to add (empty text)")
+        st.exchanges.append(Exchange(None, text.strip()))
+        return self._turn()
+
+    def mark_found(self, item_id: str) -> None:
+        st = self._need_state()
+        if item_id not in set(self.gallery.ids):
+            raise ConvirError(f"{item_id!r} is not in this gallery")
+        st.found = item_id
+
+    def _need_state(self) -> DialogState:
+        if self.state is None:
+            raise ConvirError("start the conversation with a description first")
+        return self.state
+
+    def _turn(self, record: bool = True) -> TurnResult:
+        st = self._need_state()
+        t0 = time.perf_counter()
+        ranking = self.strategy.rank(st, self.gallery, self.depth)
+        t1 = time.perf_counter()
+        question = self.questioner.ask(st, self.gallery, ranking) if self.questioner is not None else None
+        t2 = time.perf_counter()
+        st.pending_question = question
+        if record:
+            st.queries.append(ranking.query)
+            st.rankings.append([self.gallery.ids[int(p)] for p in ranking.positions[: self.k]])
+        self.last = TurnResult(
+            len(st.exchanges), ranking, question, {"rank_s": t1 - t0, "question_s": t2 - t1}
+        )
+        return self.last
+
+
+def target_rank(ranking: Ranking, target_pos: int, depth: int) -> int:
+    """1-based rank of the target in a ranking of ``depth`` items (depth + 1 when absent)."""
+    hit = np.flatnonzero(np.asarray(ranking.positions[:depth]) == target_pos)
+    return int(hit[0]) + 1 if len(hit) else depth + 1
+
+
+def simulate(
+    conv: Conversation, description: str, target_id: str, target_pos: int, answerer: Any, turns: int
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Run one simulated dialogue: ranks at turns 0..turns and per-turn details/timings."""
+    res = conv.start(description)
+    ranks = [target_rank(res.ranking, target_pos, conv.depth)]
+    log: list[dict[str, Any]] = [{"query": res.ranking.query, **res.timings}]
+    for _ in range(turns):
+        q = res.question
+        if q is None:  # nothing to ask: the ranking stays as it is
+            ranks.append(ranks[-1])
+            log.append({"question": None})
+            continue
+        t = time.perf_counter()
+        answer = answerer.answer(q, target_id)
+        answer_s = time.perf_counter() - t
+        res = conv.reply(answer)
+        ranks.append(target_rank(res.ranking, target_pos, conv.depth))
+        log.append(
+            {"question": q, "answer": answer, "query": res.ranking.query, "answer_s": answer_s, **res.timings}
+        )
+    return ranks, log

