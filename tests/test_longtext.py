@@ -37,7 +37,9 @@ def test_split_to_fit_respects_the_limit(minilm: CaptionEncoder) -> None:
     assert " ".join(pieces) == text
 
 
-def test_chunk_keeps_the_tail_truncate_warns(minilm: CaptionEncoder, caplog: pytest.LogCaptureFixture) -> None:
+def test_chunk_keeps_the_tail_truncate_warns(
+    minilm: CaptionEncoder, caplog: pytest.LogCaptureFixture
+) -> None:
     head = "a photo of a kitchen with white cabinets and a wooden table " * 30
     long_a, long_b = head + "and a black cat on the floor", head + "and a red bicycle by the door"
     chunked = minilm.encode_text([long_a, long_b])

@@ -1,0 +1,221 @@
+"""Questioners: what to ask the user next.
+
+* ``plain`` — ChatIR-style: ask about the target from the dialogue so far.
+* ``candidates`` — DIR-TIR Dialog Refiner / PlugIR: ground the question in what is
+  currently retrieved. Top-N candidates are clustered (KMeans, K=10); per cluster the most
+  *distinctive* item is kept — the one whose softmax over similarities to all N candidates
+  (temperature 0.01) has minimum entropy, i.e. it is close to itself and far from the rest.
+  Their captions are the LLM's context for a discriminative question. A question the LLM
+  can answer from that context alone (the "Uncertain" test) would not split the
+  candidates and is dropped, as is any repeat of an earlier question.
+* ``none`` — never asks (the user volunteers details).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+import numpy as np
+
+from convir.dialog.state import DialogState
+from convir.dialog.strategies import Ranking, clean_line
+from convir.errors import ConvirError
+
+
+class Questioner(Protocol):
+    name: str
+
+    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> str | None: ...
+
+
+def _norm_tokens(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def is_repeat(question: str, asked: list[str], threshold: float = 0.8) -> bool:
+    """Same question again (ignoring case/punctuation), or a near copy (token Jaccard >= 0.8)."""
+    q = _norm_tokens(question)
+    for prev in asked:
+        p = _norm_tokens(prev)
+        if q == p or (q and p and len(q & p) / len(q | p) >= threshold):
+            return True
+    return False
+
+
+def as_question(text: str) -> str:
+    line = clean_line(text)
+    line = line.split("?")[0].strip()
+    return f"{line}?" if len(line.split()) >= 2 else ""
+
+
+def _generate(llm: Any, state: DialogState, context: str, attempt: int) -> str:
+    from convir.llm.base import GenParams, LLMError
+    from convir.llm.prompts import ask
+
+    params = GenParams(max_tokens=32, temperature=0.0 if attempt == 0 else 0.7, seed=attempt, stop=("\n",))
+    try:
+        return as_question(ask(llm, "question", params, dialogue=state.dialogue_text(), context=context))
+    except LLMError:
+        return ""
+
+
+def fallback_question(asked: list[str]) -> str | None:
+    """First generic question (prompts/fallback_questions.txt) not asked yet."""
+    from convir.llm.prompts import prompt_dir
+
+    path = prompt_dir() / "fallback_questions.txt"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    for q in (ln.strip() for ln in lines):
+        if q and not q.startswith("#") and not is_repeat(q, asked):
+            return q
+    return None
+
+
+class PlainQuestioner:
+    name = "plain"
+
+    def __init__(self, llm: Any, attempts: int = 3) -> None:
+        self.llm, self.attempts = llm, attempts
+        self.last_info: dict[str, Any] = {}
+
+    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> str | None:
+        rejected = []
+        for attempt in range(self.attempts):
+            q = _generate(self.llm, state, "(none)", attempt)
+            if q and not is_repeat(q, state.asked):
+                self.last_info = {"rejected": rejected}
+                return q
+            rejected.append((q, "repeat" if q else "empty"))
+        self.last_info = {"rejected": rejected, "fallback": True}
+        return fallback_question(state.asked)
+
+
+def softmax_entropy(vectors: np.ndarray, tau: float = 0.01) -> np.ndarray:
+    """Entropy of each row's softmax over its cosine similarities to all rows (temperature tau)."""
+    sims = vectors @ vectors.T / tau
+    sims -= sims.max(axis=1, keepdims=True)
+    p = np.exp(sims)
+    p /= p.sum(axis=1, keepdims=True)
+    return -(p * np.log(np.clip(p, 1e-30, None))).sum(axis=1)
+
+
+def distinctive_members(vectors: np.ndarray, k: int = 10, seed: int = 0) -> list[int]:
+    """Indices (into ``vectors``) of the min-entropy member of each of min(k, n) KMeans clusters."""
+    from sklearn.cluster import KMeans
+
+    n = len(vectors)
+    if n == 0:
+        return []
+    k = min(k, n)
+    labels = (
+        KMeans(n_clusters=k, n_init="auto", random_state=seed).fit_predict(vectors) if k > 1 else np.zeros(n)
+    )
+    ent = softmax_entropy(vectors)
+    picked = []
+    for c in range(k):
+        members = np.flatnonzero(labels == c)
+        if len(members):
+            picked.append(int(members[np.argmin(ent[members])]))
+    return sorted(picked)
+
+
+class CandidateQuestioner:
+    name = "candidates"
+
+    def __init__(
+        self,
+        llm: Any,
+        top_n: int = 50,
+        k: int = 10,
+        n_questions: int = 3,
+        split_pick: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.llm, self.top_n, self.k, self.n_questions = llm, top_n, k, n_questions
+        self.split_pick, self.seed = split_pick, seed
+        self.plain = PlainQuestioner(llm, attempts=1)
+        self.last_info: dict[str, Any] = {}
+
+    def context(self, gallery: Any, ranking: Ranking) -> tuple[list[str], np.ndarray]:
+        pos = np.asarray(ranking.positions[: self.top_n])
+        vecs = np.asarray(gallery.ranker.vectors[pos], dtype=np.float32)
+        picked = distinctive_members(vecs, self.k, self.seed)
+        caps = gallery.captions(pos[picked])
+        return [c[0] if c else "" for c in caps], vecs[picked]
+
+    def answerable(self, context: list[str], question: str) -> bool:
+        from convir.llm.base import GenParams, LLMError
+        from convir.llm.prompts import ask
+
+        try:
+            out = ask(
+                self.llm,
+                "answerable",
+                GenParams(max_tokens=12, stop=("\n",)),
+                context="\n".join(context) if self.llm.instruct else "; ".join(context),
+                question=question,
+            )
+        except LLMError:
+            return False
+        return "uncertain" not in out.lower() and bool(out.strip())
+
+    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> str | None:
+        context, ctx_vecs = self.context(gallery, ranking)
+        ctx_text = "\n".join(context) if self.llm.instruct else "; ".join(context)
+        kept: list[str] = []
+        rejected: list[tuple[str, str]] = []
+        for attempt in range(self.n_questions):
+            q = _generate(self.llm, state, ctx_text, attempt)
+            if not q:
+                rejected.append(("", "empty"))
+            elif is_repeat(q, state.asked + kept):
+                rejected.append((q, "repeat"))
+            elif self.answerable(context, q):
+                rejected.append((q, "answerable from the candidates alone"))
+            else:
+                kept.append(q)
+        choice = None
+        if kept:
+            choice = (
+                self.best_split(gallery, kept, ctx_vecs) if self.split_pick and len(kept) > 1 else kept[0]
+            )
+        else:  # the plain questioner, then generic questions, keep the dialogue going
+            choice = self.plain.ask(state, gallery, ranking)
+            if choice and is_repeat(choice, [q for q, _ in rejected if q]):
+                choice = fallback_question(state.asked)
+        self.last_info = {"context": context, "kept": kept, "rejected": rejected, "question": choice}
+        return choice
+
+    @staticmethod
+    def best_split(gallery: Any, questions: list[str], ctx_vecs: np.ndarray) -> str:
+        """Proxy for PlugIR's information gain: the question whose embedding's similarity to the
+        context items varies most is the one whose answer is most likely to differ between them."""
+        qv = gallery.encoder.encode_text(questions)
+        spread = (qv @ ctx_vecs.T).var(axis=1)
+        return questions[int(np.argmax(spread))]
+
+
+class NoQuestioner:
+    name = "none"
+
+    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> str | None:
+        return None
+
+
+QUESTIONERS = {
+    "plain": "ChatIR-style question from the dialogue so far",
+    "candidates": "DIR-TIR/PlugIR: question grounded in KMeans-selected distinctive candidates, "
+    "answerable and repeated questions dropped",
+    "none": "never ask (the user volunteers details)",
+}
+
+
+def load_questioner(name: str, llm: Any = None) -> Questioner:
+    if name not in QUESTIONERS:
+        raise ConvirError(f"unknown questioner {name!r}; available: {', '.join(QUESTIONERS)}")
+    if name == "none":
+        return NoQuestioner()
+    if llm is None:
+        raise ConvirError(f"questioner {name!r} needs an LLM: pass --llm (e.g. llamacpp:smollm2)")
+    return PlainQuestioner(llm) if name == "plain" else CandidateQuestioner(llm)

@@ -1,0 +1,1 @@
+"""User simulators and answerers for the conversation loop."""

@@ -1,0 +1,94 @@
+"""Who answers the system's questions: a person, or a simulated user.
+
+* ``captions`` — offline simulator: an LLM answers only from the target's held-out
+  captions (never shown to the retrieval side), "unknown" when they do not say. This keeps
+  the simulator from leaking text the gallery already contains.
+* ``human`` — the person at the terminal (the HTTP service answers through its API).
+* ``vlm`` — answers from the target image with a vision-language model: not available yet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from convir.errors import ConvirError
+
+UNKNOWN = "unknown"
+_NOT_STATED = re.compile(
+    r"\b(unknown|not (stated|mentioned|say|said|specified|known|clear)|cannot|can't|no information)\b", re.I
+)
+
+
+class Answerer(Protocol):
+    name: str
+
+    def answer(self, question: str, target_id: str) -> str: ...
+
+
+def short_answer(text: str, max_words: int = 20) -> str:
+    """First line, label stripped, at most ``max_words`` words; "unknown" when empty or evasive."""
+    from convir.dialog.strategies import clean_line
+
+    line = clean_line(text)
+    if not line or _NOT_STATED.search(line):
+        return UNKNOWN
+    return " ".join(line.split()[:max_words]).rstrip(".")
+
+
+class CaptionAnswerer:
+    name = "captions"
+
+    def __init__(self, llm: Any, captions_by_id: dict[str, list[str]]) -> None:
+        self.llm, self.captions_by_id = llm, captions_by_id
+        self.failures = 0
+
+    def answer(self, question: str, target_id: str) -> str:
+        from convir.llm.base import GenParams, LLMError
+        from convir.llm.prompts import ask
+
+        caps = self.captions_by_id.get(target_id) or []
+        if not caps:
+            return UNKNOWN
+        text = " ".join(c.strip().rstrip(".") + "." for c in caps)
+        try:
+            out = ask(
+                self.llm, "answer", GenParams(max_tokens=24, stop=("\n",)), captions=text, question=question
+            )
+        except LLMError:
+            self.failures += 1
+            return UNKNOWN
+        return short_answer(out)
+
+
+class HumanAnswerer:
+    name = "human"
+
+    def __init__(
+        self, input_fn: Callable[[str], str] = input, output_fn: Callable[[str], Any] = print
+    ) -> None:
+        self.input_fn, self.output_fn = input_fn, output_fn
+
+    def answer(self, question: str, target_id: str) -> str:
+        self.output_fn(f"Q: {question}")
+        return self.input_fn("answer (empty = skip)> ").strip()
+
+
+ANSWERERS = {
+    "captions": "offline simulator: the LLM answers only from the target's held-out captions",
+    "human": "the person at the terminal",
+    "vlm": "answers from the target image with a vision-language model (not available yet)",
+}
+
+
+def load_answerer(name: str, llm: Any = None, captions_by_id: dict[str, list[str]] | None = None) -> Answerer:
+    if name not in ANSWERERS:
+        raise ConvirError(f"unknown answerer {name!r}; available: {', '.join(ANSWERERS)}")
+    if name == "vlm":
+        raise ConvirError("the vlm answerer is not available yet; use --answerer captions")
+    if name == "human":
+        return HumanAnswerer()
+    if llm is None:
+        raise ConvirError("the captions answerer needs an LLM: pass --llm (e.g. llamacpp:smollm2)")
+    return CaptionAnswerer(llm, captions_by_id or {})
