@@ -140,3 +140,42 @@ def resolve_device(device: str) -> str:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise SpecError(f"device {device!r} requested but MPS is not available here; use device='cpu'")
     return str(dev)
+
+
+class ImageTextEncoder:
+    """Shared text batching, long-text policy and image loading of the image-text encoders.
+
+    Subclasses set ``spec``, ``dim``, ``max_tokens``, ``long_text`` and implement
+    ``_encode_text_batch``, ``count_tokens`` and ``encode_pil``.
+    """
+
+    spec: str
+    dim: int
+    max_tokens: int
+    long_text: str
+    supports_images = True
+
+    def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        raise NotImplementedError
+
+    def encode_text(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """(len(texts), dim) float32, L2-normalised; long texts follow ``self.long_text``."""
+        from convir.encoders.longtext import encode_long
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        step = max(1, batch_size)
+
+        def enc(batch: list[str]) -> np.ndarray:
+            return np.concatenate(
+                [self._encode_text_batch(batch[i : i + step]) for i in range(0, len(batch), step)]
+            )
+
+        return encode_long(list(texts), enc, self.count_tokens, self.max_tokens, self.long_text, self.spec)
+
+    def load_image(self, path: Path | str) -> Image.Image:
+        """Decoded RGB image; raises ImageReadError for missing/corrupt/non-image files."""
+        return load_image(path)

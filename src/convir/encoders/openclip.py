@@ -22,13 +22,12 @@ import numpy as np
 
 from convir.encoders.base import (
     ImageReadError,
+    ImageTextEncoder,
     LongTextPolicy,
     encode_images_skipping,
     l2_normalize,
-    load_image,
     resolve_device,
 )
-from convir.encoders.longtext import encode_long
 from convir.errors import SpecError
 
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ def _load_failed(spec: str, exc: BaseException) -> SpecError:
     )
 
 
-class OpenClipEncoder:
+class OpenClipEncoder(ImageTextEncoder):
     """Joint text/image encoder: both towers map into one space, so text queries find images."""
 
     supports_images = True
@@ -167,24 +166,6 @@ class OpenClipEncoder:
             tokens = self.tokenizer(texts).to(self.device)  # truncates to the context length
             feats = self.model.encode_text(tokens)
         return l2_normalize(feats.float().cpu().numpy())
-
-    def encode_text(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """(len(texts), dim) float32, L2-normalised; long texts follow ``self.long_text``."""
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        step = max(1, batch_size)
-
-        def enc(batch: list[str]) -> np.ndarray:
-            return np.concatenate(
-                [self._encode_text_batch(batch[i : i + step]) for i in range(0, len(batch), step)]
-            )
-
-        return encode_long(list(texts), enc, self.count_tokens, self.max_tokens, self.long_text, self.spec)
-
-    # -- images -------------------------------------------------------------------------------
-    def load_image(self, path: Path | str) -> Image.Image:
-        """Decoded RGB image; raises ImageReadError for missing/corrupt/non-image files."""
-        return load_image(path)
 
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Encode already-decoded images with the model's own eval preprocessing."""

@@ -36,6 +36,15 @@ def _run_dir(out: Path | None, kind: str, config: dict[str, Any]) -> Path:
     return Path("runs") / f"{kind}-{digest}"
 
 
+def _progress(quiet: bool) -> Any:
+    """Dialogues done / total with elapsed time; hidden with --json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]dialogues"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=quiet
+    )
+
+
 def _print_metrics(report: dict[str, Any], run_dir: Path, json_out: bool) -> None:
     if json_out:
         typer.echo(
@@ -126,8 +135,6 @@ def _replay(
     json_out: bool,
     llm: str | None = None,
 ) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from convir.dialog.strategies import load_strategy
     from convir.eval.dialog import replay
     from convir.eval.report import RunWriter, turn_metrics
@@ -135,13 +142,7 @@ def _replay(
     strategy = load_strategy(strategy_name, _load_llm(llm))
     run_dir = _run_dir(out, kind, config)
     writer = RunWriter(run_dir, config)
-    with Progress(
-        TextColumn("[bold]dialogues"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=json_out,
-    ) as progress:
+    with _progress(json_out) as progress:
         task = progress.add_task("replay", total=len(dialogues))
         ranks = replay(
             dialogues,
@@ -352,8 +353,6 @@ def _simulated(
     out: Path | None,
     json_out: bool,
 ) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from convir.dialog.questioners import load_questioner
     from convir.dialog.strategies import load_strategy
     from convir.encoders import load_encoder
@@ -386,13 +385,7 @@ def _simulated(
     }
     run_dir = _run_dir(out, f"sim-{strategy}-{questioner}", config)
     writer = RunWriter(run_dir, {**config, "limit": limit})
-    with Progress(
-        TextColumn("[bold]dialogues"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=json_out,
-    ) as progress:
+    with _progress(json_out) as progress:
         task = progress.add_task("simulate", total=len(targets))
         ranks = run_simulated(
             gallery, targets, strat, quest, ans, writer, turns, on_done=lambda n: progress.advance(task, n)
