@@ -48,3 +48,17 @@ def test_exact_topk_matches_a_full_stable_sort(values: list[int], k: int) -> Non
     s, p = exact_topk(vecs, np.array([1.0]), k)
     order = sorted(range(len(values)), key=lambda i: (-values[i], i))[:k]
     assert list(p[0]) == order and list(s[0]) == [values[i] for i in order]
+
+
+def test_ranker_rejects_unknown_fusion_and_mode() -> None:
+    from convir.errors import ConvirError
+    from convir.index.ranker import Ranker
+    from convir.index.vector import AnnIndex
+
+    ranker = Ranker(AnnIndex(np.eye(3, dtype=np.float32), "flat", None), None)
+    with pytest.raises(ConvirError, match="unknown fusion"):
+        ranker.rank(np.ones(3), "x", 2, "hybrid", fusion="max")
+    with pytest.raises(ConvirError, match="unknown mode"):
+        ranker.rank(np.ones(3), "x", 2, "fuzzy")
+    pos, _ = ranker.rank(np.array([0, 1, 0], dtype=np.float32), None, 2)
+    assert list(pos) == [1, 0]

@@ -13,7 +13,7 @@ import numpy as np
 
 from convir.errors import ConvirError
 from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
-from convir.index.hybrid import fuse
+from convir.index.hybrid import FUSIONS, fuse
 from convir.index.vector import AnnIndex
 
 MODES = ("dense", "bm25", "hybrid")
@@ -53,6 +53,8 @@ class Ranker:
             raise ConvirError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
         if k <= 0:
             raise ConvirError("k must be at least 1")
+        if mode == "hybrid" and fusion not in FUSIONS:
+            raise ConvirError(f"unknown fusion {fusion!r}; choose one of: {', '.join(FUSIONS)}")
         if mode != "dense" and not text:
             raise ConvirError(f"--mode {mode} needs a text query (BM25 ranks captions by words)")
         if mode == "bm25":
