@@ -157,7 +157,7 @@ def test_simulated_coco5k_dialogue_with_a_real_llm(shared_data_dir: Path, tmp_pa
         str(out),
         "--json",
     ]
-    res = run_cli(*args)
+    res = run_cli(*args, timeout=1500)  # ~30 s alone; generous for a loaded machine
     assert res.returncode == 0, res.stderr
     metrics = json.loads(res.stdout)["metrics"]
     assert len(metrics["hits@10"]) == 3 and metrics["hits@10"] == sorted(metrics["hits@10"])

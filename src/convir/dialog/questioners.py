@@ -7,13 +7,21 @@
   (temperature 0.01) has minimum entropy, i.e. it is close to itself and far from the rest.
   Their captions are the LLM's context for a discriminative question. A question the LLM
   can answer from that context alone (the "Uncertain" test) would not split the
-  candidates and is dropped, as is any repeat of an earlier question.
+  candidates and is dropped, as is any repeat of an earlier question. Of the survivors the
+  one that best splits the candidates is asked (an embedding-variance proxy for PlugIR's
+  information gain, see :meth:`CandidateQuestioner.best_split`).
 * ``none`` — never asks (the user volunteers details).
+
+When no LLM question survives, the plain question is tried, then the generic questions of
+``prompts/fallback_questions.txt`` (never one already asked), so a simulated or human
+dialogue keeps moving; ``None`` only once those are exhausted too. What happened (context,
+kept and rejected questions with the reason) is kept in ``last_info`` for reports.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any, Protocol
 
 import numpy as np
@@ -44,16 +52,24 @@ def is_repeat(question: str, asked: list[str], threshold: float = 0.8) -> bool:
 
 
 def as_question(text: str) -> str:
-    line = clean_line(text)
-    line = line.split("?")[0].strip()
+    """The first question in an LLM reply, ending with "?"; "" when it is not a usable question.
+
+    Small models add labels ("Q:"), continue with a second question or an answer after the
+    "?", or reply with one word: all of that is cut or rejected here, not in the prompts."""
+    line = re.sub(r"^\s*q\s*[:.)]\s*", "", clean_line(text), flags=re.I)
+    line = line.split("?")[0].strip().strip("\"'").strip()
     return f"{line}?" if len(line.split()) >= 2 else ""
 
 
-def _generate(llm: Any, state: DialogState, context: str, attempt: int) -> str:
+def _generate(llm: Any, state: DialogState, context: str, attempt: int, seed: int = 0) -> str:
+    """One candidate question. Greedy first; later attempts sample (temperature 0.7) with a
+    different seed, otherwise a deterministic (and disk-cached) model repeats itself."""
     from convir.llm.base import GenParams, LLMError
     from convir.llm.prompts import ask
 
-    params = GenParams(max_tokens=32, temperature=0.0 if attempt == 0 else 0.7, seed=attempt, stop=("\n",))
+    params = GenParams(
+        max_tokens=32, temperature=0.0 if attempt == 0 else 0.7, seed=seed + attempt, stop=("\n",)
+    )
     try:
         return as_question(ask(llm, "question", params, dialogue=state.dialogue_text(), context=context))
     except LLMError:
@@ -75,14 +91,14 @@ def fallback_question(asked: list[str]) -> str | None:
 class PlainQuestioner:
     name = "plain"
 
-    def __init__(self, llm: Any, attempts: int = 3) -> None:
-        self.llm, self.attempts = llm, attempts
+    def __init__(self, llm: Any, attempts: int = 3, seed: int = 0) -> None:
+        self.llm, self.attempts, self.seed = llm, attempts, seed
         self.last_info: dict[str, Any] = {}
 
     def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> str | None:
-        rejected = []
+        rejected: list[tuple[str, str]] = []
         for attempt in range(self.attempts):
-            q = _generate(self.llm, state, "(none)", attempt)
+            q = _generate(self.llm, state, "(none)", attempt, self.seed)
             if q and not is_repeat(q, state.asked):
                 self.last_info = {"rejected": rejected}
                 return q
@@ -92,8 +108,14 @@ class PlainQuestioner:
 
 
 def softmax_entropy(vectors: np.ndarray, tau: float = 0.01) -> np.ndarray:
-    """Entropy of each row's softmax over its cosine similarities to all rows (temperature tau)."""
-    sims = vectors @ vectors.T / tau
+    """Entropy of each row's softmax over its cosine similarities to all rows (itself included).
+
+    ``vectors`` are L2-normalised, so similarities lie in [-1, 1]; tau = 0.01 (DIR-TIR) makes
+    the softmax sharp enough that an item far from every other one puts almost all mass on
+    itself (entropy ~ 0) while an item in a crowd of near-duplicates spreads it (high entropy).
+    """
+    v = np.asarray(vectors, dtype=np.float64)
+    sims = v @ v.T / tau
     sims -= sims.max(axis=1, keepdims=True)
     p = np.exp(sims)
     p /= p.sum(axis=1, keepdims=True)
@@ -103,14 +125,18 @@ def softmax_entropy(vectors: np.ndarray, tau: float = 0.01) -> np.ndarray:
 def distinctive_members(vectors: np.ndarray, k: int = 10, seed: int = 0) -> list[int]:
     """Indices (into ``vectors``) of the min-entropy member of each of min(k, n) KMeans clusters."""
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
 
     n = len(vectors)
     if n == 0:
         return []
     k = min(k, n)
-    labels = (
-        KMeans(n_clusters=k, n_init="auto", random_state=seed).fit_predict(vectors) if k > 1 else np.zeros(n)
-    )
+    if k > 1:
+        with warnings.catch_warnings():  # duplicate captions -> fewer distinct points than k: fine
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            labels = KMeans(n_clusters=k, n_init="auto", random_state=seed).fit_predict(vectors)
+    else:
+        labels = np.zeros(n, dtype=int)
     ent = softmax_entropy(vectors)
     picked = []
     for c in range(k):
@@ -134,17 +160,22 @@ class CandidateQuestioner:
     ) -> None:
         self.llm, self.top_n, self.k, self.n_questions = llm, top_n, k, n_questions
         self.split_pick, self.seed = split_pick, seed
-        self.plain = PlainQuestioner(llm, attempts=1)
+        self.plain = PlainQuestioner(llm, attempts=1, seed=seed)
         self.last_info: dict[str, Any] = {}
 
     def context(self, gallery: Any, ranking: Ranking) -> tuple[list[str], np.ndarray]:
-        pos = np.asarray(ranking.positions[: self.top_n])
+        """First captions and vectors of the distinctive members of the top-N candidates."""
+        pos = np.asarray(ranking.positions[: self.top_n], dtype=np.int64)
+        pos = pos[pos >= 0]
         vecs = np.asarray(gallery.ranker.vectors[pos], dtype=np.float32)
         picked = distinctive_members(vecs, self.k, self.seed)
         caps = gallery.captions(pos[picked])
         return [c[0] if c else "" for c in caps], vecs[picked]
 
     def answerable(self, context: list[str], question: str) -> bool:
+        """True when the LLM answers from the context alone (anything but "Uncertain"): the
+        answer would then be the same for all candidates and tell them apart no better.
+        An empty reply or a failed call counts as not answerable (the question is kept)."""
         from convir.llm.base import GenParams, LLMError
         from convir.llm.prompts import ask
 
@@ -162,29 +193,40 @@ class CandidateQuestioner:
 
     def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> str | None:
         context, ctx_vecs = self.context(gallery, ranking)
-        ctx_text = "\n".join(context) if self.llm.instruct else "; ".join(context)
+        # few-shot prompts keep each example on one line, hence "; " for base models
+        ctx_text = ("\n".join(context) if self.llm.instruct else "; ".join(context)) or "(none)"
         kept: list[str] = []
         rejected: list[tuple[str, str]] = []
         for attempt in range(self.n_questions):
-            q = _generate(self.llm, state, ctx_text, attempt)
+            q = _generate(self.llm, state, ctx_text, attempt, self.seed)
             if not q:
                 rejected.append(("", "empty"))
-            elif is_repeat(q, state.asked + kept):
+            elif is_repeat(q, state.asked):
                 rejected.append((q, "repeat"))
+            elif is_repeat(q, kept + [r for r, _ in rejected if r]):  # no second Uncertain test
+                rejected.append((q, "same as an earlier attempt"))
             elif self.answerable(context, q):
                 rejected.append((q, "answerable from the candidates alone"))
             else:
                 kept.append(q)
-        choice = None
+        fallback: str | None = None
         if kept:
             choice = (
                 self.best_split(gallery, kept, ctx_vecs) if self.split_pick and len(kept) > 1 else kept[0]
             )
         else:  # the plain questioner, then generic questions, keep the dialogue going
-            choice = self.plain.ask(state, gallery, ranking)
-            if choice and is_repeat(choice, [q for q, _ in rejected if q]):
-                choice = fallback_question(state.asked)
-        self.last_info = {"context": context, "kept": kept, "rejected": rejected, "question": choice}
+            choice, fallback = self.plain.ask(state, gallery, ranking), "plain"
+            if self.plain.last_info.get("fallback"):
+                fallback = "generic"
+            if choice and is_repeat(choice, [q for q, _ in rejected if q]):  # e.g. answerable
+                choice, fallback = fallback_question(state.asked), "generic"
+        self.last_info = {
+            "context": context,
+            "kept": kept,
+            "rejected": rejected,
+            "question": choice,
+            "fallback": fallback,
+        }
         return choice
 
     @staticmethod

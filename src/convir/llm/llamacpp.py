@@ -153,9 +153,17 @@ class LlamaCppLLM:
             "stop": list(stop),
         }
 
+    def _fresh(self) -> None:
+        """Forget the previous prompt before every call. llama-cpp-python otherwise reuses the
+        KV cache of a shared prefix and evaluates only the rest; the different kernel path
+        (1 token vs a batch) shifts logits enough to change greedy output, so the same
+        request could answer differently depending on what was asked before (seen in CI)."""
+        self._llm.reset()
+
     def chat(self, messages: list[Message], params: GenParams | None = None) -> str:
         params = params or GenParams()
         with self._lock:
+            self._fresh()
             start = time.perf_counter()
             try:
                 out: Any = self._llm.create_chat_completion(
@@ -171,6 +179,7 @@ class LlamaCppLLM:
     def complete(self, prompt: str, params: GenParams | None = None) -> str:
         params = params or GenParams()
         with self._lock:
+            self._fresh()
             start = time.perf_counter()
             try:
                 out: Any = self._llm.create_completion(prompt, **self._kwargs(params, complete_stops(params)))

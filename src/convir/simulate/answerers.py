@@ -31,13 +31,17 @@ def short_answer(text: str, max_words: int = 20) -> str:
     """First line, label stripped, at most ``max_words`` words; "unknown" when empty or evasive."""
     from convir.dialog.strategies import clean_line
 
-    line = clean_line(text)
+    line = re.sub(r"^\s*a\s*:\s*", "", clean_line(text), flags=re.I)  # "A: yes" (few-shot echo)
     if not line or _NOT_STATED.search(line):
         return UNKNOWN
     return " ".join(line.split()[:max_words]).rstrip(".")
 
 
 class CaptionAnswerer:
+    """Answers from the target's held-out captions only, so the simulated user knows what a
+    person looking at the photo would, without leaking the text the gallery is indexed by.
+    ``failures`` counts LLM errors (answered "unknown") so a run can report them."""
+
     name = "captions"
 
     def __init__(self, llm: Any, captions_by_id: dict[str, list[str]]) -> None:
@@ -63,6 +67,9 @@ class CaptionAnswerer:
 
 
 class HumanAnswerer:
+    """The person at the terminal; I/O is injectable so the chat loop and tests share it.
+    An empty reply means "skip this question" and is returned as ""."""
+
     name = "human"
 
     def __init__(
