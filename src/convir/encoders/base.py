@@ -179,3 +179,21 @@ class ImageTextEncoder:
     def load_image(self, path: Path | str) -> Image.Image:
         """Decoded RGB image; raises ImageReadError for missing/corrupt/non-image files."""
         return load_image(path)
+
+    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_images(self, paths: list[Path], batch_size: int = 32) -> np.ndarray:
+        """(len(paths), dim) float32, L2-normalised; the first bad file raises ImageReadError."""
+        step = max(1, batch_size)
+        out = [
+            self.encode_pil([self.load_image(p) for p in paths[i : i + step]])
+            for i in range(0, len(paths), step)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+
+    def encode_images_safe(
+        self, paths: Sequence[Path | str], batch_size: int = 32
+    ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+        """Vectors for the readable images, their indices, and (index, reason) for the rest."""
+        return encode_images_skipping(self, paths, batch_size)

@@ -24,7 +24,6 @@ from convir.encoders.base import (
     ImageReadError,
     ImageTextEncoder,
     LongTextPolicy,
-    encode_images_skipping,
     l2_normalize,
     resolve_device,
 )
@@ -177,21 +176,6 @@ class OpenClipEncoder(ImageTextEncoder):
             pixels = torch.stack([self.preprocess(img) for img in images]).to(self.device)
             feats = self.model.encode_image(pixels)
         return l2_normalize(feats.float().cpu().numpy())
-
-    def encode_images(self, paths: list[Path], batch_size: int = 32) -> np.ndarray:
-        """(len(paths), dim) float32, L2-normalised; the first bad file raises ImageReadError."""
-        step = max(1, batch_size)
-        out = [
-            self.encode_pil([self.load_image(p) for p in paths[i : i + step]])
-            for i in range(0, len(paths), step)
-        ]
-        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
-
-    def encode_images_safe(
-        self, paths: Sequence[Path | str], batch_size: int = 32
-    ) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
-        """Vectors for the readable images, their indices, and (index, reason) for the rest."""
-        return encode_images_skipping(self, paths, batch_size)
 
 
 __all__ = ["ImageReadError", "OpenClipEncoder"]
