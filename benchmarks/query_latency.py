@@ -45,7 +45,9 @@ def main() -> None:
         f"  with text encoding:              p50 {pct(total_ms, 50):.2f} ms, p95 {pct(total_ms, 95):.2f} ms"
     )
     for mode, acc in modes.items():
-        print(f"  {mode} (text query end to end, 200 q): p50 {pct(acc, 50):.2f} ms, p95 {pct(acc, 95):.2f} ms")
+        print(
+            f"  {mode} (text query end to end, 200 q): p50 {pct(acc, 50):.2f} ms, p95 {pct(acc, 95):.2f} ms"
+        )
 
 
 if __name__ == "__main__":

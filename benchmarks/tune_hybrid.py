@@ -11,8 +11,8 @@ import argparse
 from functools import lru_cache
 
 import numpy as np
-from _common import SHARED
 
+from _common import SHARED
 from convir.encoders import load_encoder
 from convir.eval.metrics import recall_at_k
 from convir.eval.retrieval import caption_vectors, load_items
