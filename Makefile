@@ -1,5 +1,5 @@
 # Two entry points (see README): `make demo` and `make test`.
-.PHONY: demo test setup setup-test lint bench
+.PHONY: demo test setup setup-test lint
 
 setup:
 	bash scripts/setup.sh all
@@ -11,6 +11,7 @@ demo: setup
 	.venv/bin/convir demo
 
 test: setup-test
+	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/python -m pytest -q
 
 lint:
