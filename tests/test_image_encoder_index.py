@@ -37,3 +37,16 @@ def test_image_gallery_indexes_images_and_answers_image_queries(
     assert res.returncode == 2 and "cannot use" in res.stderr
     res = run_cli("index", str(gallery), "--out", str(out))  # no --encoder: keeps the index's own
     assert res.returncode == 1 and "unchanged 7" in res.stdout
+
+
+def test_relative_model_path_is_stored_canonically(gallery: Path, tmp_path: Path, tiny_clip: Path) -> None:
+    out = tmp_path / "ix"
+    rel = ["--encoder", f"hf:{tiny_clip.name}"]
+    res = run_cli("index", str(gallery), "--out", str(out), *rel, "--json", cwd=tiny_clip.parent)
+    assert res.returncode == 0, res.stderr
+    again = run_cli("index", str(gallery), "--out", str(out), *rel, "--json", cwd=tiny_clip.parent)
+    assert again.returncode == 0 and json.loads(again.stdout)["unchanged"] == 6
+    res = run_cli("search", str(out), "a yellow bus", "--json", cwd=tmp_path)  # reopened from elsewhere
+    assert res.returncode == 0, res.stderr
+    other = run_cli("index", str(gallery), "--out", str(out), "--encoder", "caption:minilm")
+    assert other.returncode == 2 and "cannot be mixed" in other.stderr

@@ -161,9 +161,14 @@ def ingest(
         )
     spec = encoder_spec or store.encoder_spec or DEFAULT_ENCODER
     if store.encoder_spec and spec != store.encoder_spec:
-        store.bind_encoder(spec, -1)  # raises the mismatch error before any model is loaded
+        # the stored spec is canonical (absolute model paths); a different kind can be refused
+        # at once, the same kind only after loading shows it resolves to something else
+        same_kind = spec.split(":", 1)[0] == store.encoder_spec.split(":", 1)[0]
+        if not same_kind or load_encoder(spec, long_text=long_text).spec != store.encoder_spec:  # type: ignore[arg-type]
+            store.bind_encoder(spec, -1)  # raises the mismatch error
+        spec = store.encoder_spec
     ann_kind = ann or store.get("ann") or "flat"
-    report = IngestReport(str(out), spec, ann_kind)
+    report = IngestReport(str(out), spec, ann_kind)  # spec may become canonical once loaded
 
     ignored: list[tuple[str, str]] = []
     items = list(open_source(gallery, fmt, ignored))
@@ -198,7 +203,7 @@ def ingest(
 
     if pending:
         encoder = load_encoder(spec, long_text=long_text)  # type: ignore[arg-type]
-        store.bind_encoder(encoder.spec if encoder.spec == spec else spec, encoder.dim)
+        store.bind_encoder(encoder.spec, encoder.dim)  # canonical: reopens from any folder
         use_images = has_image_tower(encoder)
         ready = []
         for it, h, st in pending:
