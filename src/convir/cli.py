@@ -272,10 +272,9 @@ def chat_cmd(
 
 
 def _cache_dir() -> Path:
-    import os
+    from convir.paths import cache_dir
 
-    base = os.environ.get("CONVIR_CACHE") or os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "convir" if "CONVIR_CACHE" not in os.environ else Path(base)
+    return cache_dir()
 
 
 _register_subcommands()

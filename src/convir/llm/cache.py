@@ -40,10 +40,10 @@ CREATE TABLE IF NOT EXISTS llm_cache (
 
 
 def default_cache_path() -> Path:
-    """``$CONVIR_CACHE/llm.sqlite``, else ``~/.cache/convir/llm.sqlite``."""
-    root = os.environ.get("CONVIR_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "convir"
-    return base / "llm.sqlite"
+    """``llm.sqlite`` in :func:`convir.paths.cache_dir`."""
+    from convir.paths import cache_dir
+
+    return cache_dir() / "llm.sqlite"
 
 
 def cache_key(spec: str, kind: str, payload: Any, params: GenParams) -> str:
