@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +25,7 @@ from convir.encoders.base import (
     resolve_device,
 )
 from convir.errors import SpecError
+from convir.specs import local_or_hub
 
 if TYPE_CHECKING:
     import torch
@@ -38,16 +38,7 @@ _HUGE = 1_000_000  # transformers' "no limit" model_max_length is ~1e30
 
 def _resolve(name: str) -> tuple[str, bool]:
     """Return (path or hub id, is local)."""
-    if not name:
-        raise SpecError("hf spec needs a model, e.g. hf:openai/clip-vit-base-patch32 or hf:/path/to/folder")
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise SpecError(f"hf:{name} is a file; give the folder written by save_pretrained()")
-        return str(path.resolve()), True
-    if name.startswith((".", "/", "~")):
-        raise SpecError(f"hf model folder {name!r} does not exist")
-    return name, False
+    return local_or_hub(name, "hf", "hf:openai/clip-vit-base-patch32 or hf:/path/to/folder")
 
 
 def _features(out: Any) -> torch.Tensor:

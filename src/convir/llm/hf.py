@@ -12,26 +12,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from convir.llm import complete_stops
 from convir.llm.base import GenParams, LLMError, Message
+from convir.specs import local_or_hub
 
 
 def _resolve(name: str) -> tuple[str, bool]:
     """(path or hub id, is local folder)."""
-    name = name.strip()
-    if not name:
-        raise LLMError("hf LLM spec needs a model, e.g. hf:HuggingFaceTB/SmolLM2-135M-Instruct or hf:/path")
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise LLMError(f"hf:{name} is a file; give the folder written by save_pretrained()")
-        return str(path.resolve()), True
-    if name.startswith((".", "/", "~")):
-        raise LLMError(f"hf model folder {name!r} does not exist")
-    return name, False
+    return local_or_hub(name, "hf", "hf:HuggingFaceTB/SmolLM2-135M-Instruct or hf:/path", LLMError)
 
 
 def cut_at_stops(text: str, stops: tuple[str, ...]) -> str:
