@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,11 +18,36 @@ from convir.errors import ConvirError
 
 
 @dataclass
+class ImaginedImage:
+    """An image the loop generated this turn ("imagination"), shown to the user with its prompt."""
+
+    path: str  # file in the image cache; "" for a text-only generator (offline caption mode)
+    prompt: str
+
+
+class Imagination(Protocol):
+    """Optional stage after the strategy: generate images of the target and re-rank with them
+    (DAR fusion, DIR-TIR Image Refiner). ``feedback_question`` is what the user is asked about
+    the generated images (None when the method needs no feedback)."""
+
+    name: str
+    feedback_question: str | None
+
+    def apply(
+        self, state: DialogState, gallery: Any, ranking: Ranking, depth: int
+    ) -> tuple[Ranking, list[ImaginedImage], dict[str, float]]:
+        """(new ranking, images shown this turn, timings such as {"generate_s": ...})."""
+        ...
+
+
+@dataclass
 class TurnResult:
     turn: int
     ranking: Ranking
     question: str | None
     timings: dict[str, float] = field(default_factory=dict)
+    images: list[ImaginedImage] = field(default_factory=list)
+    image_question: str | None = None  # ask the user how the images differ from the target
 
     def top_ids(self, gallery: Any, k: int) -> list[str]:
         return [gallery.ids[int(p)] for p in self.ranking.positions[:k]]
@@ -39,8 +64,10 @@ class Conversation:
         k: int = 10,
         depth: int = 100,
         state: DialogState | None = None,
+        imagination: Imagination | None = None,
     ) -> None:
         self.gallery, self.strategy, self.questioner = gallery, strategy, questioner
+        self.imagination = imagination
         self.k, self.depth = k, max(k, depth)
         self.state = state
         self.last: TurnResult | None = None
@@ -57,23 +84,33 @@ class Conversation:
             raise ConvirError("no session to resume")
         return self._turn(record=False)
 
-    def reply(self, answer: str) -> TurnResult:
-        """Answer the pending question; an empty answer skips it (it is not asked again)."""
+    def reply(self, answer: str, image_feedback: str | None = None) -> TurnResult:
+        """Answer the pending question; an empty answer skips it (it is not asked again).
+        ``image_feedback``: how the last generated images differ from the target (refiner)."""
         st = self._need_state()
         q = st.pending_question
         if q is None:
             raise ConvirError("there is no pending question: use say() to add a description")
         # a skipped question still counts as asked (never repeated) but adds no fact
         st.exchanges.append(Exchange(q, answer.strip() or "unknown"))
+        self._record_feedback(image_feedback)
         return self._turn()
 
-    def say(self, text: str) -> TurnResult:
+    def say(self, text: str, image_feedback: str | None = None) -> TurnResult:
         """Volunteered text (no question), e.g. "it was at night"."""
         st = self._need_state()
         if not text.strip():
             raise ConvirError("nothing to add (empty text)")
         st.exchanges.append(Exchange(None, text.strip()))
+        self._record_feedback(image_feedback)
         return self._turn()
+
+    def _record_feedback(self, image_feedback: str | None) -> None:
+        """One entry per exchange (aligned with ``state.exchanges``); "" when none was given."""
+        st = self._need_state()
+        fb = st.meta.setdefault("image_feedback", [])
+        fb.extend([""] * (len(st.exchanges) - 1 - len(fb)))
+        fb.append((image_feedback or "").strip())
 
     def mark_found(self, item_id: str) -> None:
         st = self._need_state()
@@ -90,6 +127,10 @@ class Conversation:
         st = self._need_state()
         t0 = time.perf_counter()
         ranking = self.strategy.rank(st, self.gallery, self.depth)
+        images: list[ImaginedImage] = []
+        timings: dict[str, float] = {}
+        if self.imagination is not None:
+            ranking, images, timings = self.imagination.apply(st, self.gallery, ranking, self.depth)
         t1 = time.perf_counter()
         question = self.questioner.ask(st, self.gallery, ranking) if self.questioner is not None else None
         t2 = time.perf_counter()
@@ -97,8 +138,16 @@ class Conversation:
         if record:
             st.queries.append(ranking.query)
             st.rankings.append([self.gallery.ids[int(p)] for p in ranking.positions[: self.k]])
+            if self.imagination is not None:
+                st.meta.setdefault("images", []).append([vars(i).copy() for i in images])
+        feedback_q = self.imagination.feedback_question if self.imagination is not None and images else None
         self.last = TurnResult(
-            len(st.exchanges), ranking, question, {"rank_s": t1 - t0, "question_s": t2 - t1}
+            len(st.exchanges),
+            ranking,
+            question,
+            {"rank_s": t1 - t0 - sum(timings.values()), "question_s": t2 - t1, **timings},
+            images,
+            feedback_q,
         )
         return self.last
 
