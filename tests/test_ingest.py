@@ -29,6 +29,16 @@ def test_folder_gallery_indexes_and_searches(gallery: Path, tmp_path: Path) -> N
     assert weighted[0].id == "city/cafe.png"
 
 
+def test_relative_gallery_paths_are_stored_absolute(
+    gallery: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(gallery.parent)
+    ingest(Path(gallery.name), tmp_path / "ix")
+    monkeypatch.chdir(tmp_path.parent)  # another working directory: paths must still resolve
+    hit = open_index(tmp_path / "ix").search("a brown dog on the beach", k=1)[0]
+    assert Path(hit.path).is_absolute() and Path(hit.path).is_file()
+
+
 def test_item_vector_is_normalised_mean_of_caption_vectors(gallery: Path, tmp_path: Path) -> None:
     ingest(gallery, tmp_path / "ix")
     idx = open_index(tmp_path / "ix")

@@ -336,11 +336,13 @@ def test_human_answerer_and_load_answerer() -> None:
     assert human.answer("Is it big?", "t") == ""  # empty = skip
     assert shown == ["Q: What colour?", "Q: Is it big?"]
 
-    assert "not available yet" in ANSWERERS["vlm"] and {"captions", "human"} <= set(ANSWERERS)
+    assert "--vlm" in ANSWERERS["vlm"] and {"captions", "human"} <= set(ANSWERERS)
     assert isinstance(load_answerer("human"), HumanAnswerer)
     assert isinstance(load_answerer("captions", llm=ScriptedLLM(), captions_by_id={}), CaptionAnswerer)
-    with pytest.raises(ConvirError, match="not available yet"):
+    with pytest.raises(ConvirError, match="needs a vision-language model: pass --vlm"):
         load_answerer("vlm", llm=ScriptedLLM())
+    with pytest.raises(ConvirError, match="needs the target images"):
+        load_answerer("vlm", vlm="openai:http://127.0.0.1:9/v1#m", image_paths_by_id={})
     with pytest.raises(ConvirError, match="--llm"):
         load_answerer("captions")
 

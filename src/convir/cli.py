@@ -11,6 +11,7 @@ import typer
 
 from convir import __version__
 from convir.errors import ConvirError
+from convir.eval.cli import GeneratorOpt, GeneratorOptionOpt, ImagesPerTurnOpt, ImagineOpt
 from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
 
 app = typer.Typer(
@@ -263,12 +264,117 @@ def chat_cmd(
     k: Annotated[int, typer.Option("-k", min=1, help="Results shown per turn.")] = 5,
     save: Annotated[Path | None, typer.Option(help="Session file, saved after every turn.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue a saved session.")] = None,
+    reranker: Annotated[
+        str,
+        typer.Option(
+            help="--strategy rerank, second stage: llm (LLM rates each candidate 0-9) | llm-list "
+            "(LLM orders the candidates) | cross:PATH_OR_ID (cross-encoder, needs no --llm)"
+        ),
+    ] = "llm",
+    previews: Annotated[
+        str,
+        typer.Option(
+            help="Thumbnails of the top results: auto (kitty/iTerm2 images or colour half blocks "
+            "when stdout is a terminal) | on | off"
+        ),
+    ] = "auto",
+    imagine: ImagineOpt = None,
+    generator: GeneratorOpt = "text:",
+    generator_option: GeneratorOptionOpt = None,
+    images_per_turn: ImagesPerTurnOpt = None,
 ) -> None:
     """Find an image by talking: describe it, answer questions, mark the one you wanted."""
     from convir.chat import run_chat
+    from convir.imagine.options import imagine_settings
 
     console = _console()
-    run_chat(index_dir, strategy, questioner, llm, k, save or resume, resume, console, console.input)
+    run_chat(
+        index_dir,
+        strategy,
+        questioner,
+        llm,
+        k,
+        save or resume,
+        resume,
+        console,
+        console.input,
+        reranker=reranker,
+        previews=previews,
+        imagine=imagine_settings(imagine, generator, generator_option, images_per_turn),
+    )
+
+
+@app.command("serve")
+def serve_cmd(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory built by `convir index`.")],
+    host: Annotated[
+        str, typer.Option(help="Address to bind; the default (loopback) is reachable from this machine only.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CONVIR_TOKEN",
+            show_default=False,
+            help="Bearer token every API call must send (Authorization: Bearer TOKEN). "
+            "Prefer the environment variable: a command line is visible to other users.",
+        ),
+    ] = None,
+    llm: Annotated[
+        str | None, typer.Option(help="LLM spec for questions and LLM strategies, e.g. llamacpp:smollm2")
+    ] = None,
+    strategy: Annotated[
+        str, typer.Option(help="Default strategy: concat | rewrite | expand | rerank")
+    ] = "concat",
+    questioner: Annotated[
+        str | None, typer.Option(help="Default questioner: plain | candidates | none (plain with --llm)")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=50, help="Results shown per turn (default).")] = 8,
+    imagine: Annotated[
+        str | None, typer.Option(help="Default imagination method (dar | refiner); off when omitted.")
+    ] = None,
+    generator: Annotated[
+        str | None,
+        typer.Option(
+            help="Image generator sessions may use, e.g. diffusers:stabilityai/sd-turbo (text: always)."
+        ),
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra Host header to accept (e.g. a reverse proxy's name); repeatable."),
+    ] = None,
+) -> None:
+    """Serve the web page and the HTTP API for conversational search over INDEX_DIR.
+
+    Sessions are kept in INDEX_DIR/sessions.sqlite, so a restart continues every open one.
+    API and curl examples: docs/server.md.
+    """
+    try:
+        from convir.server import serve
+        from convir.server.security import is_loopback
+    except ImportError as exc:
+        raise ConvirError(
+            f"convir serve needs the server extra: pip install 'convir[server]' ({exc})"
+        ) from exc
+
+    if not is_loopback(host) and not token:
+        _console(stderr=True).print(
+            f"[bold yellow]warning:[/] serving on {host} without a token: anyone who can reach this "
+            "port can use it (set CONVIR_TOKEN)"
+        )
+    serve(
+        index_dir,
+        host=host,
+        port=port,
+        token=token,
+        allowed_hosts=allow_host,
+        llm=llm,
+        strategy=strategy,
+        questioner=questioner,
+        k=k,
+        imagine=imagine,
+        generator=generator,
+    )
 
 
 def _cache_dir() -> Path:

@@ -164,7 +164,7 @@ def simulate(
     """Run one simulated dialogue: ranks at turns 0..turns and per-turn details/timings."""
     res = conv.start(description)
     ranks = [target_rank(res.ranking, target_pos, conv.depth)]
-    log: list[dict[str, Any]] = [{"query": res.ranking.query, **res.timings}]
+    log: list[dict[str, Any]] = [{"query": res.ranking.query, **res.timings, **_images_log(res)}]
     for _ in range(turns):
         q = res.question
         if q is None:  # nothing to ask: the ranking stays as it is
@@ -174,9 +174,29 @@ def simulate(
         t = time.perf_counter()
         answer = answerer.answer(q, target_id)
         answer_s = time.perf_counter() - t
-        res = conv.reply(answer)
+        feedback: dict[str, Any] = {}
+        if res.image_question and res.images and hasattr(answerer, "differences"):
+            # the simulated user says how the generated image differs from the target (refiner)
+            t = time.perf_counter()
+            shown = res.images[0]
+            feedback["image_feedback"] = answerer.differences(shown.prompt, target_id, shown.path)
+            feedback["feedback_s"] = time.perf_counter() - t
+        res = conv.reply(answer, image_feedback=feedback.get("image_feedback"))
         ranks.append(target_rank(res.ranking, target_pos, conv.depth))
         log.append(
-            {"question": q, "answer": answer, "query": res.ranking.query, "answer_s": answer_s, **res.timings}
+            {
+                "question": q,
+                "answer": answer,
+                "query": res.ranking.query,
+                "answer_s": answer_s,
+                **feedback,
+                **res.timings,
+                **_images_log(res),
+            }
         )
     return ranks, log
+
+
+def _images_log(res: TurnResult) -> dict[str, Any]:
+    """The turn's generated images (prompt, file) for the per-target log; {} without any."""
+    return {"images": [vars(i).copy() for i in res.images]} if res.images else {}

@@ -7,8 +7,9 @@
   adaptive term weights (original words 1.0, expansion words ``expansion_weight`` x their
   normalised IDF so rare, specific words count more), run as weighted BM25 + dense hybrid.
 * ``rerank`` — Mario-style: first stage top-``first_k`` hybrid on the rewritten query, then
-  the top ``rerank_k`` re-scored by the LLM (pointwise relevance 0-9 over each candidate's
-  captions) and fused with the first-stage order.
+  the top ``rerank_k`` re-scored by a re-ranker over each candidate's captions and fused with
+  the first-stage order: the LLM pointwise (relevance 0-9, default), the LLM listwise
+  (``llm-list``) or a cross-encoder (``cross:MODEL``), see :mod:`convir.dialog.rerankers`.
 
 Any LLM failure falls back to the concat query for that turn (logged), so a session never
 dies because a model server hiccupped.
@@ -75,26 +76,39 @@ class ConcatStrategy:
 class RewriteStrategy:
     name = "rewrite"
 
-    def __init__(self, llm: Any, mode: str = "dense") -> None:
+    def __init__(self, llm: Any, mode: str = "dense", anchor: bool = True) -> None:
         self.llm = llm
         self.mode = mode
+        self.anchor = anchor
 
     def rewrite(self, state: DialogState) -> tuple[str, bool]:
-        """(query, used_llm). A single description needs no rewriting."""
-        if not state.exchanges:
+        """(query, used_llm). A single description needs no rewriting.
+
+        With ``anchor`` (default), exchanges answered "unknown" are not shown to the LLM (they
+        carry no fact and small models copy them), and a rewrite that lost more than half of
+        the description's content words is prefixed with the description: small rewriters
+        (Gemma 3 270M) tend to shrink "a young woman in pink leggings playing tennis" to
+        "a tennis player", which cost per-turn Recall@10 on coco5k-sim dev."""
+        informative = [e for e in state.exchanges if e.answer.strip().lower() != "unknown"]
+        if not state.exchanges or (self.anchor and not informative):
             return state.description, False
         from convir.llm.base import GenParams, LLMError
         from convir.llm.prompts import ask
 
+        shown = DialogState(state.description, informative) if self.anchor else state
         try:
             out = ask(
-                self.llm, "rewrite", GenParams(max_tokens=64, stop=("\n",)), dialogue=state.dialogue_text()
+                self.llm, "rewrite", GenParams(max_tokens=64, stop=("\n",)), dialogue=shown.dialogue_text()
             )
         except LLMError as exc:
             log.warning("rewrite failed (%s); using the concatenated dialogue this turn", exc)
             return concat_query(state.turns), False
         out = clean_line(out)
-        return (out, True) if len(out.split()) >= 2 else (concat_query(state.turns), False)
+        if len(out.split()) < 2:
+            return concat_query(state.turns), False
+        if self.anchor and coverage(out, state.description) < 0.5:
+            out = f"{state.description.rstrip(' .')}, {out}"
+        return out, True
 
     def rank(self, state: DialogState, gallery: Any, k: int) -> Ranking:
         text, used = self.rewrite(state)
@@ -171,53 +185,69 @@ class RerankStrategy:
         first_k: int = 100,
         rerank_k: int = 10,
         first_mode: str = "hybrid",
-        llm_weight: float = 0.5,
+        llm_weight: float | None = None,
+        reranker: Any = None,
     ) -> None:
+        """``reranker``: a :class:`convir.dialog.rerankers.Reranker` (default: the LLM pointwise).
+        ``llm_weight``: share of the re-ranker's score in the fusion with the first-stage order;
+        default the re-ranker's own (0.5 pointwise LLM, 1.0 listwise and cross-encoder). Without
+        an LLM (cross-encoder only) the query is the concatenated dialogue."""
+        from convir.dialog.rerankers import LLMPointwiseReranker
+
         self.llm = llm
         self.first_k, self.rerank_k, self.first_mode = first_k, rerank_k, first_mode
-        self.llm_weight = llm_weight
-        self.rewriter = RewriteStrategy(llm)
+        self.reranker = reranker if reranker is not None else LLMPointwiseReranker(llm)
+        self.llm_weight = float(self.reranker.weight if llm_weight is None else llm_weight)
+        self.rewriter = RewriteStrategy(llm) if llm is not None else None
 
     def relevance(self, query: str, caption: str) -> float | None:
-        from convir.llm.base import GenParams, LLMError
-        from convir.llm.prompts import ask
+        """The LLM's pointwise 0-9 relevance scaled to [0, 1] (None when it fails)."""
+        from convir.dialog.rerankers import LLMPointwiseReranker
 
-        try:
-            out = ask(
-                self.llm, "relevance", GenParams(max_tokens=3, stop=("\n",)), query=query, caption=caption
-            )
-        except LLMError:
-            return None
-        m = re.search(r"\d", out)
-        return int(m.group()) / 9.0 if m else None
+        return LLMPointwiseReranker(self.llm).relevance(query, caption)
 
     def rank(self, state: DialogState, gallery: Any, k: int) -> Ranking:
-        text, used = self.rewriter.rewrite(state)
+        text, used = self.rewriter.rewrite(state) if self.rewriter else (concat_query(state.turns), False)
         vec = gallery.encoder.encode_text([text])[0]
         pos, scores = gallery.ranker.rank(vec, text, max(k, self.first_k), self.first_mode)
         n = min(self.rerank_k, len(pos))
         caps = gallery.captions(pos[:n])
-        rel = [self.relevance(text, " ".join(c[:2])) for c in caps]
-        if n and all(r is not None for r in rel):
-            # fuse: first-stage order (1 at the top .. 0) and LLM relevance, equal scale
+        rel = self.reranker.score(text, [" ".join(c[:2]) for c in caps]) if n else None
+        if n and rel is not None and len(rel) == n:
+            # fuse: first-stage order (1 at the top .. 0) and re-ranker score, equal scale
             first = 1.0 - np.arange(n) / max(n, 1)
             fused = (1 - self.llm_weight) * first + self.llm_weight * np.asarray(rel, dtype=np.float32)
             order = np.lexsort((np.arange(n), -fused))
             pos = np.concatenate([pos[:n][order], pos[n:]])
             scores = np.concatenate([fused[order].astype(np.float32), scores[n:]])
-        return Ranking(pos[:k], scores[:k], text, {"rewritten": used, "reranked": n, "relevance": rel})
+        info = {"rewritten": used, "reranked": n, "reranker": self.reranker.name, "relevance": rel}
+        return Ranking(pos[:k], scores[:k], text, info)
 
 
 def query_for_turns(strategy: Strategy, turns: list[str]) -> str:
     """The text query a strategy would search for a fixed dialogue (used to replay ChatIR
     files against corpus embeddings, where only the query text matters)."""
-    if isinstance(strategy, ConcatStrategy):
+    if isinstance(strategy, ConcatStrategy) or (
+        isinstance(strategy, RerankStrategy) and strategy.rewriter is None  # cross-encoder, no LLM
+    ):
         return concat_query(turns)
     rewriter = strategy if isinstance(strategy, RewriteStrategy) else getattr(strategy, "rewriter", None)
     if rewriter is None:
         raise ConvirError(f"strategy {strategy.name!r} cannot replay fixed dialogues")
     state = DialogState(turns[0], [Exchange(None, t) for t in turns[1:]])
     return rewriter.rewrite(state)[0]
+
+
+def content_words(text: str) -> set[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in ENGLISH_STOP_WORDS}
+
+
+def coverage(text: str, source: str) -> float:
+    """Share of ``source``'s content words (stop words aside) that ``text`` still contains."""
+    src = content_words(source)
+    return len(src & content_words(text)) / len(src) if src else 1.0
 
 
 def clean_line(text: str) -> str:
@@ -234,13 +264,22 @@ STRATEGIES = {
     "concat": "ChatIR baseline: ', '.join(dialogue so far), dense",
     "rewrite": "LLM rewrites the dialogue into one caption-style query (ReCQR / DAR R1)",
     "expand": "rewrite + LLM query expansion with adaptive term weights, weighted BM25 + dense (QueryFormer)",
-    "rerank": "hybrid top-100 on the rewrite, LLM re-scores the top 10 (Mario)",
+    "rerank": "hybrid top-100 on the rewrite, re-scores the top 10 (Mario; --reranker llm|llm-list|cross:M)",
 }
 
 
-def load_strategy(name: str, llm: Any = None) -> Strategy:
+def load_strategy(name: str, llm: Any = None, reranker: Any = None) -> Strategy:
+    """``reranker`` (rerank only): a spec (``llm``, ``llm-list``, ``cross:PATH_OR_ID``) or a Reranker."""
     if name not in STRATEGIES:
         raise ConvirError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}")
+    if reranker not in (None, "llm") and name != "rerank":
+        raise ConvirError(f"--reranker {reranker} only applies to --strategy rerank (not {name!r})")
+    if name == "rerank" and (reranker is None or isinstance(reranker, str)):
+        from convir.dialog.rerankers import load_reranker
+
+        return RerankStrategy(llm, reranker=load_reranker(reranker, llm))
+    if name == "rerank":
+        return RerankStrategy(llm, reranker=reranker)
     if name == "concat":
         return ConcatStrategy()
     if llm is None:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from convir.errors import ConvirError
+from convir.imagine.options import imagination_options, imagination_report, imagine_settings
 from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
 
 eval_app = typer.Typer(
@@ -27,6 +28,27 @@ OutOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")]
+# imagination options, shared with `convir chat` (see docs/imagination.md)
+ImagineOpt = Annotated[
+    str | None,
+    typer.Option(help="Imagination: dar | refiner (generate images of the target and search with them)."),
+]
+GeneratorOpt = Annotated[
+    str,
+    typer.Option(
+        help="With --imagine: image generator spec: text: (offline, each image is its prompt), "
+        "diffusers:MODEL_ID_OR_PATH, openai-images:BASE_URL#MODEL."
+    ),
+]
+GeneratorOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Generator option KEY=VALUE (repeatable): device, dtype, steps, guidance, size, seed, variant."
+    ),
+]
+ImagesPerTurnOpt = Annotated[
+    int | None, typer.Option(min=1, help="Images generated per turn (default: dar 3, refiner 1).")
+]
 
 
 def _run_dir(out: Path | None, kind: str, config: dict[str, Any]) -> Path:
@@ -220,8 +242,9 @@ def dialog_cmd(
     dataset: Annotated[
         str | None,
         typer.Option(
-            help="Simulated protocol: coco5k-sim (gallery = captions[1:3], "
-            "description = captions[0], answers from captions[3:])."
+            help="Simulated protocol: coco5k-sim or flickr8k-sim (gallery = captions[1:3], "
+            "description = captions[0], answers from captions[3:]; flickr8k-sim also has the "
+            "target images, for --answerer vlm)."
         ),
     ] = None,
     dialogues: Annotated[
@@ -248,12 +271,31 @@ def dialog_cmd(
     ] = "concat",
     questioner: Annotated[str, typer.Option(help="coco5k-sim: plain | candidates | none")] = "plain",
     answerer: Annotated[
-        str, typer.Option(help="coco5k-sim: captions (LLM answers from held-out captions)")
+        str,
+        typer.Option(
+            help="Simulated user: captions (LLM answers from held-out captions) | vlm (a "
+            "vision-language model looks at the target image; needs --vlm and a dataset with "
+            "images, e.g. flickr8k-sim)"
+        ),
     ] = "captions",
     llm: Annotated[
         str | None,
         typer.Option(help="LLM spec: llamacpp:smollm2, llamacpp:gemma3-270m, openai:URL#MODEL, hf:MODEL"),
     ] = None,
+    vlm: Annotated[
+        str | None,
+        typer.Option(
+            help="--answerer vlm: vision-language model spec, hf:MODEL_ID_OR_PATH (transformers) "
+            "or openai:BASE_URL#MODEL (OpenAI-compatible server with vision)."
+        ),
+    ] = None,
+    reranker: Annotated[
+        str,
+        typer.Option(
+            help="--strategy rerank, second stage: llm (LLM rates each candidate 0-9, fused with the "
+            "first-stage order) | llm-list (LLM orders the candidates) | cross:PATH_OR_ID (cross-encoder)"
+        ),
+    ] = "llm",
     mode: Annotated[str, typer.Option(help="Replay with --index: dense | bm25 | hybrid")] = "dense",
     split: Annotated[str, typer.Option(help="dev | test | all")] = "all",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N targets/dialogues.")] = None,
@@ -263,13 +305,23 @@ def dialog_cmd(
             min=0, help="Question rounds after the description (coco5k-sim default 10; replay: all)."
         ),
     ] = None,
+    imagine: ImagineOpt = None,
+    generator: GeneratorOpt = "text:",
+    generator_option: GeneratorOptionOpt = None,
+    images_per_turn: ImagesPerTurnOpt = None,
+    dar_schedule: Annotated[
+        str, typer.Option(help="DAR a/b weights per turn (the last pair holds for later turns).")
+    ] = "0.7/0.3,0.7/0.3,0.5/0.5",
+    dar_fusion: Annotated[
+        str, typer.Option(help="DAR fusion: query (F = a*text + b*sum(images)) | score (re-rank)")
+    ] = "query",
     out: OutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Multi-turn evaluation: per-turn ranks of every target, Hits@K (cumulative) and Recall@K per turn.
 
-    Simulated (--dataset coco5k-sim PATH): the full loop of strategy, questioner and a
-    simulated user. Replay (--dialogues FILE): fixed dialogues through a strategy.
+    Simulated (--dataset coco5k-sim|flickr8k-sim PATH): the full loop of strategy, questioner
+    and a simulated user. Replay (--dialogues FILE): fixed dialogues through a strategy.
     """
     if dataset is not None:
         _simulated(
@@ -285,10 +337,22 @@ def dialog_cmd(
             10 if turns is None else turns,
             out,
             json_out,
+            vlm=vlm,
+            reranker=reranker,
+            imagine=imagine_settings(
+                imagine, generator, generator_option, images_per_turn, dar_schedule, dar_fusion
+            ),
         )
         return
+    if imagine:
+        raise ConvirError("--imagine needs the simulated loop (--dataset ...): replayed dialogues are fixed")
     if dialogues is None:
         raise ConvirError("give --dataset coco5k-sim PATH (simulated) or --dialogues FILE (replay)")
+    if reranker != "llm" or vlm:
+        raise ConvirError(
+            "--reranker and --vlm need the simulated loop (--dataset ...): a replay only searches "
+            "each strategy's query text"
+        )
     from convir.eval.datasets import load_chatir, load_dialogues_jsonl
 
     if dialogues.suffix == ".jsonl":
@@ -352,25 +416,52 @@ def _simulated(
     turns: int,
     out: Path | None,
     json_out: bool,
+    imagine: dict[str, Any] | None = None,
+    vlm: str | None = None,
+    reranker: str = "llm",
 ) -> None:
     from convir.dialog.questioners import load_questioner
     from convir.dialog.strategies import load_strategy
     from convir.encoders import load_encoder
     from convir.eval.report import RunWriter, turn_metrics
-    from convir.eval.simulated import coco5k_sim, run_simulated
+    from convir.eval.simulated import SIM_DATASETS, SIM_WITH_IMAGES, load_sim, run_simulated
     from convir.simulate.answerers import load_answerer
 
-    if dataset != "coco5k-sim":
-        raise ConvirError(f"unknown --dataset {dataset!r}; available: coco5k-sim")
+    if dataset not in SIM_DATASETS:
+        raise ConvirError(f"unknown --dataset {dataset!r}; available: {', '.join(SIM_DATASETS)}")
     if path is None:
-        raise ConvirError("--dataset coco5k-sim needs the coco5k folder as PATH")
+        raise ConvirError(f"--dataset {dataset} needs the dataset folder as PATH")
+    if answerer == "vlm" and not vlm:
+        raise ConvirError("--answerer vlm needs --vlm SPEC (hf:MODEL_ID_OR_PATH or openai:BASE_URL#MODEL)")
+    if vlm and answerer != "vlm":
+        raise ConvirError("--vlm is only used by --answerer vlm")
+    if vlm:  # a malformed spec fails now, not after the gallery is encoded
+        from convir.simulate.vlm import KINDS as VLM_KINDS
+        from convir.specs import parse_spec
+
+        parse_spec(vlm, VLM_KINDS)
+    if answerer == "vlm" and dataset not in SIM_WITH_IMAGES:
+        raise ConvirError(
+            f"--answerer vlm needs the target images, which {dataset} does not have: "
+            f"use --dataset {' or '.join(sorted(SIM_WITH_IMAGES))} (captions.txt + images/)"
+        )
     model = _load_llm(llm)
     enc = load_encoder(encoder)
-    gallery, targets, held_out = coco5k_sim(str(path), split, enc)
-    targets = targets[:limit] if limit else targets
-    strat = load_strategy(strategy, model)
+    sim = load_sim(dataset, str(path), split, enc)
+    gallery, held_out = sim.gallery, sim.held_out
+    targets = sim.targets[:limit] if limit else sim.targets
+    images: dict[str, str] = {}
+    if answerer == "vlm":
+        images = {t.id: sim.images[t.id] for t in targets if t.id in sim.images}
+        missing = [t.id for t in targets if not Path(images.get(t.id, "")).is_file()]
+        if missing:
+            raise ConvirError(
+                f"--answerer vlm: {len(missing)} target images are missing, "
+                f"e.g. {sim.images.get(missing[0], missing[0])}"
+            )
+    strat = load_strategy(strategy, model, reranker=reranker)
     quest = load_questioner(questioner, model)
-    ans = load_answerer(answerer, llm=model, captions_by_id=held_out)
+    ans = load_answerer(answerer, llm=model, captions_by_id=held_out, vlm=vlm, image_paths_by_id=images)
     config = {
         "command": "eval dialog",
         "dataset": dataset,
@@ -383,14 +474,37 @@ def _simulated(
         "llm": llm,
         "turns": turns,
     }
-    run_dir = _run_dir(out, f"sim-{strategy}-{questioner}", config)
+    # recorded only when not the default, so earlier runs' configs (and folders) stay valid
+    config |= {"vlm": vlm} if vlm else {}
+    config |= {"reranker": reranker} if reranker != "llm" else {}
+    imag = None
+    if imagine:  # recorded only when on, so earlier runs' configs (and folders) stay valid
+        from convir.imagine import load_imagination
+
+        config |= imagine
+        imag = load_imagination(
+            imagine["imagine"], imagine["generator"], model, **imagination_options(imagine)
+        )
+    kind = f"sim-{strategy}-{questioner}" + (f"-{imagine['imagine']}" if imagine else "")
+    run_dir = _run_dir(out, kind, config)
     writer = RunWriter(run_dir, {**config, "limit": limit})
     with _progress(json_out) as progress:
         task = progress.add_task("simulate", total=len(targets))
         ranks = run_simulated(
-            gallery, targets, strat, quest, ans, writer, turns, on_done=lambda n: progress.advance(task, n)
+            gallery,
+            targets,
+            strat,
+            quest,
+            ans,
+            writer,
+            turns,
+            on_done=lambda n: progress.advance(task, n),
+            imagination=imag,
         )
-    report = writer.finish(turn_metrics(ranks), {"latency": _latency(writer)})
+    extra: dict[str, Any] = {"latency": _latency(writer)}
+    if imagine:
+        extra["imagination"] = imagination_report(writer, imag, imagine)
+    report = writer.finish(turn_metrics(ranks), extra)
     _print_metrics(report, run_dir, json_out)
 
 

@@ -369,6 +369,19 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += _table(["metric", "value"], [[_metric_label(k), _fmt(k, v)] for k, v in scalars.items()])
     else:
         lines.append("(no metrics)")
+    latency = report.get("latency")
+    if isinstance(latency, dict) and latency:
+        lines += ["", "## Latency (seconds per turn)", ""]
+        rows = [
+            [_cell(k), f"{v.get('p50', 0):.3f}", f"{v.get('p95', 0):.3f}", str(v.get("n", ""))]
+            for k, v in latency.items()
+            if isinstance(v, dict)
+        ]
+        lines += _table(["stage", "p50", "p95", "n"], rows)
+    imagination = report.get("imagination")
+    if isinstance(imagination, dict) and imagination:
+        lines += ["", "## Imagination", ""]
+        lines += _table(["key", "value"], [[_cell(k), _cell(v)] for k, v in imagination.items()])
     return "\n".join(lines) + "\n"
 
 

@@ -120,8 +120,10 @@ def iter_named(fmt: str, path: Path) -> Iterator[SourceItem]:
 def open_source(
     path: Path, fmt: str = "auto", ignored: list[tuple[str, str]] | None = None
 ) -> Iterator[SourceItem]:
-    """Items of the gallery at ``path`` in format ``fmt`` (see FORMATS)."""
-    path = Path(path).expanduser()
+    """Items of the gallery at ``path`` in format ``fmt`` (see FORMATS).
+
+    The path is made absolute so stored image paths work from any directory (chat, serve)."""
+    path = Path(path).expanduser().resolve()
     ignored = ignored if ignored is not None else []
     if fmt not in FORMATS:
         raise ConvirError(f"unknown --format {fmt!r}; choose one of: {', '.join(FORMATS)}")

@@ -105,6 +105,17 @@ def resolve_model(name: str) -> tuple[Path, bool | None]:
     return path.resolve(), None
 
 
+def _env_threads() -> int | None:
+    """CONVIR_LLM_THREADS: llama.cpp's threads spin at barriers, so several model processes
+    sharing a small machine run far faster with 1 thread each than with all cores each."""
+    raw = os.environ.get("CONVIR_LLM_THREADS", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise LLMError(f"CONVIR_LLM_THREADS must be a positive integer, not {raw!r}")
+    return int(raw)
+
+
 class LlamaCppLLM:
     """One GGUF model in this process. llama.cpp contexts are not thread-safe, hence the lock."""
 
@@ -128,7 +139,7 @@ class LlamaCppLLM:
             self._llm = Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
-                n_threads=n_threads or os.cpu_count() or 1,
+                n_threads=n_threads or _env_threads() or os.cpu_count() or 1,
                 seed=0,
                 chat_format=chat_format,
                 verbose=False,

@@ -4,7 +4,9 @@
   captions (never shown to the retrieval side), "unknown" when they do not say. This keeps
   the simulator from leaking text the gallery already contains.
 * ``human`` — the person at the terminal (the HTTP service answers through its API).
-* ``vlm`` — answers from the target image with a vision-language model: not available yet.
+* ``vlm`` — answers from the target IMAGE with a vision-language model (``--vlm SPEC``:
+  ``hf:MODEL`` or ``openai:BASE_URL#MODEL``), see :mod:`convir.simulate.vlm`; it can also say
+  how a generated image differs from the target (``differences``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,33 @@ class CaptionAnswerer:
             return UNKNOWN
         return short_answer(out)
 
+    def differences(self, image_prompt: str, target_id: str, image_path: str = "") -> str:
+        """What a generated image (described by its prompt; the pixels are not looked at) gets
+        wrong about the target, from the held-out captions only; "" when nothing is stated
+        (DIR-TIR Image Refiner feedback)."""
+        from convir.llm.base import GenParams, LLMError
+        from convir.llm.prompts import ask
+
+        caps = self.captions_by_id.get(target_id) or []
+        if not caps or not image_prompt.strip():
+            return ""
+        text = " ".join(c.strip().rstrip(".") + "." for c in caps)
+        try:
+            out = ask(
+                self.llm,
+                "differences",
+                GenParams(max_tokens=40, stop=("\n",)),
+                captions=text,
+                prompt=image_prompt,
+            )
+        except LLMError:
+            self.failures += 1
+            return ""
+        line = re.sub(r"^\s*differences?\s*:\s*", "", short_answer(out, max_words=30), flags=re.I)
+        if line == UNKNOWN or re.fullmatch(r"\W*(none|nothing|no differences?)\W*", line, re.I):
+            return ""
+        return line
+
 
 class HumanAnswerer:
     """The person at the terminal; I/O is injectable so the chat loop and tests share it.
@@ -85,15 +114,36 @@ class HumanAnswerer:
 ANSWERERS = {
     "captions": "offline simulator: the LLM answers only from the target's held-out captions",
     "human": "the person at the terminal",
-    "vlm": "answers from the target image with a vision-language model (not available yet)",
+    "vlm": "answers from the target image with a vision-language model (--vlm hf:MODEL or openai:URL#MODEL)",
 }
 
 
-def load_answerer(name: str, llm: Any = None, captions_by_id: dict[str, list[str]] | None = None) -> Answerer:
+def load_answerer(
+    name: str,
+    llm: Any = None,
+    captions_by_id: dict[str, list[str]] | None = None,
+    *,
+    vlm: Any = None,
+    image_paths_by_id: dict[str, str] | None = None,
+) -> Answerer:
+    """``vlm``: a VLM spec string (``hf:...``, ``openai:URL#MODEL``) or a loaded VLM, with
+    ``image_paths_by_id`` the target images; both are required by the ``vlm`` answerer."""
     if name not in ANSWERERS:
         raise ConvirError(f"unknown answerer {name!r}; available: {', '.join(ANSWERERS)}")
     if name == "vlm":
-        raise ConvirError("the vlm answerer is not available yet; use --answerer captions")
+        if vlm is None:
+            raise ConvirError(
+                "the vlm answerer needs a vision-language model: pass --vlm "
+                "(e.g. --vlm hf:HuggingFaceTB/SmolVLM-256M-Instruct or --vlm openai:http://host/v1#model)"
+            )
+        if not image_paths_by_id:
+            raise ConvirError(
+                "the vlm answerer needs the target images: use a dataset with image files "
+                "(e.g. --dataset flickr8k-sim), or --answerer captions"
+            )
+        from convir.simulate.vlm import VLMAnswerer, load_vlm
+
+        return VLMAnswerer(load_vlm(vlm) if isinstance(vlm, str) else vlm, image_paths_by_id)
     if name == "human":
         return HumanAnswerer()
     if llm is None:

@@ -1,0 +1,141 @@
+"""HTTP service load: concurrent conversation sessions and search-only latency over loopback.
+
+Starts the real ``convir serve INDEX_DIR --llm SPEC`` (uvicorn, subprocess) with a fresh LLM
+cache, runs one session to measure cold turns (the LLM generates for real) and to fill the
+cache, then SESSIONS concurrent sessions x TURNS turns of the same dialogue (the cached LLM
+path), checks that no session lost or reordered a turn, and times ``GET /api/search`` with
+coco5k captions as queries.
+
+Usage: python benchmarks/server_load.py INDEX_DIR [--sessions 20] [--turns 5] [--llm llamacpp:smollm2]
+(build INDEX_DIR with: convir index --format coco-captions ../shared/data/coco5k --out INDEX_DIR)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from _common import SHARED, machine, pct
+
+DESCRIPTION = "a man riding a wave on a surfboard"
+ANSWERS = [
+    "it is a sunny day",
+    "he wears a black wetsuit",
+    "the wave is big",
+    "no other people",
+    "in the ocean",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(index_dir: str, llm: str, cache: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "CONVIR_CACHE": str(cache)}
+    cmd = [sys.executable, "-m", "convir.cli", "serve", index_dir, "--port", str(port), "--llm", llm]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise SystemExit(f"convir serve exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    raise SystemExit("convir serve did not start in 5 minutes")
+
+
+def session(client: httpx.Client, url: str, turns: int) -> tuple[dict[str, Any], float, list[float]]:
+    t0 = time.perf_counter()
+    res = client.post(f"{url}/api/sessions", json={"description": DESCRIPTION})
+    create_s = time.perf_counter() - t0
+    res.raise_for_status()
+    v = res.json()
+    latencies = []
+    for text in (ANSWERS * turns)[:turns]:
+        body = {"kind": "answer" if v["question"] else "say", "text": text}
+        t0 = time.perf_counter()
+        res = client.post(f"{url}/api/sessions/{v['id']}/turns", json=body)
+        latencies.append(time.perf_counter() - t0)
+        res.raise_for_status()
+        v = res.json()
+    return v, create_s, latencies
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("index_dir")
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--turns", type=int, default=5)
+    ap.add_argument("--llm", default="llamacpp:smollm2")
+    ap.add_argument("--queries", type=int, default=300, help="search-only requests")
+    args = ap.parse_args()
+    from convir.eval.datasets import load_coco5k
+
+    queries = [it.captions[-1] for it in load_coco5k(SHARED / "coco5k")[: args.queries]]
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        proc, url = start(args.index_dir, args.llm, Path(cache))
+        startup_s = time.perf_counter() - t0
+        try:
+            with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.sessions + 5)) as client:
+                warm, warm_create, cold = session(client, url, args.turns)
+                t0 = time.perf_counter()
+                with ThreadPoolExecutor(args.sessions) as pool:
+                    runs = list(pool.map(lambda _: session(client, url, args.turns), range(args.sessions)))
+                wall = time.perf_counter() - t0
+                lost = 0
+                for v, _, _ in runs:
+                    stored = client.get(f"{url}/api/sessions/{v['id']}").json()
+                    texts = [h["text"] for h in stored["history"][1:]]
+                    lost += stored["turn"] != args.turns or texts != [h["text"] for h in warm["history"][1:]]
+                client.get(f"{url}/api/search", params={"q": queries[0]})  # warm
+                took, rtt = [], []
+                for q in queries:
+                    t0 = time.perf_counter()
+                    out = client.get(f"{url}/api/search", params={"q": q, "k": 10}).json()
+                    rtt.append((time.perf_counter() - t0) * 1000)
+                    took.append(out["took_ms"])
+                health = client.get(f"{url}/api/health").json()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    turns = [x * 1000 for _, _, ls in runs for x in ls]
+    creates = [c * 1000 for _, c, _ in runs]
+    print(f"{health['items']} items, llm {args.llm}, server start {startup_s:.1f}s [{machine()}]")
+    print(
+        f"  cold session (LLM generating): create {warm_create * 1000:.0f} ms, "
+        f"turn p50 {pct([c * 1000 for c in cold], 50):.0f} ms, p95 {pct([c * 1000 for c in cold], 95):.0f} ms"
+    )
+    print(
+        f"  {args.sessions} concurrent sessions x {args.turns} turns (cached LLM): {wall:.1f}s wall, "
+        f"{len(turns) / wall:.1f} turns/s; turn p50 {pct(turns, 50):.0f} ms, p95 {pct(turns, 95):.0f} ms; "
+        f"create p50 {pct(creates, 50):.0f} ms; sessions with a lost or reordered turn: {lost}"
+    )
+    print(
+        f"  search-only GET /api/search ({len(queries)} q, sequential): "
+        f"round trip p50 {pct(rtt, 50):.1f} ms, p95 {pct(rtt, 95):.1f} ms; "
+        f"server-side p50 {pct(took, 50):.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""HTTP service and web page for conversational search (``convir serve``, ``convir[server]``).
+
+``create_app(index_dir, token=...)`` is the FastAPI app; :func:`serve` runs it with uvicorn.
+See docs/server.md for the API, curl examples and the security model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["create_app", "serve"]
+
+
+def create_app(index_dir: str | Path, token: str | None = None, **options: Any) -> Any:
+    """The FastAPI app over ``index_dir`` (imported lazily: FastAPI is an optional extra)."""
+    from convir.server.app import create_app as _create
+
+    return _create(index_dir, token=token, **options)
+
+
+def serve(
+    index_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    allowed_hosts: list[str] | None = None,
+    log_level: str = "info",
+    **options: Any,
+) -> None:
+    """Run the app with uvicorn until interrupted.
+
+    On a loopback address only loopback Host headers are accepted (plus ``allowed_hosts``),
+    so a web page elsewhere cannot reach the server through DNS rebinding."""
+    import uvicorn
+
+    from convir.server.security import LOOPBACK_HOSTS, is_loopback
+
+    hosts: list[str] | None = None
+    if is_loopback(host):
+        hosts = [*LOOPBACK_HOSTS, host, *(allowed_hosts or [])]
+    elif allowed_hosts:
+        hosts = list(allowed_hosts)
+    app = create_app(index_dir, token=token, allowed_hosts=hosts, **options)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=512)

@@ -1,0 +1,147 @@
+"""Request and response bodies of the HTTP API (pydantic; they also make the OpenAPI schema).
+
+Inputs forbid unknown fields and bound every text, so a typo'd field or a megabyte of text
+is a clear 422, not a silent default or a slow turn.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TEXT = 1000  # one answer / detail (a long caption is ~30 words)
+MAX_DESCRIPTION = 2000
+MAX_ID = 512
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class SessionCreate(_In):
+    """Start a conversation: the first description of the image, plus how to search."""
+
+    description: str = Field(min_length=1, max_length=MAX_DESCRIPTION, examples=["a dog on a beach"])
+    strategy: str | None = Field(None, max_length=32, description="concat | rewrite | expand | rerank")
+    questioner: str | None = Field(None, max_length=32, description="plain | candidates | none")
+    k: int | None = Field(None, ge=1, le=50, description="results shown per turn")
+    imagine: str | None = Field(None, max_length=32, description="imagination method (None = off)")
+    generator: str | None = Field(None, max_length=200, description="image generator (server-allowed)")
+
+
+class TurnIn(_In):
+    """One user turn. ``answer`` answers the pending question, ``say`` adds a detail, ``skip``
+    skips the question (never asked again), ``found`` marks ``item_id`` as the wanted image."""
+
+    kind: Literal["answer", "say", "skip", "found"]
+    text: str | None = Field(None, max_length=MAX_TEXT)
+    item_id: str | None = Field(None, max_length=MAX_ID)
+    image_feedback: str | None = Field(
+        None, max_length=MAX_TEXT, description="how the generated images differ from the target"
+    )
+    version: int | None = Field(
+        None, ge=1, description="apply only if the session is still at this version (else 409)"
+    )
+
+
+class ResultItem(BaseModel):
+    rank: int
+    id: str
+    score: float | None
+    caption: str
+    captions: list[str]
+    thumbnail: str | None = Field(description="URL of a JPEG thumbnail; null when the item has no image")
+
+
+class GeneratedImage(BaseModel):
+    url: str | None = Field(description="null for a text-only generator (the prompt is the 'image')")
+    prompt: str
+
+
+class HistoryTurn(BaseModel):
+    turn: int
+    question: str | None
+    text: str = Field(description="the description (turn 0), the answer, or the added detail")
+    query: str | None
+    top: list[str] = Field(description="ids shown after this turn")
+
+
+class Options(BaseModel):
+    strategy: str
+    questioner: str
+    k: int
+    llm: str | None
+    imagine: str | None = None
+    generator: str | None = None
+
+
+class SessionView(BaseModel):
+    id: str
+    version: int
+    status: Literal["open", "found"]
+    created: float
+    updated: float
+    options: Options
+    description: str
+    turn: int = Field(description="number of user turns after the description")
+    query: str | None
+    question: str | None
+    image_question: str | None
+    results: list[ResultItem]
+    images: list[GeneratedImage]
+    history: list[HistoryTurn]
+    found: str | None
+    timings: dict[str, float]
+
+
+class SessionSummary(BaseModel):
+    id: str
+    version: int
+    status: str
+    description: str
+    turn: int
+    updated: float
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionSummary]
+    total: int
+
+
+class SearchOut(BaseModel):
+    query: str
+    mode: str
+    took_ms: float
+    results: list[ResultItem]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    items: int
+    sessions: int
+
+
+class Version(BaseModel):
+    convir: str
+    api: int
+    encoder: str
+    items: int
+    llm: str | None
+
+
+class ServerOptions(BaseModel):
+    """What a client may choose when it creates a session (and the server's defaults)."""
+
+    strategies: dict[str, str]
+    questioners: dict[str, str]
+    defaults: Options
+    llm: str | None
+    imagination: list[str] = Field(description="imagination methods; empty when unavailable")
+    generators: list[str]
+    limits: dict[str, int]
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str

@@ -1,0 +1,519 @@
+"""The HTTP service's work, without HTTP: sessions over the shared conversation loop.
+
+Every turn rebuilds a :class:`~convir.dialog.engine.Conversation` from the stored state
+(the same loop as ``convir chat``), applies the user's turn and writes the new state with a
+version check. Nothing lives only in memory, so a restart, a crash mid-turn or a failed LLM
+call leaves each session at its last completed turn. Methods here are blocking (encoder,
+LLM, SQLite) and thread-safe; the app runs them in a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from convir import __version__
+from convir.dialog.engine import Conversation, TurnResult
+from convir.dialog.questioners import QUESTIONERS, load_questioner
+from convir.dialog.state import DialogState
+from convir.dialog.strategies import STRATEGIES, load_strategy
+from convir.errors import ConvirError
+from convir.llm.base import LLMError
+from convir.server.media import ThumbnailCache, gallery_root, safe_generated_path, safe_item_path
+from convir.server.models import SessionCreate, TurnIn
+from convir.server.sessions import SessionRow, SessionStore, VersionConflict
+
+log = logging.getLogger("convir.server")
+API_VERSION = 1
+
+
+class ApiError(Exception):
+    """An error the client should see: HTTP status, a short code and a sentence saying why."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+class _LockedEncoder:
+    """The text encoder behind a lock: HF fast tokenizers fail ("Already borrowed") when two
+    threads use one tokenizer at once. Encoding a query takes milliseconds, so this is cheap."""
+
+    def __init__(self, inner: Any, lock: threading.Lock) -> None:
+        self._inner, self._lock = inner, lock
+
+    def encode_text(self, texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._inner.encode_text(texts, *args, **kwargs)
+
+    def encode_images(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._inner.encode_images(*args, **kwargs)
+
+    def encode_pil(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._inner.encode_pil(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class ServerGallery:
+    """A :class:`~convir.search.SearchIndex` shared by request threads. faiss and numpy
+    searches are safe to run concurrently; the tokenizer and the index's SQLite connection
+    are not, so those go through locks. Anything else is the index's own attribute."""
+
+    def __init__(self, idx: Any) -> None:
+        self._idx = idx
+        self.ids: list[str] = idx.ids
+        self.position: dict[str, int] = idx.position
+        self.ranker = idx.ranker
+        self._db_lock = threading.Lock()
+        self._enc_lock = threading.Lock()
+        self._encoder: _LockedEncoder | None = None
+
+    @property
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            with self._enc_lock:
+                inner = self._idx.encoder
+            self._encoder = _LockedEncoder(inner, self._enc_lock)
+        return self._encoder
+
+    def captions(self, positions: Any) -> list[list[str]]:
+        with self._db_lock:
+            return self._idx.captions(positions)
+
+    def items(self, ids: list[str]) -> dict[str, Any]:
+        with self._db_lock:
+            return self._idx.store.items(ids)
+
+    def setting(self, key: str) -> str | None:
+        with self._db_lock:
+            return self._idx.store.get(key)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._idx, name)
+
+
+def _imagination_module() -> Any:
+    try:
+        import convir.imagine as imagine
+    except ImportError:
+        return None
+    return imagine if hasattr(imagine, "load_imagination") else None
+
+
+def imagination_methods() -> list[str]:
+    mod = _imagination_module()
+    if mod is None:
+        return []
+    names = getattr(mod, "METHODS", None) or getattr(mod, "IMAGINATIONS", None) or {}
+    return sorted(names)
+
+
+class Service:
+    """Sessions over one index directory; see the module docstring."""
+
+    def __init__(
+        self,
+        index_dir: Path,
+        llm: str | Any | None = None,
+        strategy: str = "concat",
+        questioner: str | None = None,
+        k: int = 8,
+        imagine: str | None = None,
+        generator: str | None = None,
+        generators: list[str] | None = None,
+        max_sessions: int = 10_000,
+        max_turns: int = 100,
+        warm: bool = True,
+    ) -> None:
+        from convir.search import open_index
+
+        self.index_dir = Path(index_dir)
+        self.gallery = ServerGallery(open_index(self.index_dir))
+        self.root = gallery_root(self.gallery.setting("source"))
+        self.sessions = SessionStore(self.index_dir)
+        self.thumbs = ThumbnailCache()
+        if isinstance(llm, str):
+            from convir.llm import load_llm
+
+            self.llm: Any = load_llm(llm)
+        else:
+            self.llm = llm
+        self.llm_spec: str | None = getattr(self.llm, "spec", None) if self.llm is not None else None
+        self.max_sessions, self.max_turns = max_sessions, max_turns
+        # generator specs a client may pick (a spec can name a model path or a server URL, so
+        # clients never pass arbitrary ones); the offline text: generator is always allowed
+        self.generators = sorted({"text:", *(generators or []), *([generator] if generator else [])})
+        self.defaults = self._resolve(
+            SessionCreate(
+                description="-",
+                strategy=strategy,
+                questioner=questioner,
+                k=k,
+                imagine=imagine,
+                generator=generator,
+            )
+        )
+        self._components: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+        self._components_lock = threading.Lock()
+        self._component(self.defaults)  # fail at startup, not at the first request
+        self._imagination(self.defaults)
+        if warm:  # load the encoder and BM25 now: the first user should not wait for them
+            self.gallery.encoder.encode_text(["warm up"])
+            _ = self.gallery.ranker.bm25
+
+    # options and components ---------------------------------------------------------------
+    def _resolve(self, body: SessionCreate) -> dict[str, Any]:
+        """Session options from the request and the server defaults; 400 for unknown names."""
+        d = getattr(self, "defaults", None) or {}
+        strategy = body.strategy or d.get("strategy") or "concat"
+        questioner = body.questioner or d.get("questioner") or ("plain" if self.llm is not None else "none")
+        if strategy not in STRATEGIES:
+            raise ApiError(
+                400, "bad_option", f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
+            )
+        if questioner not in QUESTIONERS:
+            raise ApiError(
+                400,
+                "bad_option",
+                f"unknown questioner {questioner!r}; choose one of {', '.join(QUESTIONERS)}",
+            )
+        for kind, name, needs in (("strategy", strategy, "concat"), ("questioner", questioner, "none")):
+            if name != needs and self.llm is None:
+                raise ApiError(
+                    400,
+                    "needs_llm",
+                    f"{kind} {name!r} needs an LLM and this server runs without one "
+                    f"(start it with --llm, or use {kind} {needs!r})",
+                )
+        imagine = body.imagine if body.imagine is not None else d.get("imagine")
+        generator = body.generator if body.generator is not None else d.get("generator")
+        if generator is not None and generator not in self.generators:
+            raise ApiError(
+                400,
+                "bad_option",
+                f"generator {generator!r} is not enabled on this server; "
+                f"enabled: {', '.join(self.generators)}",
+            )
+        if imagine in (None, "", "none", "off"):
+            imagine, generator = None, None
+        else:
+            methods = imagination_methods()
+            if not methods:
+                raise ApiError(400, "no_imagination", "image generation is not available on this server")
+            if imagine not in methods:
+                raise ApiError(
+                    400, "bad_option", f"unknown imagination {imagine!r}; choose one of {', '.join(methods)}"
+                )
+            generator = generator or "text:"
+        return {
+            "strategy": strategy,
+            "questioner": questioner,
+            "k": body.k or d.get("k") or 8,
+            "llm": self.llm_spec,
+            "imagine": imagine,
+            "generator": generator,
+        }
+
+    def _component(self, opts: dict[str, Any]) -> tuple[Any, Any]:
+        """(strategy, questioner), shared by all sessions with these options (they are stateless)."""
+        key = (opts["strategy"], opts["questioner"])
+        with self._components_lock:
+            got = self._components.get(key)
+            if got is None:
+                if self.llm is None and (key[0] != "concat" or key[1] != "none"):
+                    raise ApiError(
+                        503, "needs_llm", "this session needs an LLM: restart the server with --llm"
+                    )
+                got = self._components[key] = (
+                    load_strategy(key[0], self.llm),
+                    load_questioner(key[1], self.llm),
+                )
+        return got
+
+    def _imagination(self, opts: dict[str, Any]) -> Any:
+        """A fresh imagination stage per turn (it keeps per-session flags such as ``disabled``;
+        the generator behind it is loaded once per process by ``convir.imagine``)."""
+        if not opts.get("imagine"):
+            return None
+        mod = _imagination_module()
+        if mod is None:
+            raise ApiError(503, "no_imagination", "image generation is not available on this server")
+        try:
+            imag = mod.load_imagination(opts["imagine"], opts.get("generator") or "text:", self.llm)
+        except ConvirError as exc:
+            raise ApiError(400, "bad_option", str(exc)) from exc
+        if imag is None:
+            raise ApiError(
+                503,
+                "no_generator",
+                f"the image generator {opts.get('generator')!r} cannot be used on this server "
+                "(see its log); start the session without imagination",
+            )
+        return imag
+
+    def _conversation(self, opts: dict[str, Any], state: DialogState | None = None) -> Conversation:
+        strategy, questioner = self._component(opts)
+        return Conversation(
+            self.gallery,
+            strategy,
+            questioner,
+            k=int(opts["k"]),
+            state=state,
+            imagination=self._imagination(opts),
+        )
+
+    # sessions -------------------------------------------------------------------------------
+    def create(self, body: SessionCreate) -> dict[str, Any]:
+        opts = self._resolve(body)
+        if self.sessions.count() >= self.max_sessions:
+            raise ApiError(429, "too_many_sessions", f"{self.max_sessions} sessions exist; delete some first")
+        conv = self._conversation(opts)
+        res = _run_turn(conv.start, body.description)
+        state = conv.state
+        assert state is not None
+        row = self.sessions.create(opts, state.to_dict(), self._last(res, state, int(opts["k"])))
+        return self.view(row)
+
+    def get(self, session_id: str) -> SessionRow:
+        row = self.sessions.get(session_id)
+        if row is None:
+            raise ApiError(404, "no_session", f"no session {session_id!r} (deleted, or never created)")
+        return row
+
+    def turn(self, session_id: str, body: TurnIn) -> dict[str, Any]:
+        """Apply one user turn. Callers serialise turns per session (the app holds a lock per
+        id); the version check additionally catches a second process on the same index,
+        in which case the turn is re-applied to the newer state rather than lost."""
+        for _ in range(5):
+            row = self.get(session_id)
+            if body.version is not None and body.version != row.version:
+                raise ApiError(
+                    409,
+                    "version_conflict",
+                    f"the session is at version {row.version}, not {body.version}: reload it",
+                )
+            if row.status == "found":
+                raise ApiError(
+                    409, "finished", f"the session is finished: {row.state.get('found')} was found"
+                )
+            state = DialogState.from_dict(row.state)
+            if len(state.exchanges) >= self.max_turns:
+                raise ApiError(409, "too_many_turns", f"a session holds at most {self.max_turns} turns")
+            conv = self._conversation(row.options, state)
+            text, feedback = (body.text or "").strip(), body.image_feedback
+            if body.kind == "found":
+                if not body.item_id:
+                    raise ApiError(422, "invalid_request", "kind 'found' needs item_id")
+                if body.item_id not in self.gallery.position:
+                    raise ApiError(400, "unknown_item", f"{body.item_id!r} is not in this gallery")
+                conv.mark_found(body.item_id)
+                last = row.last
+            else:
+                if body.kind in ("answer", "skip") and state.pending_question is None:
+                    raise ApiError(
+                        409, "no_question", "there is no pending question: add a detail (kind 'say')"
+                    )
+                if body.kind in ("answer", "say") and not text:
+                    raise ApiError(422, "invalid_request", f"kind {body.kind!r} needs a non-empty text")
+                if body.kind == "say":
+                    res = _run_turn(conv.say, text, feedback)
+                else:
+                    res = _run_turn(conv.reply, text if body.kind == "answer" else "", feedback)
+                last = self._last(res, state, int(row.options["k"]))
+            status = "found" if state.found else "open"
+            try:
+                row = self.sessions.save(row, state.to_dict(), last, status)
+            except VersionConflict:
+                log.info("session %s changed under this turn (another process?); re-applying", session_id)
+                continue
+            return self.view(row)
+        raise ApiError(409, "conflict", "the session kept changing during this turn; try again")
+
+    def delete(self, session_id: str) -> None:
+        if not self.sessions.delete(session_id):
+            raise ApiError(404, "no_session", f"no session {session_id!r}")
+
+    def list_sessions(self, limit: int, offset: int) -> dict[str, Any]:
+        rows = self.sessions.recent(limit, offset)
+        return {
+            "sessions": [
+                {
+                    "id": r.id,
+                    "version": r.version,
+                    "status": r.status,
+                    "description": r.state.get("description", ""),
+                    "turn": len(r.state.get("exchanges", [])),
+                    "updated": r.updated,
+                }
+                for r in rows
+            ],
+            "total": self.sessions.count(),
+        }
+
+    # views ---------------------------------------------------------------------------------
+    def _last(self, res: TurnResult, state: DialogState, k: int) -> dict[str, Any]:
+        """What a client needs of the last turn beyond the state: scores, images, timings."""
+        pos = res.ranking.positions[:k]
+        recorded = state.meta.get("images", [])
+        return {
+            "ids": [self.gallery.ids[int(p)] for p in pos],
+            "scores": [float(s) for s in res.ranking.scores[: len(pos)]],
+            "query": res.ranking.query,
+            "images": [{"path": i.path, "prompt": i.prompt} for i in res.images],
+            "images_turn": len(recorded) - 1 if res.images else None,
+            "image_question": res.image_question,
+            "timings": {k: round(float(v), 4) for k, v in res.timings.items()},
+        }
+
+    def results(self, ids: list[str], scores: list[float | None]) -> list[dict[str, Any]]:
+        found = self.gallery.items(ids)
+        out = []
+        for rank, (item_id, score) in enumerate(zip(ids, scores, strict=True), 1):
+            item = found.get(item_id)
+            if item is None:  # removed from the gallery by a later `convir index`
+                continue
+            out.append(
+                {
+                    "rank": rank,
+                    "id": item_id,
+                    "score": score,
+                    "caption": item.captions[0] if item.captions else "",
+                    "captions": item.captions[:5],
+                    "thumbnail": f"/api/thumbnails/{quote(item_id, safe='/')}" if item.path else None,
+                }
+            )
+        return out
+
+    def view(self, row: SessionRow) -> dict[str, Any]:
+        st = DialogState.from_dict(row.state)
+        last = row.last
+        history = [
+            {
+                "turn": 0,
+                "question": None,
+                "text": st.description,
+                "query": st.queries[0] if st.queries else None,
+                "top": st.rankings[0][:3] if st.rankings else [],
+            }
+        ]
+        for n, ex in enumerate(st.exchanges, 1):
+            history.append(
+                {
+                    "turn": n,
+                    "question": ex.question,
+                    "text": ex.answer,
+                    "query": st.queries[n] if n < len(st.queries) else None,
+                    "top": st.rankings[n][:3] if n < len(st.rankings) else [],
+                }
+            )
+        images = []
+        for i, im in enumerate(last.get("images", [])):
+            url = f"/api/sessions/{row.id}/images/{last['images_turn']}/{i}" if im.get("path") else None
+            images.append({"url": url, "prompt": im.get("prompt", "")})
+        finished = st.found is not None
+        return {
+            "id": row.id,
+            "version": row.version,
+            "status": row.status,
+            "created": row.created,
+            "updated": row.updated,
+            "options": row.options,
+            "description": st.description,
+            "turn": len(st.exchanges),
+            "query": last.get("query"),
+            "question": None if finished else st.pending_question,
+            "image_question": None if finished else last.get("image_question"),
+            "results": self.results(last.get("ids", []), last.get("scores", [])),
+            "images": images,
+            "history": history,
+            "found": st.found,
+            "timings": last.get("timings", {}),
+        }
+
+    # search, media, status ---------------------------------------------------------------
+    def search(self, q: str, k: int, mode: str) -> list[dict[str, Any]]:
+        q = q.strip()
+        if not q:
+            raise ApiError(422, "invalid_request", "the query is empty")
+        try:
+            vec = None if mode == "bm25" else self.gallery.encoder.encode_text([q])[0]
+            pos, scores = self.gallery.ranker.rank(vec, q, k, mode)
+        except ConvirError as exc:
+            raise ApiError(400, "bad_search", str(exc)) from exc
+        return self.results([self.gallery.ids[int(p)] for p in pos], [float(s) for s in scores])
+
+    def thumbnail(self, item_id: str, size: int) -> bytes:
+        if item_id not in self.gallery.position:
+            raise ApiError(404, "no_item", f"no item {item_id!r} in this gallery")
+        item = self.gallery.items([item_id]).get(item_id)
+        path = safe_item_path(item.path, self.root) if item is not None and item.path else None
+        if path is None:
+            raise ApiError(404, "no_image", f"item {item_id!r} has no image file")
+        try:
+            return self.thumbs.get(path, size)
+        except Exception as exc:  # Pillow: OSError, ValueError, DecompressionBombError, ...
+            raise ApiError(
+                415, "bad_image", f"cannot read the image of {item_id!r}: {type(exc).__name__}"
+            ) from exc
+
+    def generated_image(self, session_id: str, turn: int, index: int) -> Path:
+        from convir.paths import cache_dir
+
+        row = self.get(session_id)
+        per_turn = row.state.get("meta", {}).get("images", [])
+        try:
+            stored = per_turn[turn][index]["path"]
+        except (IndexError, KeyError, TypeError):
+            raise ApiError(404, "no_image", "no such generated image in this session") from None
+        path = safe_generated_path(stored, cache_dir() / "images")
+        if path is None:
+            raise ApiError(404, "no_image", "the generated image is no longer available")
+        return path
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "items": len(self.gallery), "sessions": self.sessions.count()}
+
+    def version(self) -> dict[str, Any]:
+        return {
+            "convir": __version__,
+            "api": API_VERSION,
+            "encoder": self.gallery.encoder_spec,
+            "items": len(self.gallery),
+            "llm": self.llm_spec,
+        }
+
+    def options(self, limits: dict[str, int]) -> dict[str, Any]:
+        return {
+            "strategies": STRATEGIES,
+            "questioners": QUESTIONERS,
+            "defaults": self.defaults,
+            "llm": self.llm_spec,
+            "imagination": imagination_methods(),
+            "generators": self.generators,
+            "limits": limits,
+        }
+
+    def close(self) -> None:
+        self.sessions.close()
+
+
+def _run_turn(fn: Any, *args: Any) -> TurnResult:
+    """LLM failures become 503 (the stored session is untouched: nothing was saved)."""
+    try:
+        return fn(*args)
+    except LLMError as exc:
+        raise ApiError(
+            503, "llm_unavailable", f"the language model failed: {exc}; the session is unchanged, try again"
+        ) from exc
+    except ConvirError as exc:
+        raise ApiError(400, "bad_turn", str(exc)) from exc

