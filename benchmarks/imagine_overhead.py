@@ -9,7 +9,7 @@ The tiny UNet has 8/16 channels, so these figures are the fixed per-call overhea
 diffusers code path (tokenise, encode, scheduler loop, VAE decode, PNG write), not what a
 real model costs; see docs/imagination.md for the cost model.
 
-Usage: python benchmarks/imagine_overhead.py [--images 8]
+Usage: python benchmarks/imagine_overhead.py [--images 8] [--threads 1]
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ from _common import machine, pct
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", type=int, default=8, help="uncached images per setting")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: no spinning on a shared machine)"
+    )
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="convir-imagine-bench-"))
     os.environ["CONVIR_CACHE"] = str(tmp / "cache")  # a cold image cache
     from convir.imagine import load_generator
@@ -36,13 +42,14 @@ def main() -> None:
     t = time.perf_counter()
     folder = build_tiny_pipeline(tmp / "tiny")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"tiny pipeline built in {time.perf_counter() - t:.2f} s [{machine()}; load average {load}]")
+    where = f"{machine()}; torch threads {args.threads}; load average {load}"
+    print(f"tiny pipeline built in {time.perf_counter() - t:.2f} s [{where}]")
     spec = f"diffusers:{folder}"
 
     gen = load_generator(spec, steps=1, size=32)
     t = time.perf_counter()
     gen.generate("warm-up prompt", 0)
-    print(f"first image (imports + pipeline load + 1 step at 32x32): {time.perf_counter() - t:.2f} s")
+    print(f"first image (pipeline load from disk + 1 step at 32x32): {time.perf_counter() - t:.2f} s")
 
     print("\nuncached generation, seconds per image (p50 / p95):")
     print("| steps | size | p50 | p95 |")

@@ -176,6 +176,24 @@ def test_dar_and_refiner_embed_generated_images_with_clip(
     load_encoder.cache_clear()
 
 
+def test_real_images_with_a_text_only_gallery_use_the_prompts(
+    tiny_pipe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    monkeypatch.setenv("CONVIR_CACHE", str(tmp_path / "cache"))
+    enc = load_encoder("caption:minilm")
+    caps = [["a red sailboat at sunset"], ["a blue bus in a city"], ["a dog on a beach"]]
+    gallery = MemoryGallery(["a", "b", "c"], caps, enc.encode_text([c[0] for c in caps]), enc)
+    dar = load_imagination("dar", f"diffusers:{tiny_pipe}", None, generator_options={"steps": 1, "size": 16})
+    conv = Conversation(gallery, ConcatStrategy(), None, k=3, imagination=dar)
+    with caplog.at_level(logging.WARNING, logger="convir"):
+        first = conv.start("a boat")
+        conv.say("at sunset")
+    assert all(Path(i.path).is_file() for i in first.images)  # images are made (and shown) ...
+    assert first.ranking.info["imagination"]["embedded"] == "prompt"  # ... but searched by prompt
+    assert sum("no image tower" in r.getMessage() for r in caplog.records) == 1
+    assert first.top_ids(gallery, 1) == ["a"]
+
+
 def test_chat_cli_with_imagination(tiny_pipe: Path, tiny_clip: Path, tmp_path: Path) -> None:
     root = tmp_path / "g"
     for rel, (color, caps) in GALLERY.items():

@@ -76,7 +76,7 @@ class ConcatStrategy:
 class RewriteStrategy:
     name = "rewrite"
 
-    def __init__(self, llm: Any, mode: str = "dense", anchor: bool = True) -> None:
+    def __init__(self, llm: Any, mode: str = "dense", anchor: bool = False) -> None:
         self.llm = llm
         self.mode = mode
         self.anchor = anchor
@@ -84,11 +84,11 @@ class RewriteStrategy:
     def rewrite(self, state: DialogState) -> tuple[str, bool]:
         """(query, used_llm). A single description needs no rewriting.
 
-        With ``anchor`` (default), exchanges answered "unknown" are not shown to the LLM (they
+        With ``anchor`` (opt-in), exchanges answered "unknown" are not shown to the LLM (they
         carry no fact and small models copy them), and a rewrite that lost more than half of
         the description's content words is prefixed with the description: small rewriters
-        (Gemma 3 270M) tend to shrink "a young woman in pink leggings playing tennis" to
-        "a tennis player", which cost per-turn Recall@10 on coco5k-sim dev."""
+        (Gemma 3 270M) shrink "a young woman in pink leggings playing tennis" to "a tennis
+        player" (coco5k-sim runs). Not the default until a dev-split run shows it helps."""
         informative = [e for e in state.exchanges if e.answer.strip().lower() != "unknown"]
         if not state.exchanges or (self.anchor and not informative):
             return state.description, False

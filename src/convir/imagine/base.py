@@ -15,6 +15,7 @@ from convir.dialog.strategies import Ranking
 from convir.imagine.generators import Generator, GeneratorError
 
 log = logging.getLogger("convir")
+_warned_no_tower: set[tuple[str, str]] = set()  # (encoder, generator): say it once per process
 
 
 def base_query(ranking: Ranking) -> str:
@@ -43,7 +44,6 @@ class ImaginationBase:
         self.generator, self.llm = generator, llm
         self.images_per_turn, self.seed = int(images_per_turn), int(seed)
         self.disabled: str | None = None
-        self._warned_text_only = False
 
     def describe(self) -> dict[str, Any]:
         """Settings and counters for run reports."""
@@ -84,12 +84,14 @@ class ImaginationBase:
                 return encoder.encode_images([Path(i.path) for i in images]), "image"
             except ImageReadError as exc:
                 log.warning("cannot embed a generated image (%s); using the prompts this turn", exc)
-        elif self.generator.makes_images and not self._warned_text_only:
-            self._warned_text_only = True
-            log.warning(
-                "the gallery encoder %s has no image tower, so generated images cannot be embedded; "
-                "they are represented by their prompts (index with an image-text encoder such as "
-                "open_clip:ViT-B-32/openai to use the pixels)",
-                getattr(encoder, "spec", type(encoder).__name__),
-            )
+        elif self.generator.makes_images:
+            pair = (str(getattr(encoder, "spec", type(encoder).__name__)), self.generator.spec)
+            if pair not in _warned_no_tower:
+                _warned_no_tower.add(pair)
+                log.warning(
+                    "the gallery encoder %s has no image tower, so generated images cannot be "
+                    "embedded; they are represented by their prompts (index with an image-text "
+                    "encoder such as open_clip:ViT-B-32/openai to use the pixels)",
+                    pair[0],
+                )
         return encoder.encode_text([i.prompt for i in images]), "prompt"

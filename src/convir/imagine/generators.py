@@ -21,6 +21,7 @@ import base64
 import importlib.util
 import logging
 import os
+import threading
 import time
 from typing import Any, Protocol
 
@@ -62,7 +63,9 @@ class TextGenerator:
 
 
 class CachedGenerator:
-    """Shared cache logic: a hit returns the stored file and never calls :meth:`_render`."""
+    """Shared cache logic: a hit returns the stored file and never calls :meth:`_render`.
+    Misses are rendered one at a time (diffusers pipelines keep per-call scheduler state, so
+    sessions of a server sharing one generator must not run it concurrently)."""
 
     makes_images = True
     spec: str
@@ -74,6 +77,7 @@ class CachedGenerator:
         self.calls = 0
         self.hits = 0
         self.render_seconds = 0.0
+        self._lock = threading.Lock()
 
     def generate(self, prompt: str, seed: int = 0) -> ImaginedImage:
         seed = self.base_seed + int(seed)
@@ -82,14 +86,21 @@ class CachedGenerator:
         if found is not None:
             self.hits += 1
             return ImaginedImage(str(found), prompt)
-        t = time.perf_counter()
-        image = self._render(prompt, seed)
-        self.calls += 1
-        self.render_seconds += time.perf_counter() - t
-        try:
-            path = self.cache.put(key, image)
-        except (OSError, ValueError) as exc:  # undecodable bytes from a server, or a full disk
-            raise GeneratorError(f"{self.spec}: cannot decode or store the generated image: {exc}") from exc
+        with self._lock:
+            found = self.cache.get(key)  # another session may have made it meanwhile
+            if found is not None:
+                self.hits += 1
+                return ImaginedImage(str(found), prompt)
+            t = time.perf_counter()
+            image = self._render(prompt, seed)
+            self.calls += 1
+            self.render_seconds += time.perf_counter() - t
+            try:
+                path = self.cache.put(key, image)
+            except (OSError, ValueError) as exc:  # undecodable bytes from a server, or a full disk
+                raise GeneratorError(
+                    f"{self.spec}: cannot decode or store the generated image: {exc}"
+                ) from exc
         return ImaginedImage(str(path), prompt)
 
     def _render(self, prompt: str, seed: int) -> Any:
