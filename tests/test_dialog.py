@@ -84,7 +84,7 @@ def test_concat_is_the_chatir_query(gallery: MemoryGallery) -> None:
 
 def test_rewrite_uses_the_llm_and_falls_back_on_failure(gallery: MemoryGallery) -> None:
     llm = ScriptedLLM({"rewrite a conversation": "Caption: a red sailboat at sunset on the sea"})
-    r = RewriteStrategy(llm).rank(_state(), gallery, 3)
+    r = RewriteStrategy(llm, anchor=False).rank(_state(), gallery, 3)
     assert r.query == "a red sailboat at sunset on the sea" and r.info["rewritten"]
     assert "Q: is it day or night A: at sunset" in llm.calls[0][-1]["content"]
     broken = RewriteStrategy(ScriptedLLM({}, fail=True)).rank(_state(), gallery, 3)
@@ -95,9 +95,9 @@ def test_rewrite_uses_the_llm_and_falls_back_on_failure(gallery: MemoryGallery) 
 def test_rewrite_anchor_keeps_the_description_and_hides_unknown_answers(gallery: MemoryGallery) -> None:
     llm = ScriptedLLM({"rewrite a conversation": "a red sailboat at sunset"})
     # the rewrite lost both content words of the description ("boat", "water"): anchored
-    r = RewriteStrategy(llm, anchor=True).rank(_state(), gallery, 3)
+    r = RewriteStrategy(llm).rank(_state(), gallery, 3)  # anchored by default
     assert r.query == "a boat on the water, a red sailboat at sunset"
-    assert RewriteStrategy(llm).rank(_state(), gallery, 3).query == "a red sailboat at sunset"  # default off
+    assert RewriteStrategy(llm, anchor=False).rank(_state(), gallery, 3).query == "a red sailboat at sunset"
     keeps = ScriptedLLM({"rewrite a conversation": "a red boat on the water at sunset"})
     anchored = RewriteStrategy(keeps, anchor=True)
     assert anchored.rank(_state(), gallery, 3).query == "a red boat on the water at sunset"

@@ -17,6 +17,7 @@ from convir.dialog.questioners import (
     QUESTIONERS,
     CandidateQuestioner,
     PlainQuestioner,
+    as_question,
     is_repeat,
     load_questioner,
 )
@@ -85,7 +86,7 @@ class ScriptedLLM:
     """Instruction-model stand-in: replies by prompt kind, records every call.
 
     ``questions``: replies to the candidate-context question prompt, one per call in order
-    (the last one repeats); ``plain``: reply when the context is "(none)" (plain questioner);
+    (the last one repeats); ``plain``: reply to the plain question prompt (no candidates);
     ``answerable``: question -> reply of the Uncertain test (default "Uncertain");
     ``answer``: reply of the answer prompt; ``fail``: every call raises LLMError."""
 
@@ -111,7 +112,7 @@ class ScriptedLLM:
             raise LLMError("server down")
         system, user = messages[0]["content"], messages[-1]["content"]
         if ASK_KEY in system:
-            if "ranked highest:\n(none)" in user:
+            if "Candidate photos" not in user:  # question_plain.chat.txt
                 return self.plain
             if not self.questions:
                 return ""
@@ -271,7 +272,7 @@ def test_falls_back_to_the_plain_question_when_none_survives(gallery: MemoryGall
     reasons = [why for _, why in q.last_info["rejected"]]
     assert reasons == ["answerable from the candidates alone", "same as an earlier attempt"]
     assert len(llm.prompts(ANSWERABLE_KEY)) == 1
-    assert any("ranked highest:\n(none)" in p for p in llm.prompts(ASK_KEY))
+    assert any("Candidate photos" not in p for p in llm.prompts(ASK_KEY))
 
 
 def test_plain_questioner_asks_from_the_dialogue_without_candidates(gallery: MemoryGallery) -> None:
@@ -279,7 +280,42 @@ def test_plain_questioner_asks_from_the_dialogue_without_candidates(gallery: Mem
     llm = ScriptedLLM(plain="Q: What breed is the dog? Is it big?")
     assert PlainQuestioner(llm).ask(state, gallery, _ranking(gallery, state)) == "What breed is the dog?"
     (prompt,) = llm.prompts(ASK_KEY)
-    assert "Q: Is it outdoors? A: yes" in prompt and "(none)" in prompt
+    assert "Q: Is it outdoors? A: yes" in prompt and "Candidate photos" not in prompt
+
+
+@pytest.mark.parametrize(
+    ("reply", "question"),
+    [
+        ("Q: What breed is the dog? Is it big?", "What breed is the dog?"),
+        ("So, what colour is the boat?", "So, what colour is the boat?"),
+        ("is there a dog", "is there a dog?"),
+        ("The man is cleaning the dishes.", ""),  # a statement, not a question
+        ("Question: Dogs?", ""),  # one word
+        ("A red boat? yes", ""),
+        ("", ""),
+    ],
+)
+def test_only_real_questions_are_kept(reply: str, question: str) -> None:
+    assert as_question(reply) == question
+
+
+def test_base_models_get_the_dialogue_on_one_line(gallery: MemoryGallery) -> None:
+    state = DialogState("a dog", [Exchange("Is it outdoors?", "yes"), Exchange(None, "it is brown")])
+    assert state.dialogue_line() == "a dog | Q: Is it outdoors? A: yes | it is brown"
+    seen: list[str] = []
+
+    class BaseLLM:
+        spec, instruct = "scripted:base", False
+
+        def complete(self, prompt: str, params: GenParams | None = None) -> str:
+            seen.append(prompt)
+            return " What colour is the dog?\nKnown: ..."
+
+    assert (
+        PlainQuestioner(BaseLLM()).ask(state, gallery, _ranking(gallery, state)) == "What colour is the dog?"
+    )
+    assert seen[0].endswith("Known: a dog | Q: Is it outdoors? A: yes | it is brown\nQuestion:")
+    assert "Candidates" not in seen[0]  # the plain prompt has no candidate context
 
 
 def test_load_questioner(gallery: MemoryGallery) -> None:
@@ -309,8 +345,34 @@ def test_caption_answerer_sees_only_the_targets_captions() -> None:
     assert "A red kite over a beach." in prompt and "A kite flying by the sea" in prompt
     assert "blue car" not in prompt and "What colour is the kite?" in prompt
 
-    long = CaptionAnswerer(ScriptedLLM(answer=" ".join(f"w{i}" for i in range(40))), captions)
+    long = CaptionAnswerer(ScriptedLLM(answer=" ".join(f"w{i}" for i in range(40))), captions, ground=False)
     assert len(long.answer("q?", "t1").split()) == 20
+
+
+@pytest.mark.parametrize(
+    ("question", "reply", "expected"),
+    [
+        ("What colour is the kite?", "a red kite", "a red kite"),  # every word in the captions
+        ("What is on the sand?", "kites and beaches", "kites and beaches"),  # stemmed
+        ("Where is it?", "by the sea, on a sunny day", "unknown"),  # 1 of 3 content words
+        ("Is it sunny?", "yes, very sunny", "unknown"),  # made up
+        ("Is the kite red?", "yes", "yes"),  # kite and red are both in the captions
+        ("Is the kite blue?", "yes", "unknown"),  # blue is not
+        ("Is there a dog?", "no", "unknown"),  # captions never say what is absent
+        ("How many kites?", "two", "two"),  # numbers are facts
+        ("How many kites?", "three", "unknown"),
+        ("Why is it there?", "because the wind is strong", "unknown"),
+    ],
+)
+def test_caption_answerer_keeps_only_answers_the_captions_support(
+    question: str, reply: str, expected: str
+) -> None:
+    captions = {"t": ["Two red kites over a beach.", "Kites flying by the sea"]}
+    llm = ScriptedLLM(answer=reply)
+    ans = CaptionAnswerer(llm, captions)
+    assert ans.answer(question, "t") == expected
+    assert ans.last_raw == reply  # the model's own reply stays available for the run log
+    assert CaptionAnswerer(llm, captions, ground=False).answer(question, "t") == reply
 
 
 @pytest.mark.parametrize(

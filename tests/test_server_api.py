@@ -244,7 +244,9 @@ def test_bad_input_gets_a_clear_4xx_never_a_500(client: TestClient) -> None:
         assert res.json()["detail"], body
     for raw in (b"Infinity", b'{"kind": "answer", "text": NaN}', b'{"version": -Infinity}', b"[1e999]"):
         # Python's json reads these; a 422 that echoes them back must still be valid JSON
-        res = client.post(f"/api/sessions/{sid}/turns", content=raw, headers={"content-type": "application/json"})
+        res = client.post(
+            f"/api/sessions/{sid}/turns", content=raw, headers={"content-type": "application/json"}
+        )
         assert 400 <= res.status_code < 500, (raw, res.status_code, res.text)
     for path in (
         "/api/sessions/not-a-session",
@@ -269,7 +271,11 @@ def test_bad_input_gets_a_clear_4xx_never_a_500(client: TestClient) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=10,
 )

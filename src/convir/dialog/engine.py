@@ -175,6 +175,9 @@ def simulate(
         answer = answerer.answer(q, target_id)
         answer_s = time.perf_counter() - t
         feedback: dict[str, Any] = {}
+        raw = getattr(answerer, "last_raw", None)
+        if raw and raw != answer:  # the simulator's own reply, when grounding replaced it
+            feedback["answer_raw"] = raw
         if res.image_question and res.images and hasattr(answerer, "differences"):
             # the simulated user says how the generated image differs from the target (refiner)
             t = time.perf_counter()

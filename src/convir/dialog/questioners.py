@@ -51,27 +51,43 @@ def is_repeat(question: str, asked: list[str], threshold: float = 0.8) -> bool:
     return False
 
 
+_QUESTION_START = re.compile(
+    r"^(?:(?:so|and|also|ok|okay|then|now|well|but)\b[,\s]+)?(what|which|who|whose|where|when|why|how|is|are|was|were|do|does|did|can|could|has|have|"
+    r"had|will|would|should|any|in what|on what)\b",
+    re.I,
+)
+
+
 def as_question(text: str) -> str:
     """The first question in an LLM reply, ending with "?"; "" when it is not a usable question.
 
     Small models add labels ("Q:"), continue with a second question or an answer after the
-    "?", or reply with one word: all of that is cut or rejected here, not in the prompts."""
+    "?", reply with one word, or write a statement ("The man is cleaning the dishes."): all of
+    that is cut or rejected here, not in the prompts. A question starts with a question word
+    or an auxiliary verb."""
     line = re.sub(r"^\s*q\s*[:.)]\s*", "", clean_line(text), flags=re.I)
     line = line.split("?")[0].strip().strip("\"'").strip()
-    return f"{line}?" if len(line.split()) >= 2 else ""
+    if len(line.split()) < 2 or not _QUESTION_START.match(line):
+        return ""
+    return f"{line}?"
 
 
-def _generate(llm: Any, state: DialogState, context: str, attempt: int, seed: int = 0) -> str:
+def _generate(llm: Any, state: DialogState, context: str | None, attempt: int, seed: int = 0) -> str:
     """One candidate question. Greedy first; later attempts sample (temperature 0.7) with a
-    different seed, otherwise a deterministic (and disk-cached) model repeats itself."""
+    different seed, otherwise a deterministic (and disk-cached) model repeats itself.
+    ``context`` (the candidates' captions) selects the ``question`` prompt; without it the
+    ``question_plain`` prompt asks from the dialogue alone."""
     from convir.llm.base import GenParams, LLMError
     from convir.llm.prompts import ask
 
     params = GenParams(
         max_tokens=32, temperature=0.0 if attempt == 0 else 0.7, seed=seed + attempt, stop=("\n",)
     )
+    # few-shot examples are one line each; a base model copies the layout it is shown
+    dialogue = state.dialogue_text() if llm.instruct else state.dialogue_line()
+    name, values = ("question", {"context": context}) if context is not None else ("question_plain", {})
     try:
-        return as_question(ask(llm, "question", params, dialogue=state.dialogue_text(), context=context))
+        return as_question(ask(llm, name, params, dialogue=dialogue, **values))
     except LLMError:
         return ""
 
@@ -98,7 +114,7 @@ class PlainQuestioner:
     def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> str | None:
         rejected: list[tuple[str, str]] = []
         for attempt in range(self.attempts):
-            q = _generate(self.llm, state, "(none)", attempt, self.seed)
+            q = _generate(self.llm, state, None, attempt, self.seed)
             if q and not is_repeat(q, state.asked):
                 self.last_info = {"rejected": rejected}
                 return q

@@ -54,6 +54,14 @@ class DialogState:
             lines.append(f"Q: {e.question} A: {e.answer}" if e.question else f"User: {e.answer}")
         return "\n".join(lines)
 
+    def dialogue_line(self) -> str:
+        """The dialogue on one line ("desc | Q: q A: a | ..."), for few-shot prompts whose
+        examples are one line each: a base model copies the layout it is shown."""
+        parts = [self.description.strip()]
+        for e in self.exchanges:
+            parts.append(f"Q: {e.question} A: {e.answer}" if e.question else e.answer)
+        return " | ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

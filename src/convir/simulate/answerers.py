@@ -29,6 +29,63 @@ class Answerer(Protocol):
     def answer(self, question: str, target_id: str) -> str: ...
 
 
+_NUMBERS = frozenset(
+    [
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "fifteen",
+        "twenty",
+        "hundred",
+    ]
+)
+_SPATIAL = frozenset(["front", "back", "top", "bottom", "side", "behind", "empty", "full", "fire"])
+_GENERIC = frozenset(["photo", "picture", "image", "shown", "visible", "there"])
+
+
+def _stems(text: str) -> set[str]:
+    """Stemmed content words (English stop words aside, but numbers and spatial words kept:
+    "two", "behind" and "front" are facts about a photo)."""
+    import Stemmer
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    stop = (ENGLISH_STOP_WORDS - _NUMBERS - _SPATIAL) | _GENERIC
+    words = [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in stop]
+    return set(Stemmer.Stemmer("english").stemWords(words))
+
+
+def grounded(answer: str, question: str, captions: list[str]) -> str:
+    """``answer`` if the captions support it, else "unknown".
+
+    Small simulator LLMs (Gemma 3 270M, SmolLM2) answer from their imagination instead of
+    the captions ("sunny", "because they are not working"), which injects facts the target
+    does not have and makes every strategy look worse than it is. The rule: at least half of
+    the answer's content words (stemmed) occur in the captions; a bare "yes" needs every
+    content word of the question in them ("Is the dog black?" needs "dog" and "black"); a
+    bare "no" is never grounded, because captions say what is in a photo, not what is not."""
+    if answer == UNKNOWN:
+        return answer
+    cap = _stems(" ".join(captions))
+    m = re.match(r"^(yes|yeah|yep|no|nope)\b[\s,.;:!-]*(.*)$", answer, re.I)
+    rest = m.group(2) if m else answer
+    words = _stems(rest)
+    if words:
+        return answer if 2 * len(words & cap) >= len(words) else UNKNOWN
+    if m and m.group(1).lower() in ("yes", "yeah", "yep"):
+        q = _stems(question)
+        return answer if q and q <= cap else UNKNOWN
+    return UNKNOWN
+
+
 def short_answer(text: str, max_words: int = 20) -> str:
     """First line, label stripped, at most ``max_words`` words; "unknown" when empty or evasive."""
     from convir.dialog.strategies import clean_line
@@ -42,19 +99,23 @@ def short_answer(text: str, max_words: int = 20) -> str:
 class CaptionAnswerer:
     """Answers from the target's held-out captions only, so the simulated user knows what a
     person looking at the photo would, without leaking the text the gallery is indexed by.
-    ``failures`` counts LLM errors (answered "unknown") so a run can report them."""
+    ``failures`` counts LLM errors (answered "unknown") so a run can report them.
+    ``ground`` (default on) replaces answers the captions do not support by "unknown"
+    (:func:`grounded`); ``last_raw`` keeps the model's own reply for the run log."""
 
     name = "captions"
 
-    def __init__(self, llm: Any, captions_by_id: dict[str, list[str]]) -> None:
-        self.llm, self.captions_by_id = llm, captions_by_id
+    def __init__(self, llm: Any, captions_by_id: dict[str, list[str]], ground: bool = True) -> None:
+        self.llm, self.captions_by_id, self.ground = llm, captions_by_id, ground
         self.failures = 0
+        self.last_raw = ""
 
     def answer(self, question: str, target_id: str) -> str:
         from convir.llm.base import GenParams, LLMError
         from convir.llm.prompts import ask
 
         caps = self.captions_by_id.get(target_id) or []
+        self.last_raw = ""
         if not caps:
             return UNKNOWN
         text = " ".join(c.strip().rstrip(".") + "." for c in caps)
@@ -65,7 +126,8 @@ class CaptionAnswerer:
         except LLMError:
             self.failures += 1
             return UNKNOWN
-        return short_answer(out)
+        self.last_raw = short_answer(out)
+        return grounded(self.last_raw, question, caps) if self.ground else self.last_raw
 
     def differences(self, image_prompt: str, target_id: str, image_path: str = "") -> str:
         """What a generated image (described by its prompt; the pixels are not looked at) gets
