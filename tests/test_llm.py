@@ -179,6 +179,29 @@ def test_openai_client_error_is_not_retried(server: FakeOpenAI) -> None:
     assert len(server.requests) == 1
 
 
+def test_retries_follow_retry_after_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from convir.llm import openai as oa
+
+    replies = iter([(429, {"retry-after": "2"}), (503, {"retry-after": "999"}), (503, {}), (200, {})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        status, headers = next(replies)
+        return httpx.Response(status, headers=headers, json={"ok": status == 200})
+
+    waits: list[float] = []
+    monkeypatch.setattr(oa.time, "sleep", waits.append)
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    kw = {"server": "LLM server", "error": LLMError, "timeout": 1.0, "backoff": 0.5}
+    resp = oa.request_with_retries(client, "POST", "http://x/v1/chat", retries=3, **kw)
+    assert resp.json() == {"ok": True}
+    assert waits == [2.0, oa._MAX_RETRY_AFTER, 0.5 * 2**2]  # header, capped header, backoff
+    replies = iter([(500, {})] * 2)
+    with pytest.raises(LLMError, match=r"HTTP 500.*\[2 attempts\]"):
+        oa.request_with_retries(client, "POST", "http://x/v1/chat", retries=1, **kw)
+
+
 def test_openai_server_down_is_a_quick_llm_error() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -6,6 +6,7 @@ the same string means the same thing everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,3 +59,30 @@ def local_or_hub(
     if name.startswith((".", "/", "~")):
         raise error(f"{kind} model folder {name!r} does not exist")
     return name, False
+
+
+def url_and_model(
+    rest: str, kind: str, example: str, error: type[ConvirError] = SpecError
+) -> tuple[str, str]:
+    """``BASE_URL#MODEL`` -> (base url without trailing slash, model).
+
+    Shared by the OpenAI-style clients (chat, vision, images) so their specs read the same way;
+    ``kind`` and ``example`` make the error say which flag was wrong and how to write it.
+    """
+    url, sep, model = rest.strip().rpartition("#")
+    url = url.strip().rstrip("/")
+    if not sep or not url or not model.strip():
+        raise error(f"{kind} spec needs BASE_URL#MODEL, got {rest!r}; e.g. {example}")
+    if not url.startswith(("http://", "https://")):
+        raise error(f"{kind} base URL {url!r} must start with http:// or https://")
+    return url, model.strip()
+
+
+def check_options(options: Iterable[str], known: Iterable[str], what: str) -> None:
+    """Reject option names not in ``known`` (a typo must fail, not be silently ignored)."""
+    known = set(known)
+    unknown = set(options) - known
+    if unknown:
+        raise SpecError(
+            f"{what} do not take option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+        )

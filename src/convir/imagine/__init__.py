@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from convir.errors import ConvirError, SpecError
-from convir.specs import parse_spec
+from convir.specs import check_options, parse_spec
 
 log = logging.getLogger("convir")
 
@@ -57,12 +57,7 @@ def _create_generator(spec: str, options: dict[str, Any]) -> Any:
     if s.kind == "diffusers":
         return g.DiffusersGenerator(s.rest, cache=cache, **options)
     known = {"size", "timeout", "retries", "backoff", "api_key", "response_format", "quality", "seed"}
-    unknown = set(options) - known
-    if unknown:
-        raise SpecError(
-            f"openai-images generators do not take option(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(known))}"
-        )
+    check_options(options, known, "openai-images generators")
     return g.OpenAIImagesGenerator(s.rest, cache=cache, **options)
 
 

@@ -73,6 +73,19 @@ class ImaginationBase:
                 images = []
         return images, time.perf_counter() - t
 
+    def generate_and_embed(
+        self, gallery: Any, prompts: list[str], timings: dict[str, float]
+    ) -> tuple[list[ImaginedImage], np.ndarray | None, str]:
+        """(images, their vectors, how embedded) for ``prompts``, with ``generate_s`` and
+        ``embed_s`` added to ``timings``; ([], None, "") when no image was made."""
+        images, timings["generate_s"] = self.generate(prompts)
+        if not images:
+            return [], None, ""
+        t = time.perf_counter()
+        vecs, embedded = self.embed(gallery, images)
+        timings["embed_s"] = time.perf_counter() - t
+        return images, vecs, embedded
+
     def embed(self, gallery: Any, images: list[ImaginedImage]) -> tuple[np.ndarray, str]:
         """(K, dim) vectors and how they were made: "image" (image tower) or "prompt" (text
         surrogate: the offline ``text:`` mode, or a gallery whose encoder has no image tower)."""

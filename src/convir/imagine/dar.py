@@ -58,14 +58,10 @@ class DARImagination(ImaginationBase):
         query = base_query(ranking)
         t0 = time.perf_counter()
         prompts, from_llm = write_prompts(self.llm, query, self.images_per_turn)
-        prompt_s = time.perf_counter() - t0
-        images, generate_s = self.generate(prompts)
-        timings = {"prompt_s": prompt_s, "generate_s": generate_s}
-        if not images:
+        timings = {"prompt_s": time.perf_counter() - t0}
+        images, vecs, embedded = self.generate_and_embed(gallery, prompts, timings)
+        if vecs is None:
             return ranking, [], timings
-        t1 = time.perf_counter()
-        vecs, embedded = self.embed(gallery, images)
-        timings["embed_s"] = time.perf_counter() - t1
         a, b = dar_weights(len(state.exchanges), self.schedule)
         if self.fusion == "query":
             text_vec = gallery.encoder.encode_text([query])[0]

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from convir.dialog.engine import ImaginedImage
 from convir.errors import ConvirError, SpecError
 from convir.imagine.cache import ImageCache, image_key
+from convir.specs import url_and_model
 
 log = logging.getLogger("convir")
 
@@ -268,16 +269,7 @@ API_KEY_ENV = ("CONVIR_IMAGES_API_KEY", "OPENAI_API_KEY")
 
 def parse_images_target(rest: str) -> tuple[str, str]:
     """``BASE_URL#MODEL`` -> (base url without trailing slash, model)."""
-    url, sep, model = rest.strip().rpartition("#")
-    url = url.strip().rstrip("/")
-    if not sep or not url or not model.strip():
-        raise SpecError(
-            f"openai-images spec needs BASE_URL#MODEL, got {rest!r}; "
-            "e.g. openai-images:https://api.openai.com/v1#gpt-image-1"
-        )
-    if not url.startswith(("http://", "https://")):
-        raise SpecError(f"openai-images base URL {url!r} must start with http:// or https://")
-    return url, model.strip()
+    return url_and_model(rest, "openai-images", "openai-images:https://api.openai.com/v1#gpt-image-1")
 
 
 class OpenAIImagesGenerator(CachedGenerator):
@@ -315,33 +307,21 @@ class OpenAIImagesGenerator(CachedGenerator):
     def _request(self, method: str, url: str, **kwargs: Any) -> Any:
         import httpx
 
+        from convir.llm.openai import request_with_retries
+
         if self._client is None:
             self._client = httpx.Client(timeout=self.timeout, follow_redirects=True)
-        problem = ""
-        for attempt in range(self.retries + 1):
-            wait = self.backoff * (2**attempt)
-            try:
-                resp = self._client.request(method, url, **kwargs)
-            except httpx.TimeoutException as exc:
-                problem = (
-                    f"image server at {url} did not answer within {self.timeout:g}s ({type(exc).__name__})"
-                )
-            except httpx.TransportError as exc:
-                problem = f"cannot reach image server at {url}: {type(exc).__name__}: {exc} (is it running?)"
-            else:
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    problem = f"image server at {url} failed: HTTP {resp.status_code}: {_detail(resp)}"
-                elif resp.status_code >= 400:
-                    raise GeneratorError(
-                        f"image server at {url} rejected the request: "
-                        f"HTTP {resp.status_code}: {_detail(resp)}"
-                    )
-                else:
-                    return resp
-            if attempt < self.retries:
-                time.sleep(wait)
-        tries = self.retries + 1
-        raise GeneratorError(f"{problem} [{tries} attempt{'s' if tries > 1 else ''}]")
+        return request_with_retries(
+            self._client,
+            method,
+            url,
+            server="image server",
+            error=GeneratorError,
+            timeout=self.timeout,
+            retries=self.retries,
+            backoff=self.backoff,
+            **kwargs,
+        )
 
     def _render(self, prompt: str, seed: int) -> bytes:
         body: dict[str, Any] = {"model": self.model, "prompt": prompt, "n": 1, "size": self.params["size"]}
@@ -363,16 +343,3 @@ class OpenAIImagesGenerator(CachedGenerator):
         if item.get("url"):
             return self._request("GET", item["url"]).content
         raise GeneratorError(f"{url} answered without b64_json or url: {str(item)[:200]}")
-
-
-def _detail(resp: Any) -> str:
-    try:
-        data = resp.json()
-    except ValueError:
-        return resp.text[:300] or resp.reason_phrase
-    if isinstance(data, dict):
-        err = data.get("error", data.get("detail", data))
-        if isinstance(err, dict):
-            err = err.get("message", err)
-        return str(err)[:300]
-    return str(data)[:300]

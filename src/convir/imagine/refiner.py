@@ -83,14 +83,10 @@ class RefinerImagination(ImaginationBase):
         query = base_query(ranking)
         t0 = time.perf_counter()
         prompt, how = self.next_prompt(state, query)
-        prompt_s = time.perf_counter() - t0
-        images, generate_s = self.generate([prompt] * self.images_per_turn)
-        timings = {"prompt_s": prompt_s, "generate_s": generate_s}
-        if not images:
+        timings = {"prompt_s": time.perf_counter() - t0}
+        images, vecs, embedded = self.generate_and_embed(gallery, [prompt] * self.images_per_turn, timings)
+        if vecs is None:
             return ranking, [], timings
-        t1 = time.perf_counter()
-        vecs, embedded = self.embed(gallery, images)
-        timings["embed_s"] = time.perf_counter() - t1
         from convir.encoders.base import l2_normalize
 
         image_query = l2_normalize(vecs.mean(axis=0))

@@ -17,10 +17,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from convir.errors import SpecError
 from convir.llm.base import LLM, GenParams, LLMError, Message
 from convir.llm.cache import CachedLLM, default_cache_path
-from convir.specs import parse_spec
+from convir.specs import check_options, parse_spec
 
 KINDS = {
     "llamacpp": "local GGUF model via llama-cpp-python: llamacpp:smollm2, llamacpp:gemma3-270m "
@@ -75,12 +74,7 @@ def _options_key(options: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 def _create(spec: str, options: dict[str, Any]) -> LLM:
     s = parse_spec(spec, KINDS)
-    unknown = set(options) - OPTIONS[s.kind]
-    if unknown:
-        raise SpecError(
-            f"{s.kind} LLMs do not take option(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(OPTIONS[s.kind]))}"
-        )
+    check_options(options, OPTIONS[s.kind], f"{s.kind} LLMs")
     if s.kind == "llamacpp":
         from convir.llm.llamacpp import LlamaCppLLM
 

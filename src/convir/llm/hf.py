@@ -30,8 +30,58 @@ def cut_at_stops(text: str, stops: tuple[str, ...]) -> str:
     return text[:cut]
 
 
-class HFLLM:
-    """A transformers causal LM; one generation at a time (the lock also guards the RNG seeding)."""
+class HFTextModel:
+    """What the transformers backends (:class:`HFLLM`, the ``hf`` VLM) share: one seeded
+    ``generate`` at a time (the lock also guards the RNG seeding), timed, decoded, cut at stops.
+
+    Subclasses set ``spec``, ``model`` and ``tokenizer``; ``last_inputs`` keeps the model input
+    of the last call, so a caller can check what the model was actually shown.
+    """
+
+    spec: str
+    model: Any
+    tokenizer: Any
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.last_seconds = 0.0
+        self.last_inputs: Any = None
+
+    def _generate_new(self, inputs: Any, params: GenParams, stops: tuple[str, ...]) -> str:
+        """The text generated after ``inputs`` (a tokenizer/processor output on the model's device)."""
+        import torch
+
+        tok = self.tokenizer
+        n_in = int(inputs["input_ids"].shape[1])
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens}
+        pad = getattr(tok, "pad_token_id", None)
+        pad = pad if pad is not None else getattr(tok, "eos_token_id", None)
+        if pad is not None:
+            kwargs["pad_token_id"] = pad
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if stops:
+            kwargs.update(stop_strings=list(stops), tokenizer=tok)
+        with self._lock:
+            self.last_inputs = inputs
+            start = time.perf_counter()
+            try:
+                # fork_rng keeps the caller's global torch RNG untouched by our per-call seed.
+                with torch.random.fork_rng(devices=[]), torch.inference_mode():
+                    torch.manual_seed(params.seed)
+                    out = self.model.generate(**inputs, **kwargs)
+            except (RuntimeError, ValueError, IndexError) as exc:  # e.g. prompt longer than the context
+                raise LLMError(f"{self.spec} failed to generate: {type(exc).__name__}: {exc}") from exc
+            finally:
+                self.last_seconds = time.perf_counter() - start
+        decoded = tok.decode(out[0, n_in:], skip_special_tokens=True)
+        return cut_at_stops(decoded, stops)
+
+
+class HFLLM(HFTextModel):
+    """A transformers causal LM."""
 
     def __init__(self, name: str, device: str = "cpu", instruct: bool | None = None) -> None:
         from convir._compat import ensure_torchvision
@@ -58,38 +108,11 @@ class HFLLM:
         self.instruct = has_template if instruct is None else bool(instruct)
         if self.instruct and not has_template:
             raise LLMError(f"{self.spec} has no chat template; load it with instruct=False")
-        self._lock = threading.Lock()
-        self.last_seconds = 0.0
+        super().__init__()
 
     def _generate(self, text: str, params: GenParams, stops: tuple[str, ...], specials: bool) -> str:
-        import torch
-
-        tok = self.tokenizer
-        inputs = tok(text, return_tensors="pt", add_special_tokens=specials).to(self.device)
-        n_in = int(inputs["input_ids"].shape[1])
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens}
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        if pad is not None:
-            kwargs["pad_token_id"] = pad
-        if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if stops:
-            kwargs.update(stop_strings=list(stops), tokenizer=tok)
-        with self._lock:
-            start = time.perf_counter()
-            try:
-                # fork_rng keeps the caller's global torch RNG untouched by our per-call seed.
-                with torch.random.fork_rng(devices=[]), torch.inference_mode():
-                    torch.manual_seed(params.seed)
-                    out = self.model.generate(**inputs, **kwargs)
-            except (RuntimeError, ValueError, IndexError) as exc:  # e.g. prompt longer than the context
-                raise LLMError(f"{self.spec} failed to generate: {type(exc).__name__}: {exc}") from exc
-            finally:
-                self.last_seconds = time.perf_counter() - start
-        decoded = tok.decode(out[0, n_in:], skip_special_tokens=True)
-        return cut_at_stops(decoded, stops)
+        inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=specials).to(self.device)
+        return self._generate_new(inputs, params, stops)
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> str:
         params = params or GenParams()

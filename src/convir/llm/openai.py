@@ -18,25 +18,14 @@ from typing import Any
 
 import httpx
 
+from convir.errors import ConvirError
 from convir.llm import complete_stops
 from convir.llm.base import GenParams, LLMError, Message
+from convir.specs import url_and_model
 
 API_KEY_ENV = ("CONVIR_LLM_API_KEY", "OPENAI_API_KEY")
 _MAX_RETRY_AFTER = 30.0  # never sleep longer than this on a server's Retry-After
-
-
-def parse_target(rest: str) -> tuple[str, str]:
-    """``BASE_URL#MODEL`` -> (base url without trailing slash, model)."""
-    url, sep, model = rest.strip().rpartition("#")
-    url = url.strip().rstrip("/")
-    if not sep or not url or not model.strip():
-        raise LLMError(
-            f"openai spec needs BASE_URL#MODEL, got {rest!r}; e.g. "
-            "openai:http://localhost:8000/v1#Qwen/Qwen2.5-0.5B-Instruct or openai:https://api.openai.com/v1#gpt-4o-mini"
-        )
-    if not url.startswith(("http://", "https://")):
-        raise LLMError(f"openai base URL {url!r} must start with http:// or https://")
-    return url, model.strip()
+_EXAMPLE = "openai:http://localhost:8000/v1#Qwen/Qwen2.5-0.5B-Instruct or openai:https://api.openai.com/v1#gpt-4o-mini"
 
 
 class OpenAILLM:
@@ -52,7 +41,7 @@ class OpenAILLM:
         backoff: float = 0.5,
         api_key: str | None = None,
     ) -> None:
-        self.base_url, self.model = parse_target(target)
+        self.base_url, self.model = url_and_model(target, "openai", _EXAMPLE, LLMError)
         self.spec = f"openai:{self.base_url}#{self.model}"
         self.timeout = float(timeout)
         self.retries = max(0, int(retries))
@@ -82,44 +71,28 @@ class OpenAILLM:
         """POST with retries; returns the decoded JSON or raises LLMError."""
         url = f"{self.base_url}/{endpoint}"
         start = time.perf_counter()
-        problem = ""
-        for attempt in range(self.retries + 1):
-            wait = self.backoff * (2**attempt)
-            try:
-                resp = self._client.post(url, json=body, headers=self._headers())
-            except httpx.TimeoutException as exc:
-                problem = (
-                    f"LLM server at {url} did not answer within {self.timeout:g}s ({type(exc).__name__})"
-                )
-            except httpx.TransportError as exc:  # connection refused, DNS, reset, ...
-                problem = f"cannot reach LLM server at {url}: {type(exc).__name__}: {exc} (is it running?)"
-            else:
-                if resp.status_code == 429 or resp.status_code >= 500:
-                    problem = f"LLM server at {url} failed: HTTP {resp.status_code}: {_detail(resp)}"
-                    retry_after = resp.headers.get("retry-after", "")
-                    if retry_after.replace(".", "", 1).isdigit():
-                        wait = min(float(retry_after), _MAX_RETRY_AFTER)
-                elif resp.status_code >= 400:
-                    self.last_seconds = time.perf_counter() - start
-                    raise LLMError(
-                        f"LLM server at {url} rejected the request: HTTP {resp.status_code}: {_detail(resp)}"
-                    )
-                else:
-                    self.last_seconds = time.perf_counter() - start
-                    try:
-                        data = resp.json()
-                    except ValueError as exc:
-                        raise LLMError(
-                            f"LLM server at {url} answered with non-JSON: {resp.text[:200]!r}"
-                        ) from exc
-                    if not isinstance(data, dict):
-                        raise LLMError(f"LLM server at {url} answered with unexpected JSON: {data!r:.200}")
-                    return data
-            if attempt < self.retries:
-                time.sleep(wait)
-        self.last_seconds = time.perf_counter() - start
-        tries = self.retries + 1
-        raise LLMError(f"{problem} [{tries} attempt{'s' if tries > 1 else ''}]")
+        try:
+            resp = request_with_retries(
+                self._client,
+                "POST",
+                url,
+                server="LLM server",
+                error=LLMError,
+                timeout=self.timeout,
+                retries=self.retries,
+                backoff=self.backoff,
+                json=body,
+                headers=self._headers(),
+            )
+        finally:
+            self.last_seconds = time.perf_counter() - start
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise LLMError(f"LLM server at {url} answered with non-JSON: {resp.text[:200]!r}") from exc
+        if not isinstance(data, dict):
+            raise LLMError(f"LLM server at {url} answered with unexpected JSON: {data!r:.200}")
+        return data
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> str:
         params = params or GenParams()
@@ -148,7 +121,52 @@ class OpenAILLM:
         return f"OpenAILLM({self.spec!r})"
 
 
-def _detail(resp: httpx.Response) -> str:
+def request_with_retries(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    server: str,
+    error: type[ConvirError],
+    timeout: float,
+    retries: int,
+    backoff: float,
+    **kwargs: Any,
+) -> httpx.Response:
+    """The successful (< 400) response of ``client.request(method, url, **kwargs)``.
+
+    Shared by every OpenAI-style client (LLM, VLM, images) so they fail alike: connection
+    errors, timeouts, 429 and 5xx are retried with exponential backoff (or after the server's
+    Retry-After, capped at 30 s); other 4xx fail at once. ``server`` names it in the ``error``.
+    """
+    problem = ""
+    for attempt in range(retries + 1):
+        wait = backoff * (2**attempt)
+        try:
+            resp = client.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            problem = f"{server} at {url} did not answer within {timeout:g}s ({type(exc).__name__})"
+        except httpx.TransportError as exc:  # connection refused, DNS, reset, ...
+            problem = f"cannot reach {server} at {url}: {type(exc).__name__}: {exc} (is it running?)"
+        else:
+            if resp.status_code == 429 or resp.status_code >= 500:
+                problem = f"{server} at {url} failed: HTTP {resp.status_code}: {error_detail(resp)}"
+                header = resp.headers.get("retry-after", "")
+                if header.replace(".", "", 1).isdigit():
+                    wait = min(float(header), _MAX_RETRY_AFTER)
+            elif resp.status_code >= 400:
+                raise error(
+                    f"{server} at {url} rejected the request: HTTP {resp.status_code}: {error_detail(resp)}"
+                )
+            else:
+                return resp
+        if attempt < retries:
+            time.sleep(wait)
+    tries = retries + 1
+    raise error(f"{problem} [{tries} attempt{'s' if tries > 1 else ''}]")
+
+
+def error_detail(resp: httpx.Response) -> str:
     """The server's error message (OpenAI style ``{"error": {"message": ...}}``) or raw text."""
     try:
         data = resp.json()

@@ -28,15 +28,15 @@ import io
 import os
 import re
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from convir.errors import ConvirError
 from convir.llm.base import GenParams, LLMError
 from convir.llm.cache import CachedLLM
+from convir.llm.hf import HFTextModel
 from convir.simulate.answerers import UNKNOWN, short_answer
-from convir.specs import local_or_hub, parse_spec
+from convir.specs import check_options, local_or_hub, parse_spec
 
 KINDS = {
     "hf": "transformers vision-language model: hf:HuggingFaceTB/SmolVLM-256M-Instruct or hf:/path/to/folder",
@@ -143,7 +143,7 @@ class OpenAIVLM:
         self._http.close()
 
 
-class HFVLM:
+class HFVLM(HFTextModel):
     """A transformers image-text-to-text model; one generation at a time.
 
     ``last_inputs`` keeps the processor's output of the last call (``pixel_values`` etc.), so
@@ -179,9 +179,7 @@ class HFVLM:
         self.tokenizer = getattr(self.processor, "tokenizer", None) or self.processor
         self.device = device
         self.model = model.to(device).eval()
-        self._lock = threading.Lock()
-        self.last_seconds = 0.0
-        self.last_inputs: Any = None
+        super().__init__()
 
     def _inputs(self, messages: list[dict[str, Any]]) -> Any:
         conv = [
@@ -208,41 +206,11 @@ class HFVLM:
                 raise LLMError(f"{self.spec}: cannot build the model input: {exc2}") from exc2
 
     def chat(self, messages: list[dict[str, Any]], params: GenParams | None = None) -> str:
-        import torch
-
-        from convir.llm.hf import cut_at_stops
-
         params = params or GenParams()
         inputs = self._inputs(messages).to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        n_in = int(inputs["input_ids"].shape[1])
-        tok = self.tokenizer
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens}
-        pad = getattr(tok, "pad_token_id", None)
-        pad = pad if pad is not None else getattr(tok, "eos_token_id", None)
-        if pad is not None:
-            kwargs["pad_token_id"] = pad
-        if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        stops = tuple(params.stop)
-        if stops:
-            kwargs.update(stop_strings=list(stops), tokenizer=tok)
-        with self._lock:
-            self.last_inputs = inputs
-            start = time.perf_counter()
-            try:
-                with torch.random.fork_rng(devices=[]), torch.inference_mode():
-                    torch.manual_seed(params.seed)
-                    out = self.model.generate(**inputs, **kwargs)
-            except (RuntimeError, ValueError, IndexError) as exc:
-                raise LLMError(f"{self.spec} failed to generate: {type(exc).__name__}: {exc}") from exc
-            finally:
-                self.last_seconds = time.perf_counter() - start
-        decoded = tok.decode(out[0, n_in:], skip_special_tokens=True)
-        return cut_at_stops(decoded, stops)
+        return self._generate_new(inputs, params, tuple(params.stop))
 
     def complete(self, prompt: str, params: GenParams | None = None) -> str:
         raise LLMError("vision-language models are prompted with chat messages, not complete()")
@@ -256,16 +224,10 @@ def load_vlm(spec: str, cache: Path | bool | None = True, **options: Any) -> Any
     """The VLM named by ``spec`` (loaded once per process), behind the LLM disk cache unless
     ``cache`` is False. ``options``: ``device`` for hf; ``timeout``, ``retries``, ``backoff``,
     ``api_key``, ``max_side`` for openai."""
-    from convir.errors import SpecError
     from convir.llm.cache import default_cache_path
 
     s = parse_spec(spec, KINDS)
-    unknown = set(options) - OPTIONS[s.kind]
-    if unknown:
-        raise SpecError(
-            f"{s.kind} VLMs do not take option(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(OPTIONS[s.kind]))}"
-        )
+    check_options(options, OPTIONS[s.kind], f"{s.kind} VLMs")
     key = (spec.strip(), tuple(sorted((k, repr(v)) for k, v in options.items())))
     with _lock:
         backend = _backends.get(key)
