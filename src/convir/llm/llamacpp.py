@@ -135,11 +135,15 @@ class LlamaCppLLM:
         name = name.strip()
         self.spec = f"llamacpp:{name if name in ALIASES else path}"
         self.path = path
+        threads = n_threads or _env_threads() or os.cpu_count() or 1
         try:
             self._llm = Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
-                n_threads=n_threads or _env_threads() or os.cpu_count() or 1,
+                # prompt evaluation (batch) dominates: every call starts from a fresh context.
+                # llama-cpp-python would give it all cores regardless of n_threads.
+                n_threads=threads,
+                n_threads_batch=threads,
                 seed=0,
                 chat_format=chat_format,
                 verbose=False,
