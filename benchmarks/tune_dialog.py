@@ -30,12 +30,14 @@ from convir.simulate.answerers import CaptionAnswerer
 
 VARIANTS = {
     "concat": lambda llm: ConcatStrategy(),
-    "rewrite": lambda llm: RewriteStrategy(llm),
-    "rewrite+anchor": lambda llm: RewriteStrategy(llm, anchor=True),
-    "expand": lambda llm: ExpandStrategy(llm),
-    "expand+anchor": lambda llm: ExpandStrategy(llm, anchor=True),
-    "rerank": lambda llm: RerankStrategy(llm),
-    "rerank+anchor": lambda llm: RerankStrategy(llm, anchor=True),
+    "rewrite": lambda llm: RewriteStrategy(llm, anchor=False, keep_answers=False),
+    "rewrite+anchor": lambda llm: RewriteStrategy(llm, anchor=True, keep_answers=False),
+    "rewrite+anchor+answers": lambda llm: RewriteStrategy(llm),  # the default
+    "expand": lambda llm: ExpandStrategy(llm, anchor=False, keep_answers=False),
+    "expand+anchor": lambda llm: ExpandStrategy(llm, anchor=True, keep_answers=False),
+    "expand+anchor+answers": lambda llm: ExpandStrategy(llm),  # the default
+    "rerank": lambda llm: RerankStrategy(llm, anchor=False, keep_answers=False),
+    "rerank+anchor+answers": lambda llm: RerankStrategy(llm),  # the default
 }
 
 

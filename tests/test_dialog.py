@@ -96,7 +96,14 @@ def test_rewrite_anchor_keeps_the_description_and_hides_unknown_answers(gallery:
     llm = ScriptedLLM({"rewrite a conversation": "a red sailboat at sunset"})
     # the rewrite lost both content words of the description ("boat", "water"): anchored
     r = RewriteStrategy(llm).rank(_state(), gallery, 3)  # anchored by default
-    assert r.query == "a boat on the water, a red sailboat at sunset"
+    assert r.query == "a boat on the water, a red sailboat at sunset"  # "at sunset", "red" are kept
+    drops = ScriptedLLM({"rewrite a conversation": "a boat on the water in the evening"})
+    r = RewriteStrategy(drops).rank(_state(), gallery, 3)  # lost both answers: appended as asked
+    assert (
+        r.query
+        == "a boat on the water in the evening, is it day or night? at sunset, what colour is the sail? red"
+    )
+    assert RewriteStrategy(drops, keep_answers=False).rank(_state(), gallery, 3).query.endswith("evening")
     assert RewriteStrategy(llm, anchor=False).rank(_state(), gallery, 3).query == "a red sailboat at sunset"
     keeps = ScriptedLLM({"rewrite a conversation": "a red boat on the water at sunset"})
     anchored = RewriteStrategy(keeps, anchor=True)
@@ -122,7 +129,7 @@ def test_expand_weights_rare_terms_higher(gallery: MemoryGallery) -> None:
 
 def test_rerank_reorders_the_top_by_llm_relevance(gallery: MemoryGallery) -> None:
     llm = ScriptedLLM({"rewrite": "a boat at sunset", "Photo: a rowboat": "9", "Rate how well": "1"})
-    r = RerankStrategy(llm, rerank_k=3, llm_weight=0.9).rank(_state(), gallery, 5)
+    r = RerankStrategy(llm, rerank_k=3, llm_weight=0.9, keep_answers=False).rank(_state(), gallery, 5)
     assert gallery.ids[r.positions[0]] == "img2" and r.info["reranked"] == 3
     assert len(set(r.positions.tolist())) == 5
 

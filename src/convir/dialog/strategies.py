@@ -76,10 +76,11 @@ class ConcatStrategy:
 class RewriteStrategy:
     name = "rewrite"
 
-    def __init__(self, llm: Any, mode: str = "dense", anchor: bool = True) -> None:
+    def __init__(self, llm: Any, mode: str = "dense", anchor: bool = True, keep_answers: bool = True) -> None:
         self.llm = llm
         self.mode = mode
         self.anchor = anchor
+        self.keep_answers = keep_answers
 
     def rewrite(self, state: DialogState) -> tuple[str, bool]:
         """(query, used_llm). A single description needs no rewriting.
@@ -88,8 +89,9 @@ class RewriteStrategy:
         carry no fact and small models copy them), and a rewrite that lost more than half of
         the description's content words is prefixed with the description: small rewriters
         (Gemma 3 270M) shrink "a young woman in pink leggings playing tennis" to "a tennis
-        player". On coco5k-sim dev (40 targets, 10 turns, benchmarks/tune_dialog.py) this
-        kept per-turn Recall@10 at 72.5 / 67.5 (turn 5 / 10) instead of 35 / 20."""
+        player". With ``keep_answers`` (default) an exchange whose answer lost more than half
+        of its content words in the rewrite is appended as asked ("what colour is the sail?
+        red"). Tuned on coco5k-sim dev (benchmarks/tune_dialog.py, docs/benchmarks.md)."""
         informative = [e for e in state.exchanges if e.answer.strip().lower() != "unknown"]
         if not state.exchanges or (self.anchor and not informative):
             return state.description, False
@@ -109,6 +111,9 @@ class RewriteStrategy:
             return concat_query(state.turns), False
         if self.anchor and coverage(out, state.description) < 0.5:
             out = f"{state.description.rstrip(' .')}, {out}"
+        if self.keep_answers:  # an answer whose facts the rewrite dropped is appended as asked
+            lost = [e.text for e in informative if coverage(out, e.answer) < 0.5]
+            out = ", ".join([out.rstrip(" ."), *lost])
         return out, True
 
     def rank(self, state: DialogState, gallery: Any, k: int) -> Ranking:
@@ -128,11 +133,12 @@ class ExpandStrategy:
         alpha: float = 0.9,
         rewrite: bool = True,
         anchor: bool = True,
+        keep_answers: bool = True,
     ) -> None:
         self.llm = llm
         self.expansion_weight = expansion_weight
         self.alpha = alpha
-        self.rewriter = RewriteStrategy(llm, anchor=anchor) if rewrite else None
+        self.rewriter = RewriteStrategy(llm, anchor=anchor, keep_answers=keep_answers) if rewrite else None
 
     def expansion_terms(self, query: str) -> list[str]:
         from convir.llm.base import GenParams, LLMError
@@ -194,6 +200,7 @@ class RerankStrategy:
         llm_weight: float | None = None,
         reranker: Any = None,
         anchor: bool = True,
+        keep_answers: bool = True,
     ) -> None:
         """``reranker``: a :class:`convir.dialog.rerankers.Reranker` (default: the LLM pointwise).
         ``llm_weight``: share of the re-ranker's score in the fusion with the first-stage order;
@@ -205,7 +212,9 @@ class RerankStrategy:
         self.first_k, self.rerank_k, self.first_mode = first_k, rerank_k, first_mode
         self.reranker = reranker if reranker is not None else LLMPointwiseReranker(llm)
         self.llm_weight = float(self.reranker.weight if llm_weight is None else llm_weight)
-        self.rewriter = RewriteStrategy(llm, anchor=anchor) if llm is not None else None
+        self.rewriter = (
+            RewriteStrategy(llm, anchor=anchor, keep_answers=keep_answers) if llm is not None else None
+        )
 
     def relevance(self, query: str, caption: str) -> float | None:
         """The LLM's pointwise 0-9 relevance scaled to [0, 1] (None when it fails)."""
