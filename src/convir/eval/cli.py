@@ -517,7 +517,9 @@ def _load_llm(spec: str | None) -> Any:
 
 
 def _latency(writer: Any) -> dict[str, Any]:
-    """p50/p95 seconds per turn and per stage, from the per-target logs in targets.jsonl."""
+    """p50/p95 seconds per turn and per stage, from the per-target logs in targets.jsonl.
+    ``turn_s`` is every stage; ``system_s`` leaves out the simulated user's own time
+    (``answer_s``, ``feedback_s``): what a person would wait for."""
     import numpy as np
 
     stages: dict[str, list[float]] = {}
@@ -532,6 +534,8 @@ def _latency(writer: Any) -> dict[str, Any]:
                 stages.setdefault(k, []).append(float(v))
             if parts:
                 stages.setdefault("turn_s", []).append(float(sum(parts.values())))
+                user = sum(v for k, v in parts.items() if k in ("answer_s", "feedback_s"))
+                stages.setdefault("system_s", []).append(float(sum(parts.values()) - user))
     return {
         k: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "n": len(v)}
         for k, v in stages.items()
