@@ -1,37 +1,104 @@
-"""Markdown tables of per-turn Hits@10 / Recall@10 and per-turn latency for dialogue runs.
+"""Markdown tables of per-turn Hits@10 / Recall@10, a summary row and latency for dialogue runs.
 
-Usage: python benchmarks/summarize_runs.py RUN_DIR [RUN_DIR ...]
+Reads each run's ``targets.jsonl``, so unfinished runs can be summarised while they go.
+``--common`` restricts every run to the targets all of them have finished, which is the fair
+comparison when one run is behind the others.
+
+Usage: python benchmarks/summarize_runs.py [--common] RUN_DIR [RUN_DIR ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+import numpy as np
+
+from convir.eval.report import turn_metrics
+
+
+def load(run: Path) -> tuple[dict[str, list[int]], dict[str, dict[str, list[float]]]]:
+    """(target -> ranks per turn, target -> stage -> seconds per turn) from targets.jsonl."""
+    ranks: dict[str, list[int]] = {}
+    stages: dict[str, dict[str, list[float]]] = {}
+    for line in (run / "targets.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # the torn tail of a run in flight
+            continue
+        target = str(rec["target"])
+        ranks[target] = rec["ranks"]
+        per: dict[str, list[float]] = {}
+        for turn in (rec.get("extra") or {}).get("turns", []):
+            parts = {k: float(v) for k, v in turn.items() if k.endswith("_s")}
+            for k, v in parts.items():
+                per.setdefault(k, []).append(v)
+            if parts:
+                user = sum(v for k, v in parts.items() if k in ("answer_s", "feedback_s"))
+                per.setdefault("turn_s", []).append(sum(parts.values()))
+                per.setdefault("system_s", []).append(sum(parts.values()) - user)
+        stages[target] = per
+    return ranks, stages
+
+
+def pct(v: float) -> str:
+    return f"{100 * v:.1f}"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--common", action="store_true", help="only targets every run has finished")
     args = ap.parse_args()
-    reports = [(r.name, json.loads((r / "report.json").read_text())) for r in args.runs]
+    runs = []
+    for run in args.runs:
+        if not (run / "targets.jsonl").is_file():
+            print(f"skipping {run}: no targets.jsonl", file=sys.stderr)
+            continue
+        runs.append((run.name, *load(run)))
+    if not runs:
+        sys.exit("no targets.jsonl in any of the given directories")
+    keep = set.intersection(*(set(r) for _, r, _ in runs)) if args.common else None
+    rows = []
+    for name, ranks, stages in runs:
+        ids = sorted(t for t in ranks if keep is None or t in keep)
+        m = turn_metrics([ranks[t] for t in ids])
+        lat: dict[str, list[float]] = {}
+        for t in ids:
+            for k, v in stages[t].items():
+                lat.setdefault(k, []).extend(v)
+        rows.append((name, len(ids), m, lat))
+
     for metric in ("hits@10", "recall@10"):
-        n_turns = len(reports[0][1]["metrics"][metric])
-        print(f"\n{metric} (%) per turn, n = {', '.join(str(r['n_targets']) for _, r in reports)}\n")
-        print("| run | " + " | ".join(str(t) for t in range(n_turns)) + " |")
-        print("|---|" + "---|" * n_turns)
-        for name, rep in reports:
-            print(f"| {name} | " + " | ".join(f"{100 * v:.0f}" for v in rep["metrics"][metric]) + " |")
+        n_turns = len(rows[0][2][metric])
+        print(f"\n{metric} (%) per turn\n")
+        print("| run | n | " + " | ".join(str(t) for t in range(n_turns)) + " |")
+        print("|---|---|" + "---|" * n_turns)
+        for name, n, m, _ in rows:
+            print(f"| {name} | {n} | " + " | ".join(pct(v) for v in m[metric]) + " |")
+    print("\n| run | n | Hits@1 t0 -> last | Hits@10 t0 -> last | Recall@10 last | BRI |")
+    print("|---|---|---|---|---|---|")
+    for name, n, m, _ in rows:
+        print(
+            f"| {name} | {n} | {pct(m['hits@1'][0])} -> {pct(m['hits@1'][-1])} | "
+            f"{pct(m['hits@10'][0])} -> {pct(m['hits@10'][-1])} | {pct(m['recall@10'][-1])} | "
+            f"{m['bri']:.3f} |"
+        )
     print("\nseconds per turn (p50 / p95)\n")
-    print("| run | turn | rank (strategy) | question | answer (simulator) |")
-    print("|---|---|---|---|---|")
-    for name, rep in reports:
-        lat = rep.get("latency", {})
+    print("| run | turn | rank (strategy) | question | system (rank + question) | answer (simulator) |")
+    print("|---|---|---|---|---|---|")
+    for name, _, _, lat in rows:
 
         def cell(key: str, lat: dict = lat) -> str:
-            return f"{lat[key]['p50']:.2f} / {lat[key]['p95']:.2f}" if key in lat else "-"
+            v = lat.get(key)
+            return f"{np.percentile(v, 50):.2f} / {np.percentile(v, 95):.2f}" if v else "-"
 
-        print(f"| {name} | {cell('turn_s')} | {cell('rank_s')} | {cell('question_s')} | {cell('answer_s')} |")
+        print(
+            f"| {name} | {cell('turn_s')} | {cell('rank_s')} | {cell('question_s')} | "
+            f"{cell('system_s')} | {cell('answer_s')} |"
+        )
 
 
 if __name__ == "__main__":

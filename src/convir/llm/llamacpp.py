@@ -24,6 +24,7 @@ import importlib.util
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,9 @@ class LlamaCppLLM:
         self.instruct = bool(instruct)
         self._lock = threading.Lock()
         self.last_seconds = 0.0
+        # Free the model while the interpreter is still intact: left to llama-cpp-python's
+        # __del__ at shutdown, it prints a harmless but alarming TypeError traceback.
+        weakref.finalize(self, self._llm.close)
 
     @staticmethod
     def _kwargs(params: GenParams, stop: tuple[str, ...]) -> dict[str, Any]:
