@@ -275,6 +275,27 @@ def test_falls_back_to_the_plain_question_when_none_survives(gallery: MemoryGall
     assert any("Candidate photos" not in p for p in llm.prompts(ASK_KEY))
 
 
+def test_simulated_turns_log_how_each_question_was_obtained(gallery: MemoryGallery) -> None:
+    from convir.dialog.engine import Conversation, simulate
+
+    class Fixed:  # a simulated user that always says the same thing
+        def answer(self, question: str, target_id: str) -> str:
+            return "unknown"
+
+    # every LLM question is "answerable", so the candidates questioner falls back each turn
+    llm = ScriptedLLM(questions=["Is there water?"], plain="", answerable={"Is there water?": "yes"})
+    conv = Conversation(gallery, ConcatStrategy(), CandidateQuestioner(llm, top_n=16, k=4, n_questions=1))
+    _, log = simulate(conv, "a photo", "img0", 0, Fixed(), turns=2)
+    assert log[0]["question_rejected"] == {"answerable from the candidates alone": 1}
+    assert log[0]["question_fallback"] == "generic"  # the plain LLM question was empty too
+    assert log[1]["question"] != log[2]["question"]  # generic questions are not repeated either
+    # a questioner that got its question first time logs nothing extra
+    ok = ScriptedLLM(questions=["Is there a boat?", "Is it sunny?"])
+    conv = Conversation(gallery, ConcatStrategy(), CandidateQuestioner(ok, top_n=16, k=4, n_questions=1))
+    _, log = simulate(conv, "a photo", "img0", 0, Fixed(), turns=1)
+    assert "question_rejected" not in log[0] and "question_fallback" not in log[0]
+
+
 def test_plain_questioner_asks_from_the_dialogue_without_candidates(gallery: MemoryGallery) -> None:
     state = DialogState("a dog", [Exchange("Is it outdoors?", "yes")])
     llm = ScriptedLLM(plain="Q: What breed is the dog? Is it big?")

@@ -164,7 +164,9 @@ def simulate(
     """Run one simulated dialogue: ranks at turns 0..turns and per-turn details/timings."""
     res = conv.start(description)
     ranks = [target_rank(res.ranking, target_pos, conv.depth)]
-    log: list[dict[str, Any]] = [{"query": res.ranking.query, **res.timings, **_images_log(res)}]
+    log: list[dict[str, Any]] = [
+        {"query": res.ranking.query, **res.timings, **_images_log(res), **_question_log(conv)}
+    ]
     for _ in range(turns):
         q = res.question
         if q is None:  # nothing to ask: the ranking stays as it is
@@ -195,9 +197,28 @@ def simulate(
                 **feedback,
                 **res.timings,
                 **_images_log(res),
+                **_question_log(conv),
             }
         )
     return ranks, log
+
+
+def _question_log(conv: Conversation) -> dict[str, Any]:
+    """How this turn's questioner got the next question, for the per-target log: how many LLM
+    questions it rejected and why, and whether it fell back (``plain`` questioner inside
+    ``candidates``, or a ``generic`` question). Lets a run show, e.g., that a small LLM's
+    questions mostly fail the "Uncertain" test."""
+    info = getattr(conv.questioner, "last_info", None) or {}
+    out: dict[str, Any] = {}
+    reasons: dict[str, int] = {}
+    for _, why in info.get("rejected", []):
+        reasons[why] = reasons.get(why, 0) + 1
+    if reasons:
+        out["question_rejected"] = reasons
+    fallback = info.get("fallback")
+    if fallback:
+        out["question_fallback"] = "generic" if fallback is True else str(fallback)
+    return out
 
 
 def _images_log(res: TurnResult) -> dict[str, Any]:
