@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convir.eval.report import turn_metrics
+from convir.eval.report import turn_metrics, turn_stage_seconds
 
 
 def load(run: Path) -> tuple[dict[str, list[int]], dict[str, dict[str, list[float]]]]:
@@ -32,13 +32,8 @@ def load(run: Path) -> tuple[dict[str, list[int]], dict[str, dict[str, list[floa
         ranks[target] = rec["ranks"]
         per: dict[str, list[float]] = {}
         for turn in (rec.get("extra") or {}).get("turns", []):
-            parts = {k: float(v) for k, v in turn.items() if k.endswith("_s")}
-            for k, v in parts.items():
+            for k, v in turn_stage_seconds(turn).items():
                 per.setdefault(k, []).append(v)
-            if parts:
-                user = sum(v for k, v in parts.items() if k in ("answer_s", "feedback_s"))
-                per.setdefault("turn_s", []).append(sum(parts.values()))
-                per.setdefault("system_s", []).append(sum(parts.values()) - user)
         stages[target] = per
     return ranks, stages
 

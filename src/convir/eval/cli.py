@@ -522,6 +522,8 @@ def _latency(writer: Any) -> dict[str, Any]:
     (``answer_s``, ``feedback_s``): what a person would wait for."""
     import numpy as np
 
+    from convir.eval.report import turn_stage_seconds
+
     stages: dict[str, list[float]] = {}
     for line in writer.targets_path.read_text(encoding="utf-8").splitlines():
         try:
@@ -529,13 +531,8 @@ def _latency(writer: Any) -> dict[str, Any]:
         except json.JSONDecodeError:
             continue
         for turn in (rec.get("extra") or {}).get("turns", []):
-            parts = {k: v for k, v in turn.items() if k.endswith("_s")}
-            for k, v in parts.items():
-                stages.setdefault(k, []).append(float(v))
-            if parts:
-                stages.setdefault("turn_s", []).append(float(sum(parts.values())))
-                user = sum(v for k, v in parts.items() if k in ("answer_s", "feedback_s"))
-                stages.setdefault("system_s", []).append(float(sum(parts.values()) - user))
+            for k, v in turn_stage_seconds(turn).items():
+                stages.setdefault(k, []).append(v)
     return {
         k: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "n": len(v)}
         for k, v in stages.items()

@@ -32,7 +32,7 @@ from convir.atomic import atomic_path, write_json, write_text
 from convir.errors import ConvirError
 from convir.eval import metrics as M
 
-__all__ = ["RunWriter", "load_report", "plot_runs", "single_metrics", "turn_metrics"]
+__all__ = ["RunWriter", "load_report", "plot_runs", "single_metrics", "turn_metrics", "turn_stage_seconds"]
 
 CONFIG_FILE = "config.json"
 TARGETS_FILE = "targets.jsonl"
@@ -142,6 +142,22 @@ def turn_metrics(ranks: npt.ArrayLike | list[list[int]], ks: Sequence[int] = (1,
     out["mrr"] = [M.mrr(r[:, t]) for t in range(r.shape[1])]
     out["bri"] = M.bri(r)
     return out
+
+
+# The simulated user's own time: not part of what a person would wait for.
+USER_STAGES = ("answer_s", "feedback_s")
+
+
+def turn_stage_seconds(turn: Mapping[str, Any]) -> dict[str, float]:
+    """Seconds per stage of one logged turn (its ``*_s`` keys), plus ``turn_s`` (all stages)
+    and ``system_s`` (all but the simulated user's ``answer_s``/``feedback_s``); {} when the
+    turn logged no timings."""
+    parts = {k: float(v) for k, v in turn.items() if k.endswith("_s")}
+    if not parts:
+        return {}
+    total = sum(parts.values())
+    user = sum(v for k, v in parts.items() if k in USER_STAGES)
+    return {**parts, "turn_s": total, "system_s": total - user}
 
 
 def single_metrics(ranks: npt.ArrayLike, ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
