@@ -10,25 +10,20 @@ Usage: python benchmarks/summarize_runs.py [--common] RUN_DIR [RUN_DIR ...]
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from convir.eval.report import turn_metrics, turn_stage_seconds
+from convir.eval.metrics import turn_metrics, turn_stage_seconds
+from convir.eval.runs import latest_records
 
 
 def load(run: Path) -> tuple[dict[str, list[int]], dict[str, dict[str, list[float]]]]:
     """(target -> ranks per turn, target -> stage -> seconds per turn) from targets.jsonl."""
     ranks: dict[str, list[int]] = {}
     stages: dict[str, dict[str, list[float]]] = {}
-    for line in (run / "targets.jsonl").read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # the torn tail of a run in flight
-            continue
-        target = str(rec["target"])
+    for target, rec in latest_records(run).items():  # a run in flight may have a torn tail
         ranks[target] = rec["ranks"]
         per: dict[str, list[float]] = {}
         for turn in (rec.get("extra") or {}).get("turns", []):

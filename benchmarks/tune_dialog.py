@@ -19,12 +19,12 @@ import time
 import numpy as np
 
 from _common import SHARED
-from convir.dialog.engine import Conversation, simulate
+from convir.dialog.engine import Conversation
 from convir.dialog.questioners import load_questioner
 from convir.dialog.strategies import ConcatStrategy, ExpandStrategy, RerankStrategy, RewriteStrategy
 from convir.encoders import load_encoder
 from convir.eval.metrics import bri, hits_at_k_per_turn, recall_at_k_per_turn
-from convir.eval.simulated import load_sim
+from convir.eval.simulated import load_sim, simulate
 from convir.llm import load_llm
 from convir.simulate.answerers import CaptionAnswerer
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from convir.dialog.engine import Conversation, simulate, target_rank
+from convir.dialog.engine import Conversation
 from convir.dialog.gallery import MemoryGallery
+from convir.dialog.questioners import Question
 from convir.dialog.state import DialogState, Exchange
 from convir.dialog.strategies import (
     ConcatStrategy,
@@ -24,7 +25,9 @@ from convir.dialog.strategies import (
 )
 from convir.encoders import load_encoder
 from convir.errors import ConvirError
+from convir.eval.simulated import simulate, target_rank
 from convir.llm.base import GenParams, LLMError
+from convir.simulate.answerers import Answer
 
 CAPTIONS = [
     ["a red sailboat on the sea at sunset"],
@@ -149,9 +152,9 @@ class FixedQuestions:
     def __init__(self, questions: list[str]) -> None:
         self.questions = questions
 
-    def ask(self, state: DialogState, gallery: Any, ranking: Any) -> str | None:
+    def ask(self, state: DialogState, gallery: Any, ranking: Any) -> Question | None:
         left = [q for q in self.questions if q not in state.asked]
-        return left[0] if left else None
+        return Question(left[0]) if left else None
 
 
 def test_conversation_loop_state_and_save(gallery: MemoryGallery, tmp_path: Path) -> None:
@@ -162,8 +165,10 @@ def test_conversation_loop_state_and_save(gallery: MemoryGallery, tmp_path: Path
     assert first.question == "what time of day is it?" and first.turn == 0
     second = conv.reply("sunset")
     assert second.question == "sail colour?" and conv.state.turns[1] == "what time of day is it? sunset"
-    third = conv.reply("")  # skipped: recorded as unknown, never asked again
-    assert third.question is None and conv.state.exchanges[-1].answer == "unknown"
+    third = conv.reply("")  # skipped: recorded as asked (never asked again), adds no text
+    assert third.question is None and conv.state.exchanges[-1].skipped
+    assert "sail colour" not in third.ranking.query and "unknown" not in third.ranking.query
+    assert conv.state.asked == ["what time of day is it?", "sail colour?"]
     conv.say("the sail is red")
     assert conv.state.rankings[-1][0] == "img0" and len(conv.state.rankings) == 4
     conv.mark_found("img0")
@@ -182,8 +187,8 @@ def test_simulate_records_ranks_per_turn(gallery: MemoryGallery) -> None:
     class Oracle:
         name = "oracle"
 
-        def answer(self, question: str, target_id: str) -> str:
-            return {"what time of day is it?": "sunset", "sail colour?": "a red sail"}[question]
+        def answer(self, question: str, target_id: str) -> Answer:
+            return Answer({"what time of day is it?": "sunset", "sail colour?": "a red sail"}[question])
 
     conv = Conversation(
         gallery, ConcatStrategy(), FixedQuestions(["what time of day is it?", "sail colour?"]), depth=8

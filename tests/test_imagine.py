@@ -22,11 +22,13 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from convir.dialog.engine import Conversation, simulate
+from convir.dialog.engine import Conversation
 from convir.dialog.gallery import MemoryGallery
+from convir.dialog.questioners import Question
 from convir.dialog.strategies import ConcatStrategy
 from convir.encoders import load_encoder
 from convir.errors import ConvirError, SpecError
+from convir.eval.simulated import simulate
 from convir.imagine import load_generator, load_imagination, parse_options
 from convir.imagine.cache import ImageCache, image_key
 from convir.imagine.dar import DARImagination
@@ -152,7 +154,7 @@ def test_specs_options_and_text_generator(monkeypatch: pytest.MonkeyPatch, caplo
     assert isinstance(gen, TextGenerator) and gen.generate("a dog").path == "" and not gen.makes_images
     assert load_generator("text:") is gen and isinstance(load_generator("text"), TextGenerator)
     for bad, needle in [
-        ("nope:x", "known kinds"),
+        ("nope:x", "available:"),
         ("diffusers:", "needs a model"),
         ("openai-images:http://x/v1", "BASE_URL#MODEL"),
         ("openai-images:ftp://x#m", "http"),
@@ -368,9 +370,9 @@ def small_gallery() -> MemoryGallery:
 class Questions:
     name = "fixed"
 
-    def ask(self, state: Any, gallery: Any, ranking: Any) -> str | None:
+    def ask(self, state: Any, gallery: Any, ranking: Any) -> Question | None:
         left = [q for q in ("what colour is the sail?", "is it day or night?") if q not in state.asked]
-        return left[0] if left else None
+        return Question(left[0]) if left else None
 
 
 def test_dar_text_mode_through_the_loop(small_gallery: MemoryGallery) -> None:
@@ -396,7 +398,7 @@ def test_dar_text_mode_through_the_loop(small_gallery: MemoryGallery) -> None:
     conv.reply("red")
     third = conv.reply("night")
     assert third.ranking.info["imagination"]["a"] == 0.5  # turn 2: 0.5/0.5
-    assert len(conv.state.meta["images"]) == 3 and conv.state.meta["images"][0][0]["prompt"] == sunset
+    assert len(conv.state.images) == 3 and conv.state.images[0][0]["prompt"] == sunset
     score = DARImagination(TextGenerator(), llm, fusion="score")
     r = Conversation(small_gallery, ConcatStrategy(), None, imagination=score).start("a boat")
     assert r.ranking.info["imagination"]["fusion"] == "score" and len(r.ranking.positions) == len(CAPTIONS)
@@ -425,13 +427,13 @@ def test_refiner_text_mode_merge_and_feedback(small_gallery: MemoryGallery) -> N
     res = conv.reply("red", image_feedback="the boat has a red sail and it is sunset")
     refine_call = llm.calls[-1][-1]["content"]
     assert "the boat has a red sail and it is sunset" in refine_call and "White sailboat" in refine_call
-    assert res.images[0].prompt.startswith("Red sailboat") and conv.state.meta["image_feedback"] == [
+    assert res.images[0].prompt.startswith("Red sailboat") and conv.state.image_feedback == [
         "the boat has a red sail and it is sunset"
     ]
     assert res.ranking.info["imagination"]["prompt_source"] == "refine-llm"
     res = conv.reply("day")  # no feedback: the prompt (and so the cached image) stays
     assert res.ranking.info["imagination"]["prompt_source"] == "keep"
-    assert conv.state.meta["image_feedback"] == ["the boat has a red sail and it is sunset", ""]
+    assert conv.state.image_feedback == ["the boat has a red sail and it is sunset", ""]
     # refinement without an LLM (or when it fails) appends the stated differences
     bare = RefinerImagination(TextGenerator(), ScriptedLLM({}, fail=True))
     c2 = Conversation(small_gallery, ConcatStrategy(), None, imagination=bare)
@@ -464,7 +466,7 @@ def test_simulated_user_states_differences(small_gallery: MemoryGallery) -> None
     assert {"generate_s", "prompt_s", "feedback_s", "answer_s"} <= set(log[1])
     assert log[0]["images"][0]["prompt"].startswith("White")
     assert log[1]["images"][0]["prompt"].startswith("Red")
-    assert conv.state.meta["image_feedback"][0] == "the sail is red, not white"
+    assert conv.state.image_feedback[0] == "the sail is red, not white"
 
 
 # -- end to end: the real CLI with a real LLM -------------------------------------------------------
@@ -522,4 +524,4 @@ def test_eval_dialog_dar_text_mode_cli(
     assert json.loads(again.stdout)["metrics"] == first["metrics"]
     assert json.loads((out / "report.json").read_text())["imagination"]["generator_calls"] == 0
     bad = run_cli(*args[:-3], "--generator", "nope:x", "--out", str(tmp_path / "bad"), cwd=tmp_path)
-    assert bad.returncode == 2 and "known kinds" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "available:" in bad.stderr and "Traceback" not in bad.stderr

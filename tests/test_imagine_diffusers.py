@@ -169,10 +169,7 @@ def test_dar_and_refiner_embed_generated_images_with_clip(
     assert list(r0.ranking.positions[:5]) == merge_rankings(text_only.ranking.positions, image_top, 2, 3)
     r1 = conv.say("on the sea", image_feedback="the sail is white")
     assert r1.images[0].prompt.endswith("the sail is white. Style: photorealistic.")
-    assert (
-        r1.images[0].path != r0.images[0].path
-        and conv.state.meta["images"][1][0]["path"] == r1.images[0].path
-    )
+    assert r1.images[0].path != r0.images[0].path and conv.state.images[1][0]["path"] == r1.images[0].path
     load_encoder.cache_clear()
 
 
@@ -231,15 +228,15 @@ def test_chat_cli_with_imagination(tiny_pipe: Path, tiny_clip: Path, tmp_path: P
         and "How does the generated image differ" in out.stdout
     )
     saved = json.loads(session.read_text())
-    assert saved["meta"]["image_feedback"] == ["the boat is smaller and it is sunset"]
-    imgs = saved["meta"]["images"]
+    assert saved["image_feedback"] == ["the boat is smaller and it is sunset"]
+    imgs = saved["images"]
     assert len(imgs) == 2 and imgs[1][0]["prompt"].endswith("it is sunset. Style: photorealistic.")
     assert all(Path(turn[0]["path"]).is_file() for turn in imgs)
     session2 = tmp_path / "dar.json"
     out = chat("--imagine", "dar", *gen, "--save", str(session2), stdin="a boat on the water\n/found 2\n")
     assert out.returncode == 0, out.stderr
     assert "imagined (3)" in out.stdout and "differences" not in out.stdout  # DAR asks nothing
-    assert len(json.loads(session2.read_text())["meta"]["images"][0]) == 3
+    assert len(json.loads(session2.read_text())["images"][0]) == 3
     bad = chat("--imagine", "dar", "--generator", "diffusers:", stdin="")
     assert bad.returncode == 2 and "needs a model" in bad.stderr and "Traceback" not in bad.stderr
 

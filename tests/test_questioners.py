@@ -176,8 +176,9 @@ def test_context_is_the_min_entropy_member_of_each_cluster(
     assert sorted(context) == sorted(CAPTIONS[int(pos[i])] for i in expected)  # first captions only
     assert vecs.shape == (min(k, top_n), 384)
 
-    assert q.ask(state, gallery, ranking) == "What colour is it?"
-    assert q.last_info["context"] == context
+    asked = q.ask(state, gallery, ranking)
+    assert asked is not None and asked.text == "What colour is it?"
+    assert asked.info["context"] == context
     prompt = q.llm.prompts(ASK_KEY)[0]
     assert "\n".join(context) in prompt  # one caption per line for instruction models
 
@@ -201,12 +202,13 @@ def test_answerable_question_is_dropped_and_uncertain_one_kept(gallery: MemoryGa
         answerable={"Is there a boat?": "Yes.", "What colour is the boat?": "UNCERTAIN - they differ"},
     )
     q = CandidateQuestioner(llm, top_n=16, k=4, n_questions=2)
-    assert q.ask(state, gallery, _ranking(gallery, state)) == "What colour is the boat?"
-    assert q.last_info["kept"] == ["What colour is the boat?"]
-    assert q.last_info["rejected"] == [("Is there a boat?", "answerable from the candidates alone")]
+    asked = q.ask(state, gallery, _ranking(gallery, state))
+    assert asked is not None and asked.text == "What colour is the boat?"
+    assert asked.info["kept"] == ["What colour is the boat?"]
+    assert asked.info["rejected"] == [("Is there a boat?", "answerable from the candidates alone")]
     # each Uncertain test saw the candidate context and the cleaned question
     tests = llm.prompts(ANSWERABLE_KEY)
-    assert len(tests) == 2 and all(c in tests[0] for c in q.last_info["context"])
+    assert len(tests) == 2 and all(c in tests[0] for c in asked.info["context"])
     # the first attempt is greedy, later ones sample with another seed
     params = [p for m, p in llm.calls if ASK_KEY in m[0]["content"]]
     assert params[0].temperature == 0.0 and params[1].temperature == 0.7
@@ -221,9 +223,9 @@ def test_repeats_and_near_duplicates_are_never_returned(gallery: MemoryGallery) 
     )
     q = CandidateQuestioner(llm, top_n=16, k=4, n_questions=2)
     got = q.ask(state, gallery, _ranking(gallery, state))
-    assert got is not None and not is_repeat(got, state.asked)
-    assert [why for _, why in q.last_info["rejected"]] == ["repeat", "repeat"]
-    assert q.last_info["fallback"] == "generic"
+    assert got is not None and not is_repeat(got.text, state.asked)
+    assert [why for _, why in got.info["rejected"]] == ["repeat", "repeat"]
+    assert got.info["fallback"] == "generic"
     assert is_repeat("So, what colour is the boat?", state.asked)
     assert not is_repeat("What colour is the car?", state.asked)
 
@@ -248,16 +250,16 @@ def test_split_pick_chooses_the_question_with_the_most_varied_similarity(gallery
     questions = ["Is this a photo?", "Is it a nice picture?", f"Is it {context[0]}?"]
     q = CandidateQuestioner(ScriptedLLM(questions=questions), top_n=32, k=4, n_questions=3)
     got = q.ask(state, gallery, ranking)
-    assert q.last_info["kept"] == questions and q.last_info["context"] == context
+    assert got is not None and got.info["kept"] == questions and got.info["context"] == context
 
     # the documented proxy, recomputed: variance of cos(question, picked item) over picked items
     ctx_pos = [int(p) for p in ranking.positions[:32] if gallery.captions([p])[0][0] in context]
     sims = gallery.encoder.encode_text(questions) @ gallery.ranker.vectors[ctx_pos].T
     expected = questions[int(np.argmax(sims.var(axis=1)))]
-    assert got == expected == questions[2]  # chosen by the proxy although generated last
+    assert got.text == expected == questions[2]  # chosen by the proxy although generated last
 
     in_order = CandidateQuestioner(ScriptedLLM(questions=questions), top_n=32, k=4, split_pick=False)
-    assert in_order.ask(state, gallery, ranking) == questions[0]
+    assert in_order.ask(state, gallery, ranking).text == questions[0]  # type: ignore[union-attr]
 
 
 def test_falls_back_to_the_plain_question_when_none_survives(gallery: MemoryGallery) -> None:
@@ -266,21 +268,24 @@ def test_falls_back_to_the_plain_question_when_none_survives(gallery: MemoryGall
         questions=["Is there water?"], plain="Is it indoors?", answerable={"Is there water?": "yes"}
     )
     q = CandidateQuestioner(llm, top_n=16, k=4, n_questions=2)
-    assert q.ask(state, gallery, _ranking(gallery, state)) == "Is it indoors?"
-    assert q.last_info["fallback"] == "plain" and q.last_info["kept"] == []
+    asked = q.ask(state, gallery, _ranking(gallery, state))
+    assert asked is not None and asked.text == "Is it indoors?"
+    assert asked.info["fallback"] == "plain" and asked.info["kept"] == []
     # the second attempt repeats the rejected one: dropped without another Uncertain test
-    reasons = [why for _, why in q.last_info["rejected"]]
+    reasons = [why for _, why in asked.info["rejected"]]
     assert reasons == ["answerable from the candidates alone", "same as an earlier attempt"]
     assert len(llm.prompts(ANSWERABLE_KEY)) == 1
     assert any("Candidate photos" not in p for p in llm.prompts(ASK_KEY))
 
 
 def test_simulated_turns_log_how_each_question_was_obtained(gallery: MemoryGallery) -> None:
-    from convir.dialog.engine import Conversation, simulate
+    from convir.dialog.engine import Conversation
+    from convir.eval.simulated import simulate
+    from convir.simulate.answerers import Answer
 
     class Fixed:  # a simulated user that always says the same thing
-        def answer(self, question: str, target_id: str) -> str:
-            return "unknown"
+        def answer(self, question: str, target_id: str) -> Answer:
+            return Answer("unknown")
 
     # every LLM question is "answerable", so the candidates questioner falls back each turn
     llm = ScriptedLLM(questions=["Is there water?"], plain="", answerable={"Is there water?": "yes"})
@@ -299,7 +304,7 @@ def test_simulated_turns_log_how_each_question_was_obtained(gallery: MemoryGalle
 def test_plain_questioner_asks_from_the_dialogue_without_candidates(gallery: MemoryGallery) -> None:
     state = DialogState("a dog", [Exchange("Is it outdoors?", "yes")])
     llm = ScriptedLLM(plain="Q: What breed is the dog? Is it big?")
-    assert PlainQuestioner(llm).ask(state, gallery, _ranking(gallery, state)) == "What breed is the dog?"
+    assert PlainQuestioner(llm).ask(state, gallery, _ranking(gallery, state)).text == "What breed is the dog?"  # type: ignore[union-attr]
     (prompt,) = llm.prompts(ASK_KEY)
     assert "Q: Is it outdoors? A: yes" in prompt and "Candidate photos" not in prompt
 
@@ -332,9 +337,8 @@ def test_base_models_get_the_dialogue_on_one_line(gallery: MemoryGallery) -> Non
             seen.append(prompt)
             return " What colour is the dog?\nKnown: ..."
 
-    assert (
-        PlainQuestioner(BaseLLM()).ask(state, gallery, _ranking(gallery, state)) == "What colour is the dog?"
-    )
+    asked = PlainQuestioner(BaseLLM()).ask(state, gallery, _ranking(gallery, state))
+    assert asked is not None and asked.text == "What colour is the dog?"
     assert seen[0].endswith("Known: a dog | Q: Is it outdoors? A: yes | it is brown\nQuestion:")
     assert "Candidates" not in seen[0]  # the plain prompt has no candidate context
 
@@ -361,13 +365,13 @@ def test_caption_answerer_sees_only_the_targets_captions() -> None:
     }
     llm = ScriptedLLM(answer="Answer: a red one.\nThe kite is red.")
     ans = CaptionAnswerer(llm, captions)
-    assert ans.answer("What colour is the kite?", "t1") == "a red one"
+    assert ans.answer("What colour is the kite?", "t1").text == "a red one"
     (prompt,) = llm.prompts(ANSWER_KEY)
     assert "A red kite over a beach." in prompt and "A kite flying by the sea" in prompt
     assert "blue car" not in prompt and "What colour is the kite?" in prompt
 
     long = CaptionAnswerer(ScriptedLLM(answer=" ".join(f"w{i}" for i in range(40))), captions, ground=False)
-    assert len(long.answer("q?", "t1").split()) == 20
+    assert len(long.answer("q?", "t1").text.split()) == 20
 
 
 @pytest.mark.parametrize(
@@ -391,32 +395,39 @@ def test_caption_answerer_keeps_only_answers_the_captions_support(
     captions = {"t": ["Two red kites over a beach.", "Kites flying by the sea"]}
     llm = ScriptedLLM(answer=reply)
     ans = CaptionAnswerer(llm, captions)
-    assert ans.answer(question, "t") == expected
-    assert ans.last_raw == reply  # the model's own reply stays available for the run log
-    assert CaptionAnswerer(llm, captions, ground=False).answer(question, "t") == reply
+    got = ans.answer(question, "t")
+    assert got.text == expected
+    # the model's own reply stays available for the run log when grounding replaced it
+    assert got.raw == ("" if expected == reply else reply)
+    assert CaptionAnswerer(llm, captions, ground=False).answer(question, "t").text == reply
 
 
 @pytest.mark.parametrize(
     "reply", ["", "   ", "unknown", "It is not stated in the description.", "Not mentioned"]
 )
 def test_caption_answerer_says_unknown_when_the_captions_do_not_say(reply: str) -> None:
-    assert CaptionAnswerer(ScriptedLLM(answer=reply), {"t": ["a dog"]}).answer("Is it red?", "t") == "unknown"
+    assert (
+        CaptionAnswerer(ScriptedLLM(answer=reply), {"t": ["a dog"]}).answer("Is it red?", "t").text
+        == "unknown"
+    )
 
 
 def test_caption_answerer_survives_llm_errors() -> None:
     ans = CaptionAnswerer(ScriptedLLM(fail=True), {"t": ["a dog"]})
-    assert ans.answer("Is it red?", "t") == "unknown" and ans.answer("Is it big?", "t") == "unknown"
+    assert ans.answer("Is it red?", "t").text == "unknown" and ans.answer("Is it big?", "t").text == "unknown"
     assert ans.failures == 2
     no_caps = ScriptedLLM(answer="yes")
-    assert CaptionAnswerer(no_caps, {}).answer("Is it red?", "missing") == "unknown" and not no_caps.calls
+    assert (
+        CaptionAnswerer(no_caps, {}).answer("Is it red?", "missing").text == "unknown" and not no_caps.calls
+    )
 
 
 def test_human_answerer_and_load_answerer() -> None:
     shown: list[str] = []
     replies = iter(["  a red one ", ""])
     human = HumanAnswerer(input_fn=lambda _prompt: next(replies), output_fn=shown.append)
-    assert human.answer("What colour?", "t") == "a red one"
-    assert human.answer("Is it big?", "t") == ""  # empty = skip
+    assert human.answer("What colour?", "t").text == "a red one"
+    assert human.answer("Is it big?", "t").text == ""  # empty = skip
     assert shown == ["Q: What colour?", "Q: Is it big?"]
 
     assert "--vlm" in ANSWERERS["vlm"] and {"captions", "human"} <= set(ANSWERERS)
@@ -442,10 +453,12 @@ def test_real_smollm2_asks_a_new_question_and_answers_from_captions(gallery: Mem
     llm = load_llm("llamacpp:smollm2", cache=False, n_threads=1)
     state = DialogState("an animal outdoors", [Exchange("Is it a dog?", "yes")])
     q = CandidateQuestioner(llm, top_n=16, k=4, n_questions=1)
-    question = q.ask(state, gallery, _ranking(gallery, state))
-    assert question and question.endswith("?") and len(question.split()) >= 2, q.last_info
+    asked = q.ask(state, gallery, _ranking(gallery, state))
+    assert asked is not None
+    question = asked.text
+    assert question.endswith("?") and len(question.split()) >= 2, asked.info
     assert not is_repeat(question, state.asked)
 
     ans = CaptionAnswerer(llm, {"t": ["two brown dogs playing in the snow", "dogs running in a snowy yard"]})
-    answer = ans.answer("What colour are the dogs?", "t")
+    answer = ans.answer("What colour are the dogs?", "t").text
     assert answer.strip() and len(answer.split()) <= 20 and ans.failures == 0

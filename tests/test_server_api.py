@@ -335,7 +335,7 @@ def test_generated_images_only_from_the_sessions_own_record(
     other = client.post("/api/sessions", json={"description": DESCRIPTION}).json()
     db = sqlite3.connect(index_dir / "sessions.sqlite")
     state = json.loads(db.execute("SELECT state FROM sessions WHERE id=?", (v["id"],)).fetchone()[0])
-    state["meta"]["images"] = [[{"path": str(made), "prompt": "p"}, {"path": str(stray), "prompt": "q"}]]
+    state["images"] = [[{"path": str(made), "prompt": "p"}, {"path": str(stray), "prompt": "q"}]]
     with db:
         db.execute("UPDATE sessions SET state=? WHERE id=?", (json.dumps(state), v["id"]))
     res = client.get(f"/api/sessions/{v['id']}/images/0/0")

@@ -131,9 +131,9 @@ def test_hf_vlm_answers_from_the_image(tiny_vlm: Path, photos: dict[str, Path]) 
     vlm = load_vlm(f"hf:{tiny_vlm}", cache=False)
     assert vlm.spec == f"vlm:hf:{tiny_vlm.resolve()}"
     ans = VLMAnswerer(vlm, {k: str(v) for k, v in photos.items()})
-    out = ans.answer("Is there a dog?", "t1")
+    out = ans.answer("Is there a dog?", "t1").text
     assert isinstance(out, str) and out
-    assert ans.answer("Is there a dog?", "t1") == out  # greedy: repeatable
+    assert ans.answer("Is there a dog?", "t1").text == out  # greedy: repeatable
     inputs = vlm.last_inputs
     # the processor saw exactly this photo: 1 image, its 4 patch tokens in the prompt, same pixels
     assert inputs["pixel_values"].shape == (1, 3, 32, 32)
@@ -157,7 +157,7 @@ def test_hf_vlm_template_without_system_role(tiny_vlm: Path, photos: dict[str, P
     original = vlm.processor.chat_template
     vlm.processor.chat_template = NO_SYSTEM + TEMPLATE
     try:
-        out = VLMAnswerer(vlm, {"t1": str(photos["t1"])}).answer("What colour is the dress?", "t1")
+        out = VLMAnswerer(vlm, {"t1": str(photos["t1"])}).answer("What colour is the dress?", "t1").text
     finally:
         vlm.processor.chat_template = original
     assert out
@@ -257,7 +257,7 @@ def test_openai_vlm_sends_the_image_as_a_data_url(
 
     vlm = load_vlm(f"openai:{server.url}#fake-vl", cache=tmp_path / "llm.sqlite", retries=0, timeout=5)
     ans = VLMAnswerer(vlm, {k: str(v) for k, v in photos.items()})
-    assert ans.answer("What is she wearing?", "t1") == "Yes, a pink dress"  # first line, short
+    assert ans.answer("What is she wearing?", "t1").text == "Yes, a pink dress"  # first line, short
     (req,) = server.requests
     assert req["path"] == "/v1/chat/completions" and req["body"]["model"] == "fake-vl"
     assert req["body"]["messages"][0]["role"] == "system"
@@ -267,7 +267,7 @@ def test_openai_vlm_sends_the_image_as_a_data_url(
     with Image.open(photos["t1"]) as im:
         assert sent.size == im.size and sent.convert("RGB").tobytes() == im.convert("RGB").tobytes()
 
-    assert ans.answer("What is she wearing?", "t1") == "Yes, a pink dress"  # answered from the cache
+    assert ans.answer("What is she wearing?", "t1").text == "Yes, a pink dress"  # answered from the cache
     assert len(server.requests) == 1
 
     diff = ans.differences("a dog on a beach", "t1", str(photos["t2"]))
@@ -299,7 +299,7 @@ def test_vlm_server_down_is_a_clear_error(photos: dict[str, Path]) -> None:
     with pytest.raises(LLMError, match=r"cannot reach LLM server at .*127\.0\.0\.1.*is it running\?"):
         ans.answer("Is there a dog?", "t1")
     lenient = VLMAnswerer(vlm, {"t1": str(photos["t1"])}, strict=False)
-    assert lenient.answer("Is there a dog?", "t1") == "unknown" and lenient.failures == 1
+    assert lenient.answer("Is there a dog?", "t1").text == "unknown" and lenient.failures == 1
 
 
 def test_vlm_answerer_inputs_and_loading(tmp_path: Path, photos: dict[str, Path]) -> None:
@@ -325,10 +325,10 @@ def test_vlm_answerer_inputs_and_loading(tmp_path: Path, photos: dict[str, Path]
     assert (
         VLMAnswerer(Says("Difference: it is a cat\nmore"), paths).differences("a dog", "t1") == "it is a cat"
     )
-    assert VLMAnswerer(Says("A: Not stated."), paths).answer("Is it red?", "t1") == "unknown"
+    assert VLMAnswerer(Says("A: Not stated."), paths).answer("Is it red?", "t1").text == "unknown"
     loaded = load_answerer("vlm", vlm="openai:http://127.0.0.1:9/v1#m", image_paths_by_id={"a": "a.jpg"})
     assert isinstance(loaded, VLMAnswerer) and loaded.vlm.spec == "vlm:openai:http://127.0.0.1:9/v1#m"
-    with pytest.raises(ConvirError, match="known kinds"):
+    with pytest.raises(ConvirError, match="available:"):
         load_vlm("llamacpp:smollm2")
 
 

@@ -10,79 +10,77 @@ import time
 from pathlib import Path
 from typing import Any
 
-from convir.dialog.engine import Conversation, TurnResult
+from convir.dialog.engine import TurnResult
+from convir.dialog.session import SessionSpec
 from convir.dialog.state import DialogState
 from convir.errors import ConvirError
 
 HELP = """Type an answer to the question, or any extra detail. Commands:
   /found N   result N is the image you wanted (ends the session)
   /say TEXT  add a detail without answering the question
-  /skip      skip the question (it is not asked again)
+  /skip      skip the question (it is not asked again and adds nothing to the search)
   /save      save the session now        /quit  save and leave        /help  this text"""
 
 
 def run_chat(
     index_dir: Path,
-    strategy: str,
-    questioner: str | None,
-    llm: str | None,
-    k: int,
+    spec: SessionSpec,
     save: Path | None,
     resume: Path | None,
     console: Any,
     read: Any = input,
-    reranker: str = "llm",
     previews: str = "auto",
-    imagine: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> DialogState:
-    """``reranker``: second stage of ``--strategy rerank`` (llm | llm-list | cross:MODEL);
-    ``previews``: inline thumbnails of the top results (auto | on | off, see convir.preview);
-    ``imagine``: imagination settings (convir.imagine.options.imagine_settings) or None."""
-    from convir.dialog.questioners import load_questioner
-    from convir.dialog.strategies import load_strategy
+    """An interactive session over ``index_dir`` as ``spec`` describes it (strategy,
+    questioner, LLM, imagination, results per turn). ``previews``: inline thumbnails of the
+    top results (auto | on | off, see convir.preview). A resumed session keeps its file;
+    ``save`` must not name an existing file unless it is the one resumed or ``overwrite``."""
+    from convir.dialog.session import build_conversation
     from convir.preview import PREVIEW_MODES
     from convir.search import open_index
 
     if previews not in PREVIEW_MODES:
         raise ConvirError(f"unknown --previews {previews!r}; use auto, on or off")
-    idx = open_index(index_dir)
-    model = None
-    if llm:
-        from convir.llm import load_llm
-
-        model = load_llm(llm)
-    strat = load_strategy(strategy, model, reranker=reranker)
-    quest = load_questioner(questioner or ("plain" if model else "none"), model)
-    imag = _load_imagination(console, imagine, model)
-    if imag is not None and imag.name == "refiner":
-        k = max(k, imag.dial_num + imag.image_num)  # the merged list: 7 dialogue + 3 image results
+    spec = spec.validate()  # every name checked before the index or any model loads
+    state = DialogState.load(resume) if resume else None
     save = save or Path.cwd() / f"convir-session-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    if save.exists() and not overwrite and (resume is None or save.resolve() != resume.resolve()):
+        raise ConvirError(
+            f"session file {save} already exists: continue it with --resume {save}, "
+            "choose another --save file, or pass --overwrite"
+        )
+    idx = open_index(index_dir)
+    conv = build_conversation(spec, idx, state=state)
+    _say_imagination(console, spec, conv.imagination)
+    k = conv.k
     console.print(
         f"[bold]convir chat[/] over {idx.root} ({len(idx)} items, {idx.encoder_spec}); "
-        f"strategy {strat.name}, questioner {quest.name}; session file {save}"
+        f"strategy {conv.strategy.name}, questioner {conv.questioner.name}; session file {save}"
     )
     console.print(HELP, markup=False)
-    if resume:
-        conv = Conversation(idx, strat, quest, k=k, state=DialogState.load(resume), imagination=imag)
+    if state is not None:
         res = conv.resume()
     else:
-        conv = Conversation(idx, strat, quest, k=k, imagination=imag)
         res = None
         while res is None:
-            text = read("Describe the image you are looking for: ").strip()
-            if text in ("/quit", ""):
-                if text == "/quit":
-                    raise ConvirError("no description given; nothing saved")
+            text = _read(console, read, "Describe the image you are looking for: ")
+            if text == "/quit":
+                raise ConvirError("no description given; nothing saved")
+            if text.startswith("/"):
+                console.print(
+                    "describe the image first (e.g. 'a red boat at sunset'); commands such as "
+                    f"{text.split()[0]} work once there are results",
+                    markup=False,
+                )
                 continue
-            res = _safe(console, conv.start, text)
+            if text:
+                res = _safe(console, conv.start, text)
     _show(console, idx, res, k, previews=previews)
     while True:
         conv.state.save(save)  # type: ignore[union-attr]
         prompt = "answer> " if res.question else "detail> "
-        try:
-            text = read(prompt).strip()
-        except EOFError:
-            text = "/quit"
+        text = _read(console, read, prompt)
         if text in ("/quit", "/q"):
             console.print(f"session saved to {save}; continue with --resume {save}")
             return conv.state  # type: ignore[return-value]
@@ -105,26 +103,59 @@ def run_chat(
             )
             return conv.state  # type: ignore[return-value]
         if text == "/skip":
-            new = _safe(console, conv.reply, "") if res.question else None
-        elif text.startswith("/say "):
-            new = _safe(console, conv.say, text[5:], _image_feedback(console, read, res))
+            if not res.question:
+                console.print("there is no question to skip: type a detail, or /found N")
+                continue
+            new = _safe(console, conv.skip)
+        elif text == "/say" or text.startswith("/say "):
+            detail = text[4:].strip()
+            if not detail:
+                console.print("/say needs the detail to add, e.g. /say the sail is red", markup=False)
+                continue
+            new = _turn(console, conv, save, conv.say, detail, _image_feedback(console, read, res))
         elif text.startswith("/"):
             console.print(f"unknown command {text.split()[0]}; /help lists them")
             continue
         elif not text:
             continue
         elif res.question:
-            new = _safe(console, conv.reply, text, _image_feedback(console, read, res))
+            new = _turn(console, conv, save, conv.reply, text, _image_feedback(console, read, res))
         else:
-            new = _safe(console, conv.say, text, _image_feedback(console, read, res))
+            new = _turn(console, conv, save, conv.say, text, _image_feedback(console, read, res))
         if new is not None:
             res = new
             _show(console, idx, res, k, previews=previews)
 
 
-def _safe(console: Any, fn: Any, text: str, image_feedback: str | None = None) -> TurnResult | None:
+def _read(console: Any, read: Any, prompt: str) -> str:
+    """One line from the user; end of input reads as /quit."""
+    try:
+        return str(read(prompt)).strip()
+    except EOFError:
+        return "/quit"
+
+
+def _turn(console: Any, conv: Any, save: Path, fn: Any, text: str, image_feedback: str | None) -> Any:
+    """Apply one turn; Ctrl-C while it runs says what was kept (the session as it was before
+    this answer, already on disk) and re-raises so the command ends with exit 130."""
+    try:
+        return _safe(console, fn, text, image_feedback)
+    except KeyboardInterrupt:
+        console.print(
+            f"\ninterrupted: {text!r} was not applied; the session is saved up to turn "
+            f"{len(conv.state.rankings) - 1} in {save} (continue with --resume {save})",
+            markup=False,
+        )
+        raise
+
+
+def _safe(
+    console: Any, fn: Any, text: str | None = None, image_feedback: str | None = None
+) -> TurnResult | None:
     """Run one turn; a failure (LLM down, bad input) is reported and the session goes on."""
     try:
+        if text is None:
+            return fn()
         return fn(text) if image_feedback is None else fn(text, image_feedback=image_feedback)
     except ConvirError as exc:
         console.print(f"[red]could not complete this turn:[/] {exc}", highlight=False)
@@ -159,23 +190,18 @@ def _show(console: Any, idx: Any, res: TurnResult, k: int, previews: str = "auto
 
 
 # -- imagination (docs/imagination.md) -----------------------------------------------------------
-def _load_imagination(console: Any, settings: dict[str, Any] | None, llm: Any) -> Any:
-    """The DAR / Image Refiner stage, or None (text-only; the reason is logged once)."""
-    if not settings:
-        return None
-    from convir.imagine import load_imagination
-    from convir.imagine.options import imagination_options
-
-    imag = load_imagination(settings["imagine"], settings["generator"], llm, **imagination_options(settings))
+def _say_imagination(console: Any, spec: SessionSpec, imag: Any) -> None:
+    """One line on whether the conversation imagines the target, and how."""
+    if not spec.imagine:
+        return
     if imag is None:
         console.print("[yellow]imagination off[/]: the conversation is text-only", highlight=False)
-    else:
-        mode = "images" if imag.generator.makes_images else "prompts only (text: mode)"
-        console.print(
-            f"imagination: {imag.name} with {imag.generator.spec}, {imag.images_per_turn} per turn, {mode}",
-            highlight=False,
-        )
-    return imag
+        return
+    mode = "images" if imag.generator.makes_images else "prompts only (text: mode)"
+    console.print(
+        f"imagination: {imag.name} with {imag.generator.spec}, {imag.images_per_turn} per turn, {mode}",
+        highlight=False,
+    )
 
 
 def _show_images(console: Any, res: TurnResult, previews: str) -> None:

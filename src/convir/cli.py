@@ -11,8 +11,17 @@ import typer
 
 from convir import __version__
 from convir.errors import ConvirError
-from convir.eval.cli import GeneratorOpt, GeneratorOptionOpt, ImagesPerTurnOpt, ImagineOpt
+from convir.eval.options import (
+    GeneratorOpt,
+    GeneratorOptionOpt,
+    ImagesPerTurnOpt,
+    ImagineOpt,
+    LLMOpt,
+    RerankerOpt,
+    StrategyOpt,
+)
 from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
+from convir.specs import REGISTRY
 
 app = typer.Typer(
     name="convir",
@@ -77,8 +86,9 @@ def index_cmd(
     encoder: Annotated[
         str | None,
         typer.Option(
-            help="Encoder spec: caption:minilm (offline default), open_clip:ViT-B-32/openai, hf:MODEL. "
-            "Defaults to the index's own encoder, or caption:minilm for a new index."
+            help=f"Encoder spec ({REGISTRY.choices('encoder')}): caption:minilm (offline default), "
+            "open_clip:ViT-B-32/openai, hf:MODEL. Defaults to the index's own encoder, or "
+            "caption:minilm for a new index."
         ),
     ] = None,
     ann: Annotated[
@@ -252,25 +262,16 @@ def demo_cmd(
 @app.command("chat")
 def chat_cmd(
     index_dir: Annotated[Path, typer.Argument(help="Index directory built by `convir index`.")],
-    strategy: Annotated[
-        str, typer.Option(help="concat | rewrite | expand | rerank (all but concat need --llm)")
-    ] = "concat",
+    strategy: StrategyOpt = "concat",
     questioner: Annotated[
-        str | None, typer.Option(help="plain | candidates | none (default: plain with --llm)")
+        str | None,
+        typer.Option(help=f"{REGISTRY.choices('questioner')} (default: plain with --llm, else none)"),
     ] = None,
-    llm: Annotated[
-        str | None, typer.Option(help="LLM spec, e.g. llamacpp:smollm2 or openai:http://host/v1#model")
-    ] = None,
+    llm: LLMOpt = None,
     k: Annotated[int, typer.Option("-k", min=1, help="Results shown per turn.")] = 5,
     save: Annotated[Path | None, typer.Option(help="Session file, saved after every turn.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue a saved session.")] = None,
-    reranker: Annotated[
-        str,
-        typer.Option(
-            help="--strategy rerank, second stage: llm (LLM rates each candidate 0-9) | llm-list "
-            "(LLM orders the candidates) | cross:PATH_OR_ID (cross-encoder, needs no --llm)"
-        ),
-    ] = "llm",
+    reranker: RerankerOpt = "llm",
     previews: Annotated[
         str,
         typer.Option(
@@ -282,25 +283,34 @@ def chat_cmd(
     generator: GeneratorOpt = "text:",
     generator_option: GeneratorOptionOpt = None,
     images_per_turn: ImagesPerTurnOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Let --save replace an existing session file (default: refuse).")
+    ] = False,
 ) -> None:
     """Find an image by talking: describe it, answer questions, mark the one you wanted."""
     from convir.chat import run_chat
+    from convir.dialog.session import SessionSpec
     from convir.imagine.options import imagine_settings
 
+    settings = imagine_settings(imagine, generator, generator_option, images_per_turn)
+    spec = SessionSpec.with_imagination(
+        settings,
+        strategy=strategy,
+        questioner=questioner,
+        llm=llm,
+        reranker=None if reranker == "llm" else reranker,
+        k=k,
+    )
     console = _console()
     run_chat(
         index_dir,
-        strategy,
-        questioner,
-        llm,
-        k,
+        spec,
         save or resume,
         resume,
         console,
         console.input,
-        reranker=reranker,
         previews=previews,
-        imagine=imagine_settings(imagine, generator, generator_option, images_per_turn),
+        overwrite=overwrite,
     )
 
 
@@ -324,10 +334,11 @@ def serve_cmd(
         str | None, typer.Option(help="LLM spec for questions and LLM strategies, e.g. llamacpp:smollm2")
     ] = None,
     strategy: Annotated[
-        str, typer.Option(help="Default strategy: concat | rewrite | expand | rerank")
+        str, typer.Option(help=f"Default strategy: {REGISTRY.choices('strategy')}")
     ] = "concat",
     questioner: Annotated[
-        str | None, typer.Option(help="Default questioner: plain | candidates | none (plain with --llm)")
+        str | None,
+        typer.Option(help=f"Default questioner: {REGISTRY.choices('questioner')} (plain with --llm)"),
     ] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=50, help="Results shown per turn (default).")] = 8,
     imagine: Annotated[

@@ -95,6 +95,14 @@ class SearchIndex:
     def encode_text(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode_text(texts)
 
+    def rank_text(
+        self, text: str, k: int, mode: str = "dense", **options: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, scores) for a text query: the gallery protocol of the conversation loop."""
+        from convir.dialog.gallery import rank_text
+
+        return rank_text(self, text, k, mode, **options)
+
     def encode_image(self, path: Path) -> np.ndarray:
         from convir.encoders import ImageReadError, has_image_tower
 

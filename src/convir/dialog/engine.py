@@ -1,7 +1,9 @@
 """The conversation loop, one piece of code for `convir chat`, the HTTP service and `convir eval dialog`.
 
-One turn: state -> strategy ranks the gallery -> the questioner asks the next question ->
-the answerer (a person, or a simulator) replies -> state. Every part is swappable.
+One turn: state -> strategy ranks the gallery -> imagination (optional) re-ranks with
+generated images -> the questioner asks the next question -> the answerer (a person, or a
+simulator) replies -> state. Every part is swappable; :func:`convir.dialog.session.build_conversation`
+assembles them from a :class:`~convir.dialog.session.SessionSpec`.
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import numpy as np
 
 from convir.dialog.state import DialogState, Exchange
 from convir.dialog.strategies import Ranking
@@ -32,6 +32,11 @@ class Imagination(Protocol):
 
     name: str
     feedback_question: str | None
+    disabled: str | None  # why generation was switched off (a failed generator), else None
+
+    def result_count(self, k: int) -> int:
+        """Results a turn shows when ``k`` were asked for (the refiner's 7 + 3 merge needs 10)."""
+        ...
 
     def apply(
         self, state: DialogState, gallery: Any, ranking: Ranking, depth: int
@@ -48,6 +53,7 @@ class TurnResult:
     timings: dict[str, float] = field(default_factory=dict)
     images: list[ImaginedImage] = field(default_factory=list)
     image_question: str | None = None  # ask the user how the images differ from the target
+    question_info: dict[str, Any] = field(default_factory=dict)  # how the questioner chose it
 
     def top_ids(self, gallery: Any, k: int) -> list[str]:
         return [gallery.ids[int(p)] for p in self.ranking.positions[:k]]
@@ -65,17 +71,21 @@ class Conversation:
         depth: int = 100,
         state: DialogState | None = None,
         imagination: Imagination | None = None,
+        spec: Any = None,
     ) -> None:
         self.gallery, self.strategy, self.questioner = gallery, strategy, questioner
         self.imagination = imagination
         self.k, self.depth = k, max(k, depth)
+        self.spec = spec  # the SessionSpec it was built from (saved with the state), if any
         self.state = state
+        if state is not None and state.imagination_off and imagination is not None:
+            imagination.disabled = state.imagination_off
         self.last: TurnResult | None = None
 
     def start(self, description: str) -> TurnResult:
         if not description or not description.strip():
             raise ConvirError("describe the image you are looking for (the description is empty)")
-        self.state = DialogState(description.strip())
+        self.state = DialogState(description.strip(), spec=self.spec.to_dict() if self.spec else {})
         return self._turn()
 
     def resume(self) -> TurnResult:
@@ -91,8 +101,19 @@ class Conversation:
         q = st.pending_question
         if q is None:
             raise ConvirError("there is no pending question: use say() to add a description")
-        # a skipped question still counts as asked (never repeated) but adds no fact
-        st.exchanges.append(Exchange(q, answer.strip() or "unknown"))
+        if not answer.strip():
+            return self.skip(image_feedback)
+        st.exchanges.append(Exchange(q, answer.strip()))
+        self._record_feedback(image_feedback)
+        return self._turn()
+
+    def skip(self, image_feedback: str | None = None) -> TurnResult:
+        """Skip the pending question: it counts as asked (never repeated) but adds nothing to
+        the search (no "... ? unknown" in a concatenated query)."""
+        st = self._need_state()
+        if st.pending_question is None:
+            raise ConvirError("there is no pending question to skip")
+        st.exchanges.append(Exchange(st.pending_question, "", skipped=True))
         self._record_feedback(image_feedback)
         return self._turn()
 
@@ -108,7 +129,7 @@ class Conversation:
     def _record_feedback(self, image_feedback: str | None) -> None:
         """One entry per exchange (aligned with ``state.exchanges``); "" when none was given."""
         st = self._need_state()
-        fb = st.meta.setdefault("image_feedback", [])
+        fb = st.image_feedback
         fb.extend([""] * (len(st.exchanges) - 1 - len(fb)))
         fb.append((image_feedback or "").strip())
 
@@ -132,95 +153,24 @@ class Conversation:
         if self.imagination is not None:
             ranking, images, timings = self.imagination.apply(st, self.gallery, ranking, self.depth)
         t1 = time.perf_counter()
-        question = self.questioner.ask(st, self.gallery, ranking) if self.questioner is not None else None
+        asked = self.questioner.ask(st, self.gallery, ranking) if self.questioner is not None else None
         t2 = time.perf_counter()
-        st.pending_question = question
+        st.pending_question = asked.text if asked is not None else None
         if record:
             st.queries.append(ranking.query)
             st.rankings.append([self.gallery.ids[int(p)] for p in ranking.positions[: self.k]])
             if self.imagination is not None:
-                st.meta.setdefault("images", []).append([vars(i).copy() for i in images])
+                st.images.append([vars(i).copy() for i in images])
+        if self.imagination is not None:  # a generator that failed stays off for this session
+            st.imagination_off = self.imagination.disabled or st.imagination_off
         feedback_q = self.imagination.feedback_question if self.imagination is not None and images else None
         self.last = TurnResult(
             len(st.exchanges),
             ranking,
-            question,
+            st.pending_question,
             {"rank_s": t1 - t0 - sum(timings.values()), "question_s": t2 - t1, **timings},
             images,
             feedback_q,
+            asked.info if asked is not None else {},
         )
         return self.last
-
-
-def target_rank(ranking: Ranking, target_pos: int, depth: int) -> int:
-    """1-based rank of the target in a ranking of ``depth`` items (depth + 1 when absent)."""
-    hit = np.flatnonzero(np.asarray(ranking.positions[:depth]) == target_pos)
-    return int(hit[0]) + 1 if len(hit) else depth + 1
-
-
-def simulate(
-    conv: Conversation, description: str, target_id: str, target_pos: int, answerer: Any, turns: int
-) -> tuple[list[int], list[dict[str, Any]]]:
-    """Run one simulated dialogue: ranks at turns 0..turns and per-turn details/timings."""
-    res = conv.start(description)
-    ranks = [target_rank(res.ranking, target_pos, conv.depth)]
-    log: list[dict[str, Any]] = [
-        {"query": res.ranking.query, **res.timings, **_images_log(res), **_question_log(conv)}
-    ]
-    for _ in range(turns):
-        q = res.question
-        if q is None:  # nothing to ask: the ranking stays as it is
-            ranks.append(ranks[-1])
-            log.append({"question": None})
-            continue
-        t = time.perf_counter()
-        answer = answerer.answer(q, target_id)
-        answer_s = time.perf_counter() - t
-        feedback: dict[str, Any] = {}
-        raw = getattr(answerer, "last_raw", None)
-        if raw and raw != answer:  # the simulator's own reply, when grounding replaced it
-            feedback["answer_raw"] = raw
-        if res.image_question and res.images and hasattr(answerer, "differences"):
-            # the simulated user says how the generated image differs from the target (refiner)
-            t = time.perf_counter()
-            shown = res.images[0]
-            feedback["image_feedback"] = answerer.differences(shown.prompt, target_id, shown.path)
-            feedback["feedback_s"] = time.perf_counter() - t
-        res = conv.reply(answer, image_feedback=feedback.get("image_feedback"))
-        ranks.append(target_rank(res.ranking, target_pos, conv.depth))
-        log.append(
-            {
-                "question": q,
-                "answer": answer,
-                "query": res.ranking.query,
-                "answer_s": answer_s,
-                **feedback,
-                **res.timings,
-                **_images_log(res),
-                **_question_log(conv),
-            }
-        )
-    return ranks, log
-
-
-def _question_log(conv: Conversation) -> dict[str, Any]:
-    """How this turn's questioner got the next question, for the per-target log: how many LLM
-    questions it rejected and why, and whether it fell back (``plain`` questioner inside
-    ``candidates``, or a ``generic`` question). Lets a run show, e.g., that a small LLM's
-    questions mostly fail the "Uncertain" test."""
-    info = getattr(conv.questioner, "last_info", None) or {}
-    out: dict[str, Any] = {}
-    reasons: dict[str, int] = {}
-    for _, why in info.get("rejected", []):
-        reasons[why] = reasons.get(why, 0) + 1
-    if reasons:
-        out["question_rejected"] = reasons
-    fallback = info.get("fallback")
-    if fallback:
-        out["question_fallback"] = "generic" if fallback is True else str(fallback)
-    return out
-
-
-def _images_log(res: TurnResult) -> dict[str, Any]:
-    """The turn's generated images (prompt, file) for the per-target log; {} without any."""
-    return {"images": [vars(i).copy() for i in res.images]} if res.images else {}

@@ -24,6 +24,21 @@ class Gallery(Protocol):
 
     def captions(self, positions: Sequence[int]) -> list[list[str]]: ...
 
+    def rank_text(
+        self, text: str, k: int, mode: str = "dense", **options: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, scores) of the top ``k`` for a text query (see :func:`rank_text`)."""
+        ...
+
+
+def rank_text(
+    gallery: Any, text: str, k: int, mode: str = "dense", **options: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one rule for a text query: encode it (unless BM25 alone ranks), then rank.
+    ``options`` go to :meth:`Ranker.rank` (fusion, alpha, pool, weights)."""
+    vec = None if mode == "bm25" else gallery.encoder.encode_text([text])[0]
+    return gallery.ranker.rank(vec, text, k, mode, **options)
+
 
 class MemoryGallery:
     """Items held in memory: vectors (one per item), captions, ids."""
@@ -47,3 +62,8 @@ class MemoryGallery:
 
     def captions(self, positions: Sequence[int]) -> list[list[str]]:
         return [self._captions[int(p)] for p in positions]
+
+    def rank_text(
+        self, text: str, k: int, mode: str = "dense", **options: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return rank_text(self, text, k, mode, **options)

@@ -15,26 +15,38 @@
 When no LLM question survives, the plain question is tried, then the generic questions of
 ``prompts/fallback_questions.txt`` (never one already asked), so a simulated or human
 dialogue keeps moving; ``None`` only once those are exhausted too. What happened (context,
-kept and rejected questions with the reason) is kept in ``last_info`` for reports.
+kept and rejected questions with the reason) travels with the question (:class:`Question`)
+into the turn's log, so questioners hold no per-call state and one object can serve many
+sessions at once.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from convir.dialog.state import DialogState
 from convir.dialog.strategies import Ranking, clean_line
-from convir.errors import ConvirError
+from convir.specs import REGISTRY
+
+
+@dataclass
+class Question:
+    """The next question and how it was chosen (``info``: rejected attempts and why, whether
+    a fallback was used, the context shown to the LLM), for run logs and the API."""
+
+    text: str
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Questioner(Protocol):
     name: str
 
-    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> str | None: ...
+    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> Question | None: ...
 
 
 def _norm_tokens(text: str) -> set[str]:
@@ -109,18 +121,16 @@ class PlainQuestioner:
 
     def __init__(self, llm: Any, attempts: int = 3, seed: int = 0) -> None:
         self.llm, self.attempts, self.seed = llm, attempts, seed
-        self.last_info: dict[str, Any] = {}
 
-    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> str | None:
+    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> Question | None:
         rejected: list[tuple[str, str]] = []
         for attempt in range(self.attempts):
             q = _generate(self.llm, state, None, attempt, self.seed)
             if q and not is_repeat(q, state.asked):
-                self.last_info = {"rejected": rejected}
-                return q
+                return Question(q, {"rejected": rejected})
             rejected.append((q, "repeat" if q else "empty"))
-        self.last_info = {"rejected": rejected, "fallback": True}
-        return fallback_question(state.asked)
+        generic = fallback_question(state.asked)
+        return Question(generic, {"rejected": rejected, "fallback": True}) if generic else None
 
 
 def softmax_entropy(vectors: np.ndarray, tau: float = 0.01) -> np.ndarray:
@@ -177,7 +187,6 @@ class CandidateQuestioner:
         self.llm, self.top_n, self.k, self.n_questions = llm, top_n, k, n_questions
         self.split_pick, self.seed = split_pick, seed
         self.plain = PlainQuestioner(llm, attempts=1, seed=seed)
-        self.last_info: dict[str, Any] = {}
 
     def context(self, gallery: Any, ranking: Ranking) -> tuple[list[str], np.ndarray]:
         """First captions and vectors of the distinctive members of the top-N candidates."""
@@ -207,7 +216,7 @@ class CandidateQuestioner:
             return False
         return "uncertain" not in out.lower() and bool(out.strip())
 
-    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> str | None:
+    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> Question | None:
         context, ctx_vecs = self.context(gallery, ranking)
         # few-shot prompts keep each example on one line, hence "; " for base models
         ctx_text = ("\n".join(context) if self.llm.instruct else "; ".join(context)) or "(none)"
@@ -226,24 +235,20 @@ class CandidateQuestioner:
             else:
                 kept.append(q)
         fallback: str | None = None
+        choice: str | None
         if kept:
             choice = (
                 self.best_split(gallery, kept, ctx_vecs) if self.split_pick and len(kept) > 1 else kept[0]
             )
         else:  # the plain questioner, then generic questions, keep the dialogue going
-            choice, fallback = self.plain.ask(state, gallery, ranking), "plain"
-            if self.plain.last_info.get("fallback"):
+            plain = self.plain.ask(state, gallery, ranking)
+            choice, fallback = (plain.text if plain else None), "plain"
+            if plain is None or plain.info.get("fallback"):
                 fallback = "generic"
             if choice and is_repeat(choice, [q for q, _ in rejected if q]):  # e.g. answerable
                 choice, fallback = fallback_question(state.asked), "generic"
-        self.last_info = {
-            "context": context,
-            "kept": kept,
-            "rejected": rejected,
-            "question": choice,
-            "fallback": fallback,
-        }
-        return choice
+        info = {"context": context, "kept": kept, "rejected": rejected, "fallback": fallback}
+        return Question(choice, info) if choice else None
 
     @staticmethod
     def best_split(gallery: Any, questions: list[str], ctx_vecs: np.ndarray) -> str:
@@ -257,23 +262,17 @@ class CandidateQuestioner:
 class NoQuestioner:
     name = "none"
 
-    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> str | None:
+    def __init__(self, llm: Any = None) -> None:
+        pass  # ``llm`` accepted so every questioner builds the same way
+
+    def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> Question | None:
         return None
 
 
-QUESTIONERS = {
-    "plain": "ChatIR-style question from the dialogue so far",
-    "candidates": "DIR-TIR/PlugIR: question grounded in KMeans-selected distinctive candidates, "
-    "answerable and repeated questions dropped",
-    "none": "never ask (the user volunteers details)",
-}
+QUESTIONERS = REGISTRY.names("questioner")  # name -> one-line doc
 
 
 def load_questioner(name: str, llm: Any = None) -> Questioner:
-    if name not in QUESTIONERS:
-        raise ConvirError(f"unknown questioner {name!r}; available: {', '.join(QUESTIONERS)}")
-    if name == "none":
-        return NoQuestioner()
-    if llm is None:
-        raise ConvirError(f"questioner {name!r} needs an LLM: pass --llm (e.g. llamacpp:smollm2)")
-    return PlainQuestioner(llm) if name == "plain" else CandidateQuestioner(llm)
+    """A fresh questioner by registered name (the needs-an-LLM rule is the registry's)."""
+    REGISTRY.require_llm("questioner", name, llm is not None)
+    return REGISTRY.load("questioner", name, llm)

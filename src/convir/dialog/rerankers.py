@@ -26,16 +26,12 @@ import re
 import threading
 from typing import Any, Protocol
 
-from convir.errors import ConvirError, SpecError
+from convir.errors import SpecError
+from convir.specs import REGISTRY, NeedsLLMError
 
 log = logging.getLogger("convir")
 
-RERANKERS = {
-    "llm": "the LLM rates each candidate 0-9, fused with the first-stage order (Mario)",
-    "llm-list": "the LLM orders the numbered candidates in one reply (listwise)",
-    "cross:PATH_OR_ID": "cross-encoder over (query, caption) pairs, "
-    "e.g. cross:cross-encoder/ms-marco-MiniLM-L-6-v2",
-}
+RERANKERS = REGISTRY.names("reranker")  # name -> one-line doc
 
 
 class Reranker(Protocol):
@@ -196,26 +192,13 @@ class CrossEncoderReranker:
         return out
 
 
-_cross: dict[str, CrossEncoderReranker] = {}
-_cross_lock = threading.Lock()
-
-
 def load_reranker(spec: str | None, llm: Any = None) -> Reranker:
     """``llm`` (default), ``llm-list`` or ``cross:PATH_OR_ID``; cross-encoders load once per process."""
     spec = (spec or "llm").strip()
-    if spec in ("llm", "llm-list"):
-        if llm is None:
-            raise ConvirError(
-                f"strategy 'rerank' with --reranker {spec} needs an LLM: pass --llm (e.g. llamacpp:smollm2), "
-                "or use --reranker cross:MODEL"
-            )
-        return LLMPointwiseReranker(llm) if spec == "llm" else LLMListwiseReranker(llm)
-    if spec.startswith("cross:"):
-        with _cross_lock:
-            rr = _cross.get(spec)
-            if rr is None:
-                rr = _cross[spec] = CrossEncoderReranker(spec.removeprefix("cross:"))
-        return rr
-    raise ConvirError(
-        f"unknown reranker {spec!r}; available:\n" + "\n".join(f"  {k}: {v}" for k, v in RERANKERS.items())
-    )
+    comp, _ = REGISTRY.parse("reranker", spec)
+    if comp.needs_llm and llm is None:
+        raise NeedsLLMError(
+            f"strategy 'rerank' with --reranker {spec} needs an LLM: pass --llm (e.g. llamacpp:smollm2), "
+            "or use --reranker cross:MODEL"
+        )
+    return REGISTRY.load("reranker", spec) if comp.takes_value else REGISTRY.load("reranker", spec, llm)

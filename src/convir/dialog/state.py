@@ -20,6 +20,7 @@ from convir.errors import ConvirError
 class Exchange:
     question: str | None  # None when the user volunteered text without a question
     answer: str
+    skipped: bool = False  # the user skipped the question: asked (never repeated), no fact
 
     @property
     def text(self) -> str:
@@ -37,11 +38,21 @@ class DialogState:
     queries: list[str] = field(default_factory=list)  # the query text searched at each turn
     pending_question: str | None = None
     found: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    # imagination (convir.imagine): per exchange, how the shown images differed from the
+    # target ("" when not said); per recorded turn, the images shown ({"path", "prompt"})
+    image_feedback: list[str] = field(default_factory=list)
+    images: list[list[dict[str, str]]] = field(default_factory=list)
+    imagination_off: str | None = None  # why image generation was switched off for this session
+    spec: dict[str, Any] = field(default_factory=dict)  # the SessionSpec the session runs with
+
+    @property
+    def said(self) -> list[Exchange]:
+        """The exchanges that carry something the user said (skipped questions do not)."""
+        return [e for e in self.exchanges if not e.skipped]
 
     @property
     def turns(self) -> list[str]:
-        return [self.description, *(e.text for e in self.exchanges)]
+        return [self.description, *(e.text for e in self.said)]
 
     @property
     def asked(self) -> list[str]:
@@ -50,7 +61,7 @@ class DialogState:
     def dialogue_text(self) -> str:
         """Human-readable dialogue for prompts: the description then one Q/A per line."""
         lines = [f"Description: {self.description}"]
-        for e in self.exchanges:
+        for e in self.said:
             lines.append(f"Q: {e.question} A: {e.answer}" if e.question else f"User: {e.answer}")
         return "\n".join(lines)
 
@@ -58,7 +69,7 @@ class DialogState:
         """The dialogue on one line ("desc | Q: q A: a | ..."), for few-shot prompts whose
         examples are one line each: a base model copies the layout it is shown."""
         parts = [self.description.strip()]
-        for e in self.exchanges:
+        for e in self.said:
             parts.append(f"Q: {e.question} A: {e.answer}" if e.question else e.answer)
         return " | ".join(parts)
 
@@ -67,6 +78,14 @@ class DialogState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DialogState:
+        if not isinstance(data, dict):
+            raise ConvirError("not a saved convir session: expected a JSON object")
+        data = dict(data)
+        legacy = data.pop("meta", None) or {}  # sessions saved before the typed fields
+        if isinstance(legacy, dict):
+            for key in ("image_feedback", "images"):
+                if key in legacy and key not in data:
+                    data[key] = legacy[key]
         try:
             ex = [Exchange(**e) for e in data.get("exchanges", [])]
             return cls(**{**data, "exchanges": ex})

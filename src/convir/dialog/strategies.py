@@ -26,6 +26,7 @@ import numpy as np
 
 from convir.dialog.state import DialogState, Exchange
 from convir.errors import ConvirError
+from convir.specs import REGISTRY
 
 log = logging.getLogger("convir")
 
@@ -45,14 +46,14 @@ class Strategy(Protocol):
         """Rank the gallery for the dialogue so far; best first."""
         ...
 
+    def query(self, state: DialogState) -> str:
+        """The text this strategy searches for the dialogue (replays of fixed dialogues
+        against corpus embeddings only need this)."""
+        ...
+
 
 def concat_query(turns: list[str]) -> str:
     return ", ".join(turns)
-
-
-def _dense(gallery: Any, text: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-    vec = gallery.encoder.encode_text([text])[0]
-    return gallery.ranker.rank(vec, text, k, "dense")
 
 
 class ConcatStrategy:
@@ -60,16 +61,15 @@ class ConcatStrategy:
 
     name = "concat"
 
-    def __init__(self, mode: str = "dense") -> None:
-        self.mode = mode
+    def __init__(self, llm: Any = None, mode: str = "dense") -> None:
+        self.mode = mode  # ``llm`` is accepted (and unused) so every strategy builds the same way
 
-    def build_query(self, turns: list[str]) -> str:
-        return concat_query(turns)
+    def query(self, state: DialogState) -> str:
+        return concat_query(state.turns)
 
     def rank(self, state: DialogState, gallery: Any, k: int) -> Ranking:
-        text = concat_query(state.turns)
-        vec = None if self.mode == "bm25" else gallery.encoder.encode_text([text])[0]
-        pos, scores = gallery.ranker.rank(vec, text, k, self.mode)
+        text = self.query(state)
+        pos, scores = gallery.rank_text(text, k, self.mode)
         return Ranking(pos, scores, text)
 
 
@@ -92,8 +92,8 @@ class RewriteStrategy:
         player". With ``keep_answers`` (default) an exchange whose answer lost more than half
         of its content words in the rewrite is appended as asked ("what colour is the sail?
         red"). Tuned on coco5k-sim dev (benchmarks/tune_dialog.py, docs/benchmarks.md)."""
-        informative = [e for e in state.exchanges if e.answer.strip().lower() != "unknown"]
-        if not state.exchanges or (self.anchor and not informative):
+        informative = [e for e in state.said if e.answer.strip().lower() != "unknown"]
+        if not state.said or (self.anchor and not informative):
             return state.description, False
         from convir.llm.base import GenParams, LLMError
         from convir.llm.prompts import ask
@@ -116,10 +116,12 @@ class RewriteStrategy:
             out = ", ".join([out.rstrip(" ."), *lost])
         return out, True
 
+    def query(self, state: DialogState) -> str:
+        return self.rewrite(state)[0]
+
     def rank(self, state: DialogState, gallery: Any, k: int) -> Ranking:
         text, used = self.rewrite(state)
-        vec = None if self.mode == "bm25" else gallery.encoder.encode_text([text])[0]
-        pos, scores = gallery.ranker.rank(vec, text, k, self.mode)
+        pos, scores = gallery.rank_text(text, k, self.mode)
         return Ranking(pos, scores, text, {"rewritten": used})
 
 
@@ -168,6 +170,10 @@ class ExpandStrategy:
             if v > 0:
                 weights[t.lower()] = self.expansion_weight * v / top
         return weights
+
+    def query(self, state: DialogState) -> str:
+        """The (rewritten) base query; a replay searches it without the expansion terms."""
+        return self.rewriter.rewrite(state)[0] if self.rewriter else concat_query(state.turns)
 
     def rank(self, state: DialogState, gallery: Any, k: int) -> Ranking:
         base, used = self.rewriter.rewrite(state) if self.rewriter else (concat_query(state.turns), False)
@@ -222,10 +228,13 @@ class RerankStrategy:
 
         return LLMPointwiseReranker(self.llm).relevance(query, caption)
 
+    def query(self, state: DialogState) -> str:
+        """The first-stage query: the rewrite, or the concatenated dialogue without an LLM."""
+        return self.rewriter.rewrite(state)[0] if self.rewriter else concat_query(state.turns)
+
     def rank(self, state: DialogState, gallery: Any, k: int) -> Ranking:
         text, used = self.rewriter.rewrite(state) if self.rewriter else (concat_query(state.turns), False)
-        vec = gallery.encoder.encode_text([text])[0]
-        pos, scores = gallery.ranker.rank(vec, text, max(k, self.first_k), self.first_mode)
+        pos, scores = gallery.rank_text(text, max(k, self.first_k), self.first_mode)
         n = min(self.rerank_k, len(pos))
         caps = gallery.captions(pos[:n])
         rel = self.reranker.score(text, [" ".join(c[:2]) for c in caps]) if n else None
@@ -243,15 +252,7 @@ class RerankStrategy:
 def query_for_turns(strategy: Strategy, turns: list[str]) -> str:
     """The text query a strategy would search for a fixed dialogue (used to replay ChatIR
     files against corpus embeddings, where only the query text matters)."""
-    if isinstance(strategy, ConcatStrategy) or (
-        isinstance(strategy, RerankStrategy) and strategy.rewriter is None  # cross-encoder, no LLM
-    ):
-        return concat_query(turns)
-    rewriter = strategy if isinstance(strategy, RewriteStrategy) else getattr(strategy, "rewriter", None)
-    if rewriter is None:
-        raise ConvirError(f"strategy {strategy.name!r} cannot replay fixed dialogues")
-    state = DialogState(turns[0], [Exchange(None, t) for t in turns[1:]])
-    return rewriter.rewrite(state)[0]
+    return strategy.query(DialogState(turns[0], [Exchange(None, t) for t in turns[1:]]))
 
 
 def content_words(text: str) -> set[str]:
@@ -276,28 +277,26 @@ def clean_line(text: str) -> str:
     return ""
 
 
-STRATEGIES = {
-    "concat": "ChatIR baseline: ', '.join(dialogue so far), dense",
-    "rewrite": "LLM rewrites the dialogue into one caption-style query (ReCQR / DAR R1)",
-    "expand": "rewrite + LLM query expansion with adaptive term weights, weighted BM25 + dense (QueryFormer)",
-    "rerank": "hybrid top-100 on the rewrite, re-scores the top 10 (Mario; --reranker llm|llm-list|cross:M)",
-}
+STRATEGIES = REGISTRY.names("strategy")  # name -> one-line doc
 
 
-def load_strategy(name: str, llm: Any = None, reranker: Any = None) -> Strategy:
-    """``reranker`` (rerank only): a spec (``llm``, ``llm-list``, ``cross:PATH_OR_ID``) or a Reranker."""
-    if name not in STRATEGIES:
-        raise ConvirError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}")
+def load_strategy(name: str, llm: Any = None, reranker: Any = None, mode: str = "dense") -> Strategy:
+    """A fresh strategy by registered name. ``reranker`` (rerank only): a spec (``llm``,
+    ``llm-list``, ``cross:PATH_OR_ID``) or a Reranker; ``mode``: first-stage ranking of
+    concat and rewrite (dense | bm25 | hybrid)."""
+    REGISTRY.parse("strategy", name)
     if reranker not in (None, "llm") and name != "rerank":
         raise ConvirError(f"--reranker {reranker} only applies to --strategy rerank (not {name!r})")
-    if name == "rerank" and (reranker is None or isinstance(reranker, str)):
+    REGISTRY.require_llm("strategy", name, llm is not None)
+    if name == "rerank":
         from convir.dialog.rerankers import load_reranker
 
-        return RerankStrategy(llm, reranker=load_reranker(reranker, llm))
-    if name == "rerank":
-        return RerankStrategy(llm, reranker=reranker)
-    if name == "concat":
-        return ConcatStrategy()
-    if llm is None:
-        raise ConvirError(f"strategy {name!r} needs an LLM: pass --llm (e.g. llamacpp:smollm2)")
-    return {"rewrite": RewriteStrategy, "expand": ExpandStrategy, "rerank": RerankStrategy}[name](llm)
+        rr = (
+            reranker
+            if reranker is not None and not isinstance(reranker, str)
+            else load_reranker(reranker, llm)
+        )
+        return REGISTRY.load("strategy", name, llm, reranker=rr)
+    if name in ("concat", "rewrite"):
+        return REGISTRY.load("strategy", name, llm, mode=mode)
+    return REGISTRY.load("strategy", name, llm)

@@ -10,8 +10,6 @@ Heavy libraries are imported only when an encoder is actually loaded.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from convir.encoders.base import (
     ImageEncoder,
     ImageReadError,
@@ -20,13 +18,9 @@ from convir.encoders.base import (
     has_image_tower,
     l2_normalize,
 )
-from convir.specs import parse_spec
+from convir.specs import REGISTRY
 
-KINDS = {
-    "caption": "sentence-transformers text model over captions, e.g. caption:minilm (offline default)",
-    "open_clip": "open_clip model, e.g. open_clip:ViT-B-32/openai (ARCH/PRETRAINED tag or checkpoint path)",
-    "hf": "transformers CLIP/SigLIP/BLIP model, e.g. hf:openai/clip-vit-base-patch32 or hf:/path/to/model",
-}
+KINDS = REGISTRY.names("encoder")  # kind -> one-line doc, for --help and messages
 DEFAULT_ENCODER = "caption:minilm"
 
 __all__ = [
@@ -41,18 +35,6 @@ __all__ = [
 ]
 
 
-@lru_cache(maxsize=8)
 def load_encoder(spec: str, long_text: LongTextPolicy = "chunk", device: str = "cpu") -> TextEncoder:
-    """Load (once per process) the encoder named by ``spec``."""
-    s = parse_spec(spec, KINDS)
-    if s.kind == "caption":
-        from convir.encoders.caption import CaptionEncoder
-
-        return CaptionEncoder(s.rest or "minilm", long_text=long_text, device=device)
-    if s.kind == "open_clip":
-        from convir.encoders.openclip import OpenClipEncoder
-
-        return OpenClipEncoder(s.rest, long_text=long_text, device=device)
-    from convir.encoders.hf import HFEncoder
-
-    return HFEncoder(s.rest, long_text=long_text, device=device)
+    """The encoder named by ``spec``, loaded once per process (the component registry)."""
+    return REGISTRY.load("encoder", spec, long_text=long_text, device=device)

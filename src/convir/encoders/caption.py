@@ -49,6 +49,7 @@ class CaptionEncoder:
         from convir._compat import ensure_torchvision
 
         ensure_torchvision()
+        name = name.strip() or "minilm"
         path, offline = _resolve(name)
         if offline:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")

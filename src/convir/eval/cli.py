@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,7 +9,17 @@ from typing import Annotated, Any
 import typer
 
 from convir.errors import ConvirError
-from convir.imagine.options import imagination_options, imagination_report, imagine_settings
+from convir.eval.options import (
+    GeneratorOpt,
+    GeneratorOptionOpt,
+    ImagesPerTurnOpt,
+    ImagineOpt,
+    JsonOpt,
+    LLMOpt,
+    OutOpt,
+    RerankerOpt,
+    StrategyOpt,
+)
 from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
 
 eval_app = typer.Typer(
@@ -18,53 +27,19 @@ eval_app = typer.Typer(
 )
 report_app = typer.Typer(help="Summarise and plot evaluation runs.", no_args_is_help=True)
 
-OutOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--out",
-        help="Run folder (report.json, report.md, per-target "
-        "cache). Default: runs/<command>-<config hash>; "
-        "re-running the same command resumes it.",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")]
-# imagination options, shared with `convir chat` (see docs/imagination.md)
-ImagineOpt = Annotated[
-    str | None,
-    typer.Option(help="Imagination: dar | refiner (generate images of the target and search with them)."),
-]
-GeneratorOpt = Annotated[
-    str,
-    typer.Option(
-        help="With --imagine: image generator spec: text: (offline, each image is its prompt), "
-        "diffusers:MODEL_ID_OR_PATH, openai-images:BASE_URL#MODEL."
-    ),
-]
-GeneratorOptionOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        help="Generator option KEY=VALUE (repeatable): device, dtype, steps, guidance, size, seed, variant."
-    ),
-]
-ImagesPerTurnOpt = Annotated[
-    int | None, typer.Option(min=1, help="Images generated per turn (default: dar 3, refiner 1).")
-]
+RANK_MODES = ("dense", "bm25", "hybrid")
 
 
-def _run_dir(out: Path | None, kind: str, config: dict[str, Any]) -> Path:
-    if out is not None:
-        return out
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return Path("runs") / f"{kind}-{digest}"
+def _check_mode(mode: str) -> None:
+    if mode not in RANK_MODES:
+        raise ConvirError(f"unknown --mode {mode!r}; choose one of: {', '.join(RANK_MODES)}")
 
 
-def _progress(quiet: bool) -> Any:
-    """Dialogues done / total with elapsed time; hidden with --json."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _progress(label: str) -> Any:
+    """Dialogues done / total on stderr (a bar on a terminal, plain lines when redirected)."""
+    from convir.progress import progress
 
-    return Progress(
-        TextColumn("[bold]dialogues"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=quiet
-    )
+    return progress(label)
 
 
 def _print_metrics(report: dict[str, Any], run_dir: Path, json_out: bool) -> None:
@@ -73,6 +48,7 @@ def _print_metrics(report: dict[str, Any], run_dir: Path, json_out: bool) -> Non
             json.dumps(
                 {
                     "run_dir": str(run_dir),
+                    "n_targets": report.get("n_targets"),
                     "metrics": report["metrics"],
                     **{k: report[k] for k in ("surrogate", "timings") if k in report},
                 },
@@ -85,6 +61,11 @@ def _print_metrics(report: dict[str, Any], run_dir: Path, json_out: bool) -> Non
     console = Console(highlight=False)
     console.print((run_dir / "report.md").read_text(encoding="utf-8"), markup=False)
     console.print(f"written: {run_dir}/report.json, {run_dir}/report.md")
+    if report.get("folder_targets"):
+        console.print(
+            f"(the run folder holds {report['folder_targets']} targets; this report covers the "
+            f"{report['n_targets']} selected by --split/--limit)"
+        )
 
 
 @eval_app.command("retrieval")
@@ -118,14 +99,24 @@ def retrieval_cmd(
     captions[0] is the query; with an image-text encoder and --image-root the gallery is the
     images themselves. See docs/evaluation.md.
     """
-    from convir.eval.report import RunWriter
-    from convir.eval.retrieval import RetrievalConfig, run_retrieval
+    from convir.eval.retrieval import DATASETS, RetrievalConfig, run_retrieval
+    from convir.eval.runs import RunWriter, run_dir_for
+    from convir.index.hybrid import FUSIONS
+    from convir.specs import REGISTRY
 
+    if dataset not in DATASETS:
+        raise ConvirError(f"unknown --dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    if split not in ("dev", "test", "all"):
+        raise ConvirError(f"unknown --split {split!r}; use dev, test or all")
     if split != "all" and dataset != "coco5k":
         raise ConvirError(f"{dataset} has no documented dev/test split: use --split all")
+    _check_mode(mode)
+    if fusion not in FUSIONS:
+        raise ConvirError(f"unknown --fusion {fusion!r}; choose one of: {', '.join(FUSIONS)}")
+    REGISTRY.parse("encoder", encoder)
     cfg = RetrievalConfig(dataset, str(path), split, encoder, mode, fusion, alpha, image_root)
     config = {"command": "eval retrieval", **cfg.to_dict()}
-    run_dir = _run_dir(out, f"retrieval-{dataset}-{split}-{mode}", config)
+    run_dir = run_dir_for(out, f"retrieval-{dataset}-{split}-{mode}", config)
     writer = RunWriter(run_dir, config)
     result = run_retrieval(cfg)
     for target, ranks in result["ranks"].items():
@@ -134,48 +125,6 @@ def retrieval_cmd(
         result["metrics"],
         {"surrogate": result["surrogate"], "timings": result["timings"], "encoder": result["encoder"]},
     )
-    _print_metrics(report, run_dir, json_out)
-
-
-def _embedding_backend(corpus_embeddings: Path, search_space: list[str], text_encoder: str) -> Any:
-    from convir.encoders import load_encoder
-    from convir.eval.backends import EmbeddingBackend, load_corpus_embeddings
-
-    corpus = load_corpus_embeddings(corpus_embeddings, expected_rows=len(search_space))
-    return EmbeddingBackend(corpus, load_encoder(text_encoder))
-
-
-def _replay(
-    kind: str,
-    config: dict[str, Any],
-    dialogues: list[Any],
-    positions: list[int],
-    backend: Any,
-    strategy_name: str,
-    turns: int | None,
-    out: Path | None,
-    json_out: bool,
-    llm: str | None = None,
-) -> None:
-    from convir.dialog.strategies import load_strategy
-    from convir.eval.dialog import replay
-    from convir.eval.report import RunWriter, turn_metrics
-
-    strategy = load_strategy(strategy_name, _load_llm(llm))
-    run_dir = _run_dir(out, kind, config)
-    writer = RunWriter(run_dir, config)
-    with _progress(json_out) as progress:
-        task = progress.add_task("replay", total=len(dialogues))
-        ranks = replay(
-            dialogues,
-            positions,
-            strategy,
-            backend,
-            writer,
-            turns,
-            on_done=lambda n: progress.advance(task, n),
-        )
-    report = writer.finish(turn_metrics(ranks))
     _print_metrics(report, run_dir, json_out)
 
 
@@ -203,7 +152,9 @@ def chatir_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """The exact ChatIR protocol: query at turn t = ", ".join(dialog[:t+1]); Hits@10 per turn 0..10."""
+    from convir.dialog.strategies import load_strategy
     from convir.eval.datasets import load_chatir
+    from convir.eval.replay import embedding_backend, run_replay
 
     space_file = search_space or dialogues.parent / "Search_Space_val_50k.json"
     dlgs, space = load_chatir(dialogues, space_file)
@@ -211,7 +162,7 @@ def chatir_cmd(
     dataset = "chatir" if len(dlgs) == 2064 else None
     chosen = _select(dlgs, split, limit, dataset)
     where = {p: i for i, p in enumerate(space)}
-    backend = _embedding_backend(corpus_embeddings, space, text_encoder)
+    backend = embedding_backend(corpus_embeddings, space, text_encoder)
     config = {
         "command": "eval chatir",
         "dialogues": str(dialogues),
@@ -221,17 +172,19 @@ def chatir_cmd(
         "split": split,
         "strategy": "concat",
     }
-    _replay(
+    report, run_dir = run_replay(
         "chatir",
-        {**config, "limit": limit},
+        config,
         chosen,
         [where[d.target] for d in chosen],
         backend,
-        "concat",
+        load_strategy("concat"),
         None,
         out,
-        json_out,
+        _progress("dialogues"),
+        limit=limit,
     )
+    _print_metrics(report, run_dir, json_out)
 
 
 @eval_app.command("dialog")
@@ -247,29 +200,12 @@ def dialog_cmd(
             "target images, for --answerer vlm)."
         ),
     ] = None,
-    dialogues: Annotated[
-        Path | None,
-        typer.Option(
-            help='Replay fixed dialogues instead: a ChatIR .json file or JSONL {"id", "target", "turns"}.'
-        ),
+    encoder: Annotated[str, typer.Option(help="Gallery/query encoder spec.")] = "caption:minilm",
+    strategy: StrategyOpt = "concat",
+    questioner: Annotated[
+        str | None,
+        typer.Option(help="plain | candidates | none (default: plain with --llm, else none)"),
     ] = None,
-    index: Annotated[
-        Path | None, typer.Option(help="Replay: index directory whose item ids are the targets.")
-    ] = None,
-    corpus_embeddings: Annotated[
-        Path | None, typer.Option(help="Replay: [N, d] embeddings instead of --index.")
-    ] = None,
-    search_space: Annotated[
-        Path | None, typer.Option(help="With --corpus-embeddings: the image list.")
-    ] = None,
-    text_encoder: Annotated[
-        str | None, typer.Option(help="With --corpus-embeddings: the text encoder.")
-    ] = None,
-    encoder: Annotated[str, typer.Option(help="coco5k-sim: gallery/query encoder.")] = "caption:minilm",
-    strategy: Annotated[
-        str, typer.Option(help="Query builder: concat | rewrite | expand | rerank")
-    ] = "concat",
-    questioner: Annotated[str, typer.Option(help="coco5k-sim: plain | candidates | none")] = "plain",
     answerer: Annotated[
         str,
         typer.Option(
@@ -278,10 +214,7 @@ def dialog_cmd(
             "images, e.g. flickr8k-sim)"
         ),
     ] = "captions",
-    llm: Annotated[
-        str | None,
-        typer.Option(help="LLM spec: llamacpp:smollm2, llamacpp:gemma3-270m, openai:URL#MODEL, hf:MODEL"),
-    ] = None,
+    llm: LLMOpt = None,
     vlm: Annotated[
         str | None,
         typer.Option(
@@ -289,21 +222,11 @@ def dialog_cmd(
             "or openai:BASE_URL#MODEL (OpenAI-compatible server with vision)."
         ),
     ] = None,
-    reranker: Annotated[
-        str,
-        typer.Option(
-            help="--strategy rerank, second stage: llm (LLM rates each candidate 0-9, fused with the "
-            "first-stage order) | llm-list (LLM orders the candidates) | cross:PATH_OR_ID (cross-encoder)"
-        ),
-    ] = "llm",
-    mode: Annotated[str, typer.Option(help="Replay with --index: dense | bm25 | hybrid")] = "dense",
+    reranker: RerankerOpt = "llm",
     split: Annotated[str, typer.Option(help="dev | test | all")] = "all",
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N targets/dialogues.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N targets.")] = None,
     turns: Annotated[
-        int | None,
-        typer.Option(
-            min=0, help="Question rounds after the description (coco5k-sim default 10; replay: all)."
-        ),
+        int | None, typer.Option(min=0, help="Question rounds after the description (default 10).")
     ] = None,
     imagine: ImagineOpt = None,
     generator: GeneratorOpt = "text:",
@@ -315,46 +238,134 @@ def dialog_cmd(
     dar_fusion: Annotated[
         str, typer.Option(help="DAR fusion: query (F = a*text + b*sum(images)) | score (re-rank)")
     ] = "query",
+    dialogues: Annotated[
+        Path | None,
+        typer.Option(hidden=True, help="Deprecated: use `convir eval replay --dialogues FILE`."),
+    ] = None,
+    index: Annotated[Path | None, typer.Option(hidden=True)] = None,
+    corpus_embeddings: Annotated[Path | None, typer.Option(hidden=True)] = None,
+    search_space: Annotated[Path | None, typer.Option(hidden=True)] = None,
+    text_encoder: Annotated[str | None, typer.Option(hidden=True)] = None,
+    mode: Annotated[str, typer.Option(hidden=True)] = "dense",
     out: OutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Multi-turn evaluation: per-turn ranks of every target, Hits@K (cumulative) and Recall@K per turn.
+    """Simulated multi-turn evaluation: strategy, questioner and a simulated user.
 
-    Simulated (--dataset coco5k-sim|flickr8k-sim PATH): the full loop of strategy, questioner
-    and a simulated user. Replay (--dialogues FILE): fixed dialogues through a strategy.
+    On --dataset coco5k-sim|flickr8k-sim PATH: the target's rank at every turn, Hits@K
+    (cumulative) and Recall@K per turn. Fixed dialogues: `convir eval replay`.
     """
-    if dataset is not None:
-        _simulated(
-            path,
-            dataset,
-            encoder,
+    if dialogues is not None:  # the old single command; kept working
+        import sys
+
+        print(
+            "note: `convir eval dialog --dialogues` is deprecated; use `convir eval replay --dialogues`",
+            file=sys.stderr,
+        )
+        if dataset is not None:
+            raise ConvirError("give --dataset (simulated) or --dialogues (replay), not both")
+        if imagine:
+            raise ConvirError(
+                "--imagine needs the simulated loop (--dataset ...): replayed dialogues are fixed"
+            )
+        if reranker != "llm" or vlm:
+            raise ConvirError(
+                "--reranker and --vlm need the simulated loop (--dataset ...): a replay only searches "
+                "each strategy's query text"
+            )
+        replay_cmd(
+            dialogues,
+            index,
+            corpus_embeddings,
+            search_space,
+            text_encoder,
             strategy,
-            questioner,
-            answerer,
             llm,
+            mode,
             split,
             limit,
-            10 if turns is None else turns,
+            turns,
             out,
             json_out,
-            vlm=vlm,
-            reranker=reranker,
-            imagine=imagine_settings(
-                imagine, generator, generator_option, images_per_turn, dar_schedule, dar_fusion
-            ),
         )
         return
-    if imagine:
-        raise ConvirError("--imagine needs the simulated loop (--dataset ...): replayed dialogues are fixed")
-    if dialogues is None:
-        raise ConvirError("give --dataset coco5k-sim PATH (simulated) or --dialogues FILE (replay)")
-    if reranker != "llm" or vlm:
+    if dataset is None:
         raise ConvirError(
-            "--reranker and --vlm need the simulated loop (--dataset ...): a replay only searches "
-            "each strategy's query text"
+            "give --dataset coco5k-sim PATH (simulated), or use `convir eval replay --dialogues FILE`"
         )
-    from convir.eval.datasets import load_chatir, load_dialogues_jsonl
+    from convir.dialog.session import SessionSpec
+    from convir.eval.simulated import run_sim_eval
+    from convir.imagine.options import imagine_settings
 
+    settings = imagine_settings(
+        imagine, generator, generator_option, images_per_turn, dar_schedule, dar_fusion
+    )
+    spec = SessionSpec.with_imagination(
+        settings,
+        strategy=strategy,
+        questioner=questioner,
+        llm=llm,
+        answerer=answerer,
+        vlm=vlm,
+        reranker=None if reranker == "llm" else reranker,
+        k=10,
+        depth=100,
+    )
+    report, run_dir = run_sim_eval(
+        spec,
+        dataset,
+        path,
+        split,
+        encoder,
+        limit,
+        10 if turns is None else turns,
+        out,
+        _progress("dialogues"),
+    )
+    _print_metrics(report, run_dir, json_out)
+
+
+@eval_app.command("replay")
+def replay_cmd(
+    dialogues: Annotated[
+        Path, typer.Option(help='Fixed dialogues: a ChatIR .json file or JSONL {"id", "target", "turns"}.')
+    ],
+    index: Annotated[
+        Path | None, typer.Option(help="Index directory whose item ids are the targets.")
+    ] = None,
+    corpus_embeddings: Annotated[
+        Path | None, typer.Option(help="[N, d] embeddings (.npy/.pt) instead of --index.")
+    ] = None,
+    search_space: Annotated[
+        Path | None, typer.Option(help="With --corpus-embeddings: the image list (row i = image i).")
+    ] = None,
+    text_encoder: Annotated[
+        str | None, typer.Option(help="With --corpus-embeddings: the text encoder of that model.")
+    ] = None,
+    strategy: StrategyOpt = "concat",
+    llm: LLMOpt = None,
+    mode: Annotated[str, typer.Option(help="With --index: dense | bm25 | hybrid")] = "dense",
+    split: Annotated[str, typer.Option(help="dev | test | all")] = "all",
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N dialogues.")] = None,
+    turns: Annotated[
+        int | None, typer.Option(min=1, help="Turns to score (description = turn 0); default all.")
+    ] = None,
+    out: OutOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replay fixed dialogues (ChatIR files or JSONL) through a strategy.
+
+    The target's rank at every turn, Hits@K (cumulative) and Recall@K per turn.
+    """
+    from convir.dialog.session import SessionSpec, load_session_llm
+    from convir.dialog.strategies import load_strategy
+    from convir.eval.datasets import load_chatir, load_dialogues_jsonl
+    from convir.eval.replay import embedding_backend, run_replay
+
+    _check_mode(mode)
+    spec = SessionSpec(strategy=strategy, llm=llm).validate()  # names before anything loads
+    if index is None and not (corpus_embeddings is not None and text_encoder):
+        raise ConvirError("give --index DIR, or --corpus-embeddings with --search-space and --text-encoder")
     if dialogues.suffix == ".jsonl":
         dlgs = load_dialogues_jsonl(dialogues)
         space = None
@@ -362,7 +373,7 @@ def dialog_cmd(
         dlgs, space = load_chatir(dialogues, search_space)
     chosen = _select(dlgs, split, limit, "chatir" if len(dlgs) == 2064 else None)
     config: dict[str, Any] = {
-        "command": "eval dialog",
+        "command": "eval dialog",  # the run-folder key of replays made before `eval replay` existed
         "dialogues": str(dialogues),
         "strategy": strategy,
         "llm": llm,
@@ -377,166 +388,32 @@ def dialog_cmd(
         backend: Any = RankerBackend(idx.ranker, idx.encoder, mode)
         where = idx.position
         config |= {"index": str(index), "encoder": idx.encoder_spec, "mode": mode}
-    elif corpus_embeddings is not None and text_encoder and (space or search_space):
+    else:
         from convir.eval.datasets import load_search_space
 
+        if space is None and search_space is None:
+            raise ConvirError("--corpus-embeddings needs --search-space (the image list)")
         space = space or load_search_space(search_space)  # type: ignore[arg-type]
-        backend = _embedding_backend(corpus_embeddings, space, text_encoder)
+        backend = embedding_backend(corpus_embeddings, space, text_encoder)  # type: ignore[arg-type]
         where = {p: i for i, p in enumerate(space)}
         config |= {"corpus_embeddings": str(corpus_embeddings), "text_encoder": text_encoder}
-    else:
-        raise ConvirError("give --index DIR, or --corpus-embeddings with --search-space and --text-encoder")
     missing = [d.target for d in chosen if d.target not in where]
     if missing:
         raise ConvirError(f"{len(missing)} dialogue targets are not in the gallery, e.g. {missing[0]!r}")
-    _replay(
+    strat = load_strategy(spec.strategy, load_session_llm(spec))
+    report, run_dir = run_replay(
         "dialog",
-        {**config, "limit": limit},
+        config,
         chosen,
         [where[d.target] for d in chosen],
         backend,
-        strategy,
+        strat,
         turns,
         out,
-        json_out,
-        llm,
+        _progress("dialogues"),
+        limit=limit,
     )
-
-
-def _simulated(
-    path: Path | None,
-    dataset: str,
-    encoder: str,
-    strategy: str,
-    questioner: str,
-    answerer: str,
-    llm: str | None,
-    split: str,
-    limit: int | None,
-    turns: int,
-    out: Path | None,
-    json_out: bool,
-    imagine: dict[str, Any] | None = None,
-    vlm: str | None = None,
-    reranker: str = "llm",
-) -> None:
-    from convir.dialog.questioners import load_questioner
-    from convir.dialog.strategies import load_strategy
-    from convir.encoders import load_encoder
-    from convir.eval.report import RunWriter, turn_metrics
-    from convir.eval.simulated import SIM_DATASETS, SIM_WITH_IMAGES, load_sim, run_simulated
-    from convir.simulate.answerers import load_answerer
-
-    if dataset not in SIM_DATASETS:
-        raise ConvirError(f"unknown --dataset {dataset!r}; available: {', '.join(SIM_DATASETS)}")
-    if path is None:
-        raise ConvirError(f"--dataset {dataset} needs the dataset folder as PATH")
-    if answerer == "vlm" and not vlm:
-        raise ConvirError("--answerer vlm needs --vlm SPEC (hf:MODEL_ID_OR_PATH or openai:BASE_URL#MODEL)")
-    if vlm and answerer != "vlm":
-        raise ConvirError("--vlm is only used by --answerer vlm")
-    if vlm:  # a malformed spec fails now, not after the gallery is encoded
-        from convir.simulate.vlm import KINDS as VLM_KINDS
-        from convir.specs import parse_spec
-
-        parse_spec(vlm, VLM_KINDS)
-    if answerer == "vlm" and dataset not in SIM_WITH_IMAGES:
-        raise ConvirError(
-            f"--answerer vlm needs the target images, which {dataset} does not have: "
-            f"use --dataset {' or '.join(sorted(SIM_WITH_IMAGES))} (captions.txt + images/)"
-        )
-    model = _load_llm(llm)
-    enc = load_encoder(encoder)
-    sim = load_sim(dataset, str(path), split, enc)
-    gallery, held_out = sim.gallery, sim.held_out
-    targets = sim.targets[:limit] if limit else sim.targets
-    images: dict[str, str] = {}
-    if answerer == "vlm":
-        images = {t.id: sim.images[t.id] for t in targets if t.id in sim.images}
-        missing = [t.id for t in targets if not Path(images.get(t.id, "")).is_file()]
-        if missing:
-            raise ConvirError(
-                f"--answerer vlm: {len(missing)} target images are missing, "
-                f"e.g. {sim.images.get(missing[0], missing[0])}"
-            )
-    strat = load_strategy(strategy, model, reranker=reranker)
-    quest = load_questioner(questioner, model)
-    ans = load_answerer(answerer, llm=model, captions_by_id=held_out, vlm=vlm, image_paths_by_id=images)
-    config = {
-        "command": "eval dialog",
-        "dataset": dataset,
-        "path": str(path),
-        "split": split,
-        "encoder": enc.spec,
-        "strategy": strategy,
-        "questioner": questioner,
-        "answerer": answerer,
-        "llm": llm,
-        "turns": turns,
-    }
-    # recorded only when not the default, so earlier runs' configs (and folders) stay valid
-    config |= {"vlm": vlm} if vlm else {}
-    config |= {"reranker": reranker} if reranker != "llm" else {}
-    imag = None
-    if imagine:  # recorded only when on, so earlier runs' configs (and folders) stay valid
-        from convir.imagine import load_imagination
-
-        config |= imagine
-        imag = load_imagination(
-            imagine["imagine"], imagine["generator"], model, **imagination_options(imagine)
-        )
-    kind = f"sim-{strategy}-{questioner}" + (f"-{imagine['imagine']}" if imagine else "")
-    run_dir = _run_dir(out, kind, config)
-    writer = RunWriter(run_dir, {**config, "limit": limit})
-    with _progress(json_out) as progress:
-        task = progress.add_task("simulate", total=len(targets))
-        ranks = run_simulated(
-            gallery,
-            targets,
-            strat,
-            quest,
-            ans,
-            writer,
-            turns,
-            on_done=lambda n: progress.advance(task, n),
-            imagination=imag,
-        )
-    extra: dict[str, Any] = {"latency": _latency(writer)}
-    if imagine:
-        extra["imagination"] = imagination_report(writer, imag, imagine)
-    report = writer.finish(turn_metrics(ranks), extra)
     _print_metrics(report, run_dir, json_out)
-
-
-def _load_llm(spec: str | None) -> Any:
-    if spec is None:
-        return None
-    from convir.llm import load_llm
-
-    return load_llm(spec)
-
-
-def _latency(writer: Any) -> dict[str, Any]:
-    """p50/p95 seconds per turn and per stage, from the per-target logs in targets.jsonl.
-    ``turn_s`` is every stage; ``system_s`` leaves out the simulated user's own time
-    (``answer_s``, ``feedback_s``): what a person would wait for."""
-    import numpy as np
-
-    from convir.eval.report import turn_stage_seconds
-
-    stages: dict[str, list[float]] = {}
-    for line in writer.targets_path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        for turn in (rec.get("extra") or {}).get("turns", []):
-            for k, v in turn_stage_seconds(turn).items():
-                stages.setdefault(k, []).append(v)
-    return {
-        k: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "n": len(v)}
-        for k, v in stages.items()
-    }
 
 
 @report_app.command("plot")

@@ -18,7 +18,8 @@ scores or ranks. Conventions shared by all functions:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +36,9 @@ __all__ = [
     "recall_at_k",
     "recall_at_k_per_turn",
     "reciprocal_rank",
+    "single_metrics",
+    "turn_metrics",
+    "turn_stage_seconds",
 ]
 
 # Bound the temporary boolean matrices of ranks_from_scores to ~16M cells per chunk.
@@ -273,3 +277,55 @@ def bri(ranks_per_turn: npt.ArrayLike) -> float:
         return float(np.mean(logb[:, 0]))
     per_dialog = ((logb[:, :-1] + logb[:, 1:]) / 2.0).sum(axis=1) / (n_turns - 1)
     return float(np.mean(per_dialog))
+
+
+# --------------------------------------------------------------------- summaries (reports)
+
+
+def turn_metrics(ranks: npt.ArrayLike | list[list[int]], ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
+    """ChatIR/PlugIR metrics from a (n_targets, n_turns) matrix of 1-based ranks.
+
+    Returns ``{"hits@K": [per turn, cumulative], "recall@K": [per turn], "mrr": [per turn],
+    "bri": float}`` as plain lists/floats, ready for ``report.json``. Rates are fractions.
+    """
+    r = np.asarray(ranks)
+    if r.ndim != 2:
+        raise ValueError(f"ranks must be 2-D (n_targets, n_turns), got shape {r.shape}")
+    out: dict[str, Any] = {}
+    for k in ks:
+        out[f"hits@{k}"] = hits_at_k_per_turn(r, k).tolist()
+    for k in ks:
+        out[f"recall@{k}"] = recall_at_k_per_turn(r, k).tolist()
+    out["mrr"] = [mrr(r[:, t]) for t in range(r.shape[1])]
+    out["bri"] = bri(r)
+    return out
+
+
+# The simulated user's own time: not part of what a person would wait for.
+USER_STAGES = ("answer_s", "feedback_s")
+
+
+def turn_stage_seconds(turn: Mapping[str, Any]) -> dict[str, float]:
+    """Seconds per stage of one logged turn (its ``*_s`` keys), plus ``turn_s`` (all stages)
+    and ``system_s`` (all but the simulated user's ``answer_s``/``feedback_s``); {} when the
+    turn logged no timings."""
+    parts = {k: float(v) for k, v in turn.items() if k.endswith("_s")}
+    if not parts:
+        return {}
+    total = sum(parts.values())
+    user = sum(v for k, v in parts.items() if k in USER_STAGES)
+    return {**parts, "turn_s": total, "system_s": total - user}
+
+
+def single_metrics(ranks: npt.ArrayLike, ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
+    """Single-shot retrieval metrics: ``{"R@K": ..., "MRR": ..., "n": n_queries}``.
+
+    Accepts one rank per query, or a (n, 1) matrix as produced by a 1-turn run.
+    """
+    r = np.asarray(ranks)
+    if r.ndim == 2 and r.shape[1] == 1:
+        r = r[:, 0]
+    out: dict[str, Any] = {f"R@{k}": recall_at_k(r, k) for k in ks}
+    out["MRR"] = mrr(r)
+    out["n"] = int(r.shape[0])
+    return out

@@ -9,17 +9,22 @@ as it finishes (resumable), and LLM calls are cached on disk (repeatable reruns)
 flickr8k-sim: the same protocol on a Flickr8k folder (captions.txt + images/; 5 captions per
 image, so 2 held-out captions), plus the target image files, so the simulated user can also
 be a vision-language model looking at the photo (``--answerer vlm``).
+
+Every target gets its own conversation from :func:`convir.dialog.session.build_conversation`
+(the same builder as chat and the service); models are shared across targets.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convir.dialog.engine import Conversation, simulate
+from convir.errors import ConvirError
 
 
 @dataclass
@@ -44,21 +49,29 @@ class SimData:
     images: dict[str, str]  # image file by id (the vlm answerer); {} when the dataset has none
 
 
+def check_sim_dataset(dataset: str, split: str, answerer: str | None) -> None:
+    """Dataset, split and answerer fit together (checked before anything loads)."""
+    if dataset not in SIM_DATASETS:
+        raise ConvirError(f"unknown --dataset {dataset!r}; available: {', '.join(SIM_DATASETS)}")
+    if dataset == "flickr8k-sim" and split != "all":
+        raise ConvirError("flickr8k-sim has no documented dev/test split: use --split all")
+    if answerer == "vlm" and dataset not in SIM_WITH_IMAGES:
+        raise ConvirError(
+            f"--answerer vlm needs the target images, which {dataset} does not have: "
+            f"use --dataset {' or '.join(sorted(SIM_WITH_IMAGES))} (captions.txt + images/)"
+        )
+
+
 def load_sim(dataset: str, path: str, split: str, encoder: Any) -> SimData:
     """Gallery, targets, held-out captions and target images of a simulated protocol."""
-    from convir.errors import ConvirError
+    from convir.eval.retrieval import load_items
 
+    check_sim_dataset(dataset, split, None)
     if dataset == "coco5k-sim":
-        return SimData(*coco5k_sim(path, split, encoder), images={})
-    if dataset == "flickr8k-sim":
-        if split != "all":
-            raise ConvirError("flickr8k-sim has no documented dev/test split: use --split all")
-        from convir.eval.retrieval import load_items
-
-        items = load_items("flickr8k", path, split)
-        gallery, targets, held_out = _sim_from_items(items, encoder)
-        return SimData(gallery, targets, held_out, {it.id: it.image for it in items if it.image})
-    raise ConvirError(f"unknown --dataset {dataset!r}; available: {', '.join(SIM_DATASETS)}")
+        return SimData(*_sim_from_items(load_items("coco5k", path, split), encoder), images={})
+    items = load_items("flickr8k", path, split)
+    gallery, targets, held_out = _sim_from_items(items, encoder)
+    return SimData(gallery, targets, held_out, {it.id: it.image for it in items if it.image})
 
 
 def _sim_from_items(items: list[Any], encoder: Any) -> tuple[Any, list[SimTarget], dict[str, list[str]]]:
@@ -75,35 +88,209 @@ def _sim_from_items(items: list[Any], encoder: Any) -> tuple[Any, list[SimTarget
 
 def coco5k_sim(path: str, split: str, encoder: Any) -> tuple[Any, list[SimTarget], dict[str, list[str]]]:
     """(gallery, targets, held-out captions by id) for the coco5k-sim protocol."""
-    from convir.eval.retrieval import load_items
+    sim = load_sim("coco5k-sim", path, split, encoder)
+    return sim.gallery, sim.targets, sim.held_out
 
-    return _sim_from_items(load_items("coco5k", path, split), encoder)
+
+# -- one simulated dialogue -------------------------------------------------------------------
+
+
+def target_rank(ranking: Any, target_pos: int, depth: int) -> int:
+    """1-based rank of the target in a ranking of ``depth`` items (depth + 1 when absent)."""
+    hit = np.flatnonzero(np.asarray(ranking.positions[:depth]) == target_pos)
+    return int(hit[0]) + 1 if len(hit) else depth + 1
+
+
+def simulate(
+    conv: Any, description: str, target_id: str, target_pos: int, answerer: Any, turns: int
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Run one simulated dialogue: ranks at turns 0..turns and per-turn details/timings."""
+    res = conv.start(description)
+    ranks = [target_rank(res.ranking, target_pos, conv.depth)]
+    log: list[dict[str, Any]] = [{"query": res.ranking.query, **res.timings, **_turn_log(res)}]
+    for _ in range(turns):
+        q = res.question
+        if q is None:  # nothing to ask: the ranking stays as it is
+            ranks.append(ranks[-1])
+            log.append({"question": None})
+            continue
+        t = time.perf_counter()
+        answer = answerer.answer(q, target_id)
+        answer_s = time.perf_counter() - t
+        feedback: dict[str, Any] = {}
+        if answer.raw:  # the simulator's own reply, when grounding replaced it
+            feedback["answer_raw"] = answer.raw
+        if res.image_question and res.images and hasattr(answerer, "differences"):
+            # the simulated user says how the generated image differs from the target (refiner)
+            t = time.perf_counter()
+            shown = res.images[0]
+            feedback["image_feedback"] = answerer.differences(shown.prompt, target_id, shown.path)
+            feedback["feedback_s"] = time.perf_counter() - t
+        res = conv.reply(answer.text, image_feedback=feedback.get("image_feedback"))
+        ranks.append(target_rank(res.ranking, target_pos, conv.depth))
+        log.append(
+            {
+                "question": q,
+                "answer": answer.text,
+                "query": res.ranking.query,
+                "answer_s": answer_s,
+                **feedback,
+                **res.timings,
+                **_turn_log(res),
+            }
+        )
+    if conv.state is not None and conv.state.imagination_off:
+        log[-1]["imagination_off"] = conv.state.imagination_off
+    return ranks, log
+
+
+def _turn_log(res: Any) -> dict[str, Any]:
+    """The turn's generated images and how its question was chosen, for the per-target log:
+    how many LLM questions were rejected and why, and whether the questioner fell back
+    (``plain`` inside ``candidates``, or a ``generic`` question). Lets a run show, e.g., that a
+    small LLM's questions mostly fail the "Uncertain" test."""
+    out: dict[str, Any] = {}
+    if res.images:
+        out["images"] = [vars(i).copy() for i in res.images]
+    info = res.question_info or {}
+    reasons: dict[str, int] = {}
+    for _, why in info.get("rejected", []):
+        reasons[why] = reasons.get(why, 0) + 1
+    if reasons:
+        out["question_rejected"] = reasons
+    fallback = info.get("fallback")
+    if fallback:
+        out["question_fallback"] = "generic" if fallback is True else str(fallback)
+    return out
 
 
 def run_simulated(
     gallery: Any,
     targets: list[SimTarget],
-    strategy: Any,
-    questioner: Any,
+    spec: Any,
     answerer: Any,
     writer: Any,
     turns: int,
-    depth: int = 100,
     on_done: Callable[[int], None] | None = None,
-    imagination: Any = None,
+    llm: Any = None,
 ) -> np.ndarray:
-    """(n_targets, turns + 1) rank matrix; finished targets come from ``writer``'s cache.
-    ``imagination``: optional DAR / Image Refiner stage (convir.imagine)."""
+    """(n_targets, turns + 1) rank matrix; finished targets come from ``writer``'s cache. Each
+    target's conversation is built from ``spec`` (:class:`~convir.dialog.session.SessionSpec`)."""
+    from convir.dialog.session import build_conversation
+
     done = writer.done()
     rows = []
     for tgt in targets:
         if tgt.id in done and len(done[tgt.id]) == turns + 1:
             rows.append(done[tgt.id])
         else:
-            conv = Conversation(gallery, strategy, questioner, k=10, depth=depth, imagination=imagination)
+            conv = build_conversation(spec, gallery, llm=llm)
             ranks, log = simulate(conv, tgt.description, tgt.id, tgt.position, answerer, turns)
             writer.add(tgt.id, ranks, {"turns": log})
             rows.append(ranks)
         if on_done:
             on_done(1)
     return np.asarray(rows, dtype=np.int64)
+
+
+# -- the `convir eval dialog` command's work ----------------------------------------------------
+
+
+def sim_config(spec: Any, dataset: str, path: Path, split: str, encoder: str, turns: int) -> dict[str, Any]:
+    """The run's config.json. Settings are recorded only when not the default, so earlier
+    runs' configs (and run folders, which are named by a hash of it) stay valid."""
+    config: dict[str, Any] = {
+        "command": "eval dialog",
+        "dataset": dataset,
+        "path": str(path),
+        "split": split,
+        "encoder": encoder,
+        "strategy": spec.strategy,
+        "questioner": spec.questioner,
+        "answerer": spec.answerer,
+        "llm": spec.llm,
+        "turns": turns,
+    }
+    config |= {"vlm": spec.vlm} if spec.vlm else {}
+    config |= {"reranker": spec.reranker} if spec.reranker not in (None, "llm") else {}
+    config |= spec.imagination_settings() or {}
+    return config
+
+
+def run_sim_eval(
+    spec: Any,
+    dataset: str,
+    path: Path | None,
+    split: str,
+    encoder: str,
+    limit: int | None,
+    turns: int,
+    out: Path | None,
+    progress: Any,
+) -> tuple[dict[str, Any], Path]:
+    """Validate everything, load the protocol and models, simulate every target (resuming a
+    run folder), write the report. Returns (report, run folder)."""
+    from convir.dialog.session import build_answerer, load_session_llm
+    from convir.encoders import load_encoder
+    from convir.eval.metrics import turn_metrics
+    from convir.eval.runs import RunWriter, run_dir_for
+
+    check_sim_dataset(dataset, split, spec.answerer)
+    spec = spec.validate()  # names and options, before any model loads
+    if path is None:
+        raise ConvirError(f"--dataset {dataset} needs the dataset folder as PATH")
+    model = load_session_llm(spec)
+    enc = load_encoder(encoder)
+    sim = load_sim(dataset, str(path), split, enc)
+    targets = sim.targets[:limit] if limit else sim.targets
+    images: dict[str, str] = {}
+    if spec.answerer == "vlm":
+        images = {t.id: sim.images[t.id] for t in targets if t.id in sim.images}
+        missing = [t.id for t in targets if not Path(images.get(t.id, "")).is_file()]
+        if missing:
+            raise ConvirError(
+                f"--answerer vlm: {len(missing)} target images are missing, "
+                f"e.g. {sim.images.get(missing[0], missing[0])}"
+            )
+    answerer = build_answerer(spec, llm=model, captions_by_id=sim.held_out, image_paths_by_id=images)
+    config = sim_config(spec, dataset, path, split, enc.spec, turns)
+    kind = f"sim-{spec.strategy}-{spec.questioner}" + (f"-{spec.imagine}" if spec.imagine else "")
+    run_dir = run_dir_for(out, kind, config)
+    writer = RunWriter(run_dir, {**config, "limit": limit})
+    with progress as bar:
+        task = bar.add_task("simulate", total=len(targets))
+        ranks = run_simulated(
+            sim.gallery,
+            targets,
+            spec,
+            answerer,
+            writer,
+            turns,
+            on_done=lambda n: bar.advance(task, n),
+            llm=model,
+        )
+    ids = [t.id for t in targets]
+    extra: dict[str, Any] = {"latency": latency(writer, ids)}
+    if spec.imagine:
+        from convir.imagine.options import imagination_report
+
+        extra["imagination"] = imagination_report(writer, spec, ids)
+    return writer.finish(turn_metrics(ranks), extra, targets=ids), run_dir
+
+
+def latency(writer: Any, targets: list[str] | None = None) -> dict[str, Any]:
+    """p50/p95 seconds per turn and per stage, from the per-target logs in targets.jsonl.
+    ``turn_s`` is every stage; ``system_s`` leaves out the simulated user's own time
+    (``answer_s``, ``feedback_s``): what a person would wait for."""
+    from convir.eval.metrics import turn_stage_seconds
+    from convir.eval.runs import latest_records
+
+    stages: dict[str, list[float]] = {}
+    for rec in latest_records(writer.targets_path, targets).values():
+        for turn in (rec.get("extra") or {}).get("turns", []):
+            for k, v in turn_stage_seconds(turn).items():
+                stages.setdefault(k, []).append(v)
+    return {
+        k: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "n": len(v)}
+        for k, v in stages.items()
+    }

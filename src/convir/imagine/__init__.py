@@ -10,26 +10,15 @@ See docs/imagination.md.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from convir.errors import ConvirError, SpecError
-from convir.specs import check_options, parse_spec
+from convir.specs import REGISTRY
 
 log = logging.getLogger("convir")
 
-GENERATOR_KINDS = {
-    "diffusers": "diffusers text-to-image pipeline: diffusers:stabilityai/sd-turbo or "
-    "diffusers:/path/to/folder",
-    "openai-images": "OpenAI Images API server: openai-images:BASE_URL#MODEL, e.g. "
-    "openai-images:https://api.openai.com/v1#gpt-image-1",
-    "text": "offline caption mode (text:): the image is represented by its prompt",
-}
-METHODS = {
-    "dar": "DAR: K diffusion prompts -> K images, fused query a*text + b*sum(images)",
-    "refiner": "DIR-TIR Image Refiner: image -> stated differences -> refined prompt; "
-    "7 dialogue + 3 image results",
-}
+GENERATOR_KINDS = REGISTRY.names("generator")
+METHODS = REGISTRY.names("imagination")
 DEFAULT_IMAGES_PER_TURN = {"dar": 3, "refiner": 1}
 
 __all__ = [
@@ -41,37 +30,18 @@ __all__ = [
     "parse_options",
 ]
 
-_generators: dict[tuple[Any, ...], Any] = {}
-_lock = threading.Lock()
-
-
-def _create_generator(spec: str, options: dict[str, Any]) -> Any:
-    s = parse_spec(spec, GENERATOR_KINDS)
-    from convir.imagine import generators as g
-
-    if s.kind == "text":
-        if s.rest.strip() or options:
-            raise SpecError("the text generator takes no model and no options: use text:")
-        return g.TextGenerator()
-    cache = options.pop("cache", None)
-    if s.kind == "diffusers":
-        return g.DiffusersGenerator(s.rest, cache=cache, **options)
-    known = {"size", "timeout", "retries", "backoff", "api_key", "response_format", "quality", "seed"}
-    check_options(options, known, "openai-images generators")
-    return g.OpenAIImagesGenerator(s.rest, cache=cache, **options)
-
 
 def check_generator_spec(spec: str) -> str:
     """Syntax check of a generator spec (no model is touched); the stripped spec."""
-    s = parse_spec(spec, GENERATOR_KINDS)
-    if s.kind == "text" and s.rest.strip():
+    comp, rest = REGISTRY.parse("generator", spec)
+    if comp.name == "text" and rest:
         raise SpecError("the text generator takes no model: use text:")
-    if s.kind == "diffusers" and not s.rest.strip():
+    if comp.name == "diffusers" and not rest:
         raise SpecError("diffusers spec needs a model, e.g. diffusers:stabilityai/sd-turbo")
-    if s.kind == "openai-images":
+    if comp.name == "openai-images":
         from convir.imagine.generators import parse_images_target
 
-        parse_images_target(s.rest)
+        parse_images_target(rest)
     return spec.strip()
 
 
@@ -83,14 +53,11 @@ def load_generator(spec: str, **options: Any) -> Any:
     (library missing, model folder missing). Models load on the first uncached image.
     """
     from convir.paths import cache_dir
+    from convir.specs import freeze
 
-    cache = options.get("cache")
-    key = (spec.strip(), tuple(sorted((k, repr(v)) for k, v in options.items())), str(cache or cache_dir()))
-    with _lock:
-        gen = _generators.get(key)
-        if gen is None:
-            gen = _generators[key] = _create_generator(spec.strip(), dict(options))
-        return gen
+    # registered unshared: the image cache folder (CONVIR_CACHE) is part of a generator's identity
+    key = ("generator", spec.strip(), freeze(options), str(options.get("cache") or cache_dir()))
+    return REGISTRY.shared(key, lambda: REGISTRY.load("generator", spec, **options))
 
 
 def _coerce(value: str) -> Any:

@@ -45,6 +45,10 @@ class ImaginationBase:
         self.images_per_turn, self.seed = int(images_per_turn), int(seed)
         self.disabled: str | None = None
 
+    def result_count(self, k: int) -> int:
+        """How many results a turn shows when the user asked for ``k`` (the refiner merges more)."""
+        return k
+
     def describe(self) -> dict[str, Any]:
         """Settings and counters for run reports."""
         return {

@@ -63,6 +63,13 @@ class TextGenerator:
         return ImaginedImage("", prompt)
 
 
+def text_generator(rest: str = "", **options: Any) -> TextGenerator:
+    """Registry factory of ``text:`` (it takes no model and no options)."""
+    if rest.strip() or set(options) - {"cache"}:
+        raise SpecError("the text generator takes no model and no options: use text:")
+    return TextGenerator()
+
+
 class CachedGenerator:
     """Shared cache logic: a hit returns the stored file and never calls :meth:`_render`.
     Misses are rendered one at a time (diffusers pipelines keep per-call scheduler state, so

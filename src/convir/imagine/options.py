@@ -5,7 +5,6 @@ Kept free of numpy/torch imports: the CLI imports this module at startup.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from convir.errors import ConvirError
@@ -57,28 +56,29 @@ def imagination_options(settings: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def imagination_report(writer: Any, imagination: Any, settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings, whether imagination ran, generator calls vs cache hits in this process, and
-    the mean generation / prompt-writing seconds at each dialogue turn (from targets.jsonl)."""
+def imagination_report(writer: Any, spec: Any, targets: list[str] | None = None) -> dict[str, Any]:
+    """Settings, whether imagination ran, generator calls vs cache hits in this process, how
+    many targets had it switched off (a failed generator), and the mean generation /
+    prompt-writing seconds at each dialogue turn (from targets.jsonl)."""
+    from convir.eval.runs import latest_records
+
+    settings = spec.imagination_settings() or {}
     per_turn: dict[str, dict[int, list[float]]] = {"generate_s": {}, "prompt_s": {}, "embed_s": {}}
     images = 0
-    for line in writer.targets_path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    off: list[str] = []
+    for rec in latest_records(writer.targets_path, targets).values():
         for t, turn in enumerate((rec.get("extra") or {}).get("turns", [])):
             images += len(turn.get("images") or [])
+            if turn.get("imagination_off"):
+                off.append(str(turn["imagination_off"]))
             for key, by_turn in per_turn.items():
                 if key in turn:
                     by_turn.setdefault(t, []).append(float(turn[key]))
-    out: dict[str, Any] = {
-        **settings,
-        "active": imagination is not None,
-        "images_shown": images,
-    }
-    if imagination is not None:
-        out |= imagination.describe()
+    out: dict[str, Any] = {**settings, "images_shown": images, "targets_without_imagination": len(off)}
+    if off:
+        out["disabled"] = off[0]
+    generator = _generator_counters(settings)
+    out |= generator
     for key, by_turn in per_turn.items():
         if by_turn:
             n = max(by_turn) + 1
@@ -86,3 +86,15 @@ def imagination_report(writer: Any, imagination: Any, settings: dict[str, Any]) 
                 sum(by_turn[t]) / len(by_turn[t]) if by_turn.get(t) else None for t in range(n)
             ]
     return out
+
+
+def _generator_counters(settings: dict[str, Any]) -> dict[str, Any]:
+    """Backend calls and cache hits of the run's (process-shared) generator; {} if unusable."""
+    from convir.imagine import load_generator
+    from convir.imagine.generators import GeneratorError
+
+    try:
+        gen = load_generator(settings["generator"], **(settings.get("generator_options") or {}))
+    except GeneratorError:
+        return {"active": False}
+    return {"active": True, "generator_calls": gen.calls, "cache_hits": gen.hits}

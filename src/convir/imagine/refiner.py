@@ -30,7 +30,7 @@ FEEDBACK_QUESTION = "How does the generated image differ from the photo you want
 
 def last_prompt(state: DialogState) -> str | None:
     """The prompt of the most recent turn that produced images."""
-    for turn in reversed(state.meta.get("images") or []):
+    for turn in reversed(state.images):
         if turn:
             return str(turn[0].get("prompt") or "") or None
     return None
@@ -38,7 +38,7 @@ def last_prompt(state: DialogState) -> str | None:
 
 def latest_feedback(state: DialogState) -> str:
     """Differences the user stated with the latest exchange ("" when none)."""
-    fb = state.meta.get("image_feedback") or []
+    fb = state.image_feedback
     n = len(state.exchanges)
     return str(fb[n - 1]).strip() if n and len(fb) >= n else ""
 
@@ -63,6 +63,11 @@ class RefinerImagination(ImaginationBase):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "dial_num": self.dial_num, "image_num": self.image_num}
+
+    def result_count(self, k: int) -> int:
+        """The merged list is ``dial_num`` dialogue + ``image_num`` image results (7 + 3): a
+        smaller ``k`` would cut the image results off."""
+        return max(k, self.dial_num + self.image_num)
 
     def next_prompt(self, state: DialogState, query: str) -> tuple[str, str]:
         """(prompt, how: "write" | "refine-llm" | "refine-template" | "keep")."""

@@ -17,14 +17,15 @@ from urllib.parse import quote
 
 from convir import __version__
 from convir.dialog.engine import Conversation, TurnResult
-from convir.dialog.questioners import QUESTIONERS, load_questioner
+from convir.dialog.gallery import rank_text
+from convir.dialog.session import SessionSpec, build_conversation
 from convir.dialog.state import DialogState
-from convir.dialog.strategies import STRATEGIES, load_strategy
 from convir.errors import ConvirError
 from convir.llm.base import LLMError
 from convir.server.media import ThumbnailCache, gallery_root, safe_generated_path, safe_item_path
 from convir.server.models import SessionCreate, TurnIn
 from convir.server.sessions import SessionRow, SessionStore, VersionConflict
+from convir.specs import REGISTRY, NeedsLLMError
 
 log = logging.getLogger("convir.server")
 API_VERSION = 1
@@ -87,6 +88,9 @@ class ServerGallery:
         with self._db_lock:
             return self._idx.captions(positions)
 
+    def rank_text(self, text: str, k: int, mode: str = "dense", **options: Any) -> Any:
+        return rank_text(self, text, k, mode, **options)  # through the locked encoder
+
     def items(self, ids: list[str]) -> dict[str, Any]:
         with self._db_lock:
             return self._idx.store.items(ids)
@@ -100,22 +104,6 @@ class ServerGallery:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._idx, name)
-
-
-def _imagination_module() -> Any:
-    try:
-        import convir.imagine as imagine
-    except ImportError:
-        return None
-    return imagine if hasattr(imagine, "load_imagination") else None
-
-
-def imagination_methods() -> list[str]:
-    mod = _imagination_module()
-    if mod is None:
-        return []
-    names = getattr(mod, "METHODS", None) or getattr(mod, "IMAGINATIONS", None) or {}
-    return sorted(names)
 
 
 class Service:
@@ -163,40 +151,17 @@ class Service:
                 generator=generator,
             )
         )
-        self._components: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-        self._components_lock = threading.Lock()
-        self._component(self.defaults)  # fail at startup, not at the first request
-        self._imagination(self.defaults)
+        self._conversation(self.defaults)  # every default part loads now, not at the first request
         if warm:  # load the encoder and BM25 now: the first user should not wait for them
             self.gallery.encoder.encode_text(["warm up"])
             _ = self.gallery.ranker.bm25
 
     # options and components ---------------------------------------------------------------
-    def _resolve(self, body: SessionCreate) -> dict[str, Any]:
-        """Session options from the request and the server defaults; 400 for unknown names."""
-        d = getattr(self, "defaults", None) or {}
-        strategy = body.strategy or d.get("strategy") or "concat"
-        questioner = body.questioner or d.get("questioner") or ("plain" if self.llm is not None else "none")
-        if strategy not in STRATEGIES:
-            raise ApiError(
-                400, "bad_option", f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}"
-            )
-        if questioner not in QUESTIONERS:
-            raise ApiError(
-                400,
-                "bad_option",
-                f"unknown questioner {questioner!r}; choose one of {', '.join(QUESTIONERS)}",
-            )
-        for kind, name, needs in (("strategy", strategy, "concat"), ("questioner", questioner, "none")):
-            if name != needs and self.llm is None:
-                raise ApiError(
-                    400,
-                    "needs_llm",
-                    f"{kind} {name!r} needs an LLM and this server runs without one "
-                    f"(start it with --llm, or use {kind} {needs!r})",
-                )
-        imagine = body.imagine if body.imagine is not None else d.get("imagine")
-        generator = body.generator if body.generator is not None else d.get("generator")
+    def _resolve(self, body: SessionCreate) -> SessionSpec:
+        """The session's spec from the request and the server defaults; 400 for unknown names
+        or options, and for parts that need an LLM when the server runs without one."""
+        d: SessionSpec | None = getattr(self, "defaults", None)
+        generator = body.generator if body.generator is not None else (d.generator if d else None)
         if generator is not None and generator not in self.generators:
             raise ApiError(
                 400,
@@ -204,84 +169,54 @@ class Service:
                 f"generator {generator!r} is not enabled on this server; "
                 f"enabled: {', '.join(self.generators)}",
             )
-        if imagine in (None, "", "none", "off"):
-            imagine, generator = None, None
-        else:
-            methods = imagination_methods()
-            if not methods:
-                raise ApiError(400, "no_imagination", "image generation is not available on this server")
-            if imagine not in methods:
-                raise ApiError(
-                    400, "bad_option", f"unknown imagination {imagine!r}; choose one of {', '.join(methods)}"
-                )
-            generator = generator or "text:"
-        return {
-            "strategy": strategy,
-            "questioner": questioner,
-            "k": body.k or d.get("k") or 8,
-            "llm": self.llm_spec,
-            "imagine": imagine,
-            "generator": generator,
-        }
-
-    def _component(self, opts: dict[str, Any]) -> tuple[Any, Any]:
-        """(strategy, questioner), shared by all sessions with these options (they are stateless)."""
-        key = (opts["strategy"], opts["questioner"])
-        with self._components_lock:
-            got = self._components.get(key)
-            if got is None:
-                if self.llm is None and (key[0] != "concat" or key[1] != "none"):
-                    raise ApiError(
-                        503, "needs_llm", "this session needs an LLM: restart the server with --llm"
-                    )
-                got = self._components[key] = (
-                    load_strategy(key[0], self.llm),
-                    load_questioner(key[1], self.llm),
-                )
-        return got
-
-    def _imagination(self, opts: dict[str, Any]) -> Any:
-        """A fresh imagination stage per turn (it keeps per-session flags such as ``disabled``;
-        the generator behind it is loaded once per process by ``convir.imagine``)."""
-        if not opts.get("imagine"):
-            return None
-        mod = _imagination_module()
-        if mod is None:
-            raise ApiError(503, "no_imagination", "image generation is not available on this server")
+        spec = SessionSpec(
+            strategy=body.strategy or (d.strategy if d else "concat"),
+            questioner=body.questioner or (d.questioner if d else None),
+            k=body.k or (d.k if d else 8),
+            llm=self.llm_spec,
+            imagine=body.imagine if body.imagine is not None else (d.imagine if d else None),
+            generator=generator,
+        )
         try:
-            imag = mod.load_imagination(opts["imagine"], opts.get("generator") or "text:", self.llm)
+            return spec.validate(have_llm=self.llm is not None)
+        except NeedsLLMError as exc:
+            raise ApiError(
+                400, "needs_llm", f"{exc} (this server runs without one: start it with --llm)"
+            ) from exc
         except ConvirError as exc:
             raise ApiError(400, "bad_option", str(exc)) from exc
-        if imag is None:
+
+    def _conversation(
+        self, spec: SessionSpec | dict[str, Any], state: DialogState | None = None
+    ) -> Conversation:
+        """The shared conversation builder over this server's gallery and LLM (stored sessions
+        keep their options as a spec dict; older rows hold a subset of its keys)."""
+        try:
+            spec = spec if isinstance(spec, SessionSpec) else SessionSpec.from_dict(spec)
+            conv = build_conversation(spec, self.gallery, llm=self.llm, state=state)
+        except NeedsLLMError as exc:
+            raise ApiError(503, "needs_llm", f"{exc}: restart the server with --llm") from exc
+        except ConvirError as exc:
+            raise ApiError(400, "bad_option", str(exc)) from exc
+        if spec.imagine and conv.imagination is None:
             raise ApiError(
                 503,
                 "no_generator",
-                f"the image generator {opts.get('generator')!r} cannot be used on this server "
+                f"the image generator {spec.generator!r} cannot be used on this server "
                 "(see its log); start the session without imagination",
             )
-        return imag
-
-    def _conversation(self, opts: dict[str, Any], state: DialogState | None = None) -> Conversation:
-        strategy, questioner = self._component(opts)
-        return Conversation(
-            self.gallery,
-            strategy,
-            questioner,
-            k=int(opts["k"]),
-            state=state,
-            imagination=self._imagination(opts),
-        )
+        return conv
 
     # sessions -------------------------------------------------------------------------------
     def create(self, body: SessionCreate) -> dict[str, Any]:
-        opts = self._resolve(body)
+        spec = self._resolve(body)
         if self.sessions.count() >= self.max_sessions:
             raise ApiError(429, "too_many_sessions", f"{self.max_sessions} sessions exist; delete some first")
-        conv = self._conversation(opts)
+        conv = self._conversation(spec)
         res = _run_turn(conv.start, body.description)
         state = conv.state
         assert state is not None
-        row = self.sessions.create(opts, state.to_dict(), self._last(res, state, int(opts["k"])))
+        row = self.sessions.create(spec.to_dict(), state.to_dict(), self._last(res, state, conv.k))
         return self.view(row)
 
     def get(self, session_id: str) -> SessionRow:
@@ -329,7 +264,7 @@ class Service:
                     res = _run_turn(conv.say, text, feedback)
                 else:
                     res = _run_turn(conv.reply, text if body.kind == "answer" else "", feedback)
-                last = self._last(res, state, int(row.options["k"]))
+                last = self._last(res, state, conv.k)
             status = "found" if state.found else "open"
             try:
                 row = self.sessions.save(row, state.to_dict(), last, status)
@@ -364,7 +299,7 @@ class Service:
     def _last(self, res: TurnResult, state: DialogState, k: int) -> dict[str, Any]:
         """What a client needs of the last turn beyond the state: scores, images, timings."""
         pos = res.ranking.positions[:k]
-        recorded = state.meta.get("images", [])
+        recorded = state.images
         return {
             "ids": [self.gallery.ids[int(p)] for p in pos],
             "scores": [float(s) for s in res.ranking.scores[: len(pos)]],
@@ -427,7 +362,7 @@ class Service:
             "status": row.status,
             "created": row.created,
             "updated": row.updated,
-            "options": row.options,
+            "options": _public_options(row.options),
             "description": st.description,
             "turn": len(st.exchanges),
             "query": last.get("query"),
@@ -446,8 +381,7 @@ class Service:
         if not q:
             raise ApiError(422, "invalid_request", "the query is empty")
         try:
-            vec = None if mode == "bm25" else self.gallery.encoder.encode_text([q])[0]
-            pos, scores = self.gallery.ranker.rank(vec, q, k, mode)
+            pos, scores = self.gallery.rank_text(q, k, mode)
         except ConvirError as exc:
             raise ApiError(400, "bad_search", str(exc)) from exc
         return self.results([self.gallery.ids[int(p)] for p in pos], [float(s) for s in scores])
@@ -470,7 +404,7 @@ class Service:
         from convir.paths import cache_dir
 
         row = self.get(session_id)
-        per_turn = row.state.get("meta", {}).get("images", [])
+        per_turn = DialogState.from_dict(row.state).images
         try:
             stored = per_turn[turn][index]["path"]
         except (IndexError, KeyError, TypeError):
@@ -494,17 +428,25 @@ class Service:
 
     def options(self, limits: dict[str, int]) -> dict[str, Any]:
         return {
-            "strategies": STRATEGIES,
-            "questioners": QUESTIONERS,
-            "defaults": self.defaults,
+            "strategies": REGISTRY.names("strategy"),
+            "questioners": REGISTRY.names("questioner"),
+            "defaults": _public_options(self.defaults.to_dict()),
             "llm": self.llm_spec,
-            "imagination": imagination_methods(),
+            "imagination": sorted(REGISTRY.names("imagination")),
             "generators": self.generators,
             "limits": limits,
         }
 
     def close(self) -> None:
         self.sessions.close()
+
+
+PUBLIC_OPTIONS = ("strategy", "questioner", "k", "llm", "imagine", "generator")
+
+
+def _public_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the API shows of a session's spec (models.Options)."""
+    return {key: spec.get(key) for key in PUBLIC_OPTIONS}
 
 
 def _run_turn(fn: Any, *args: Any) -> TurnResult:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from convir.errors import ConvirError
+from convir.specs import REGISTRY
 
 UNKNOWN = "unknown"
 _NOT_STATED = re.compile(
@@ -23,10 +25,19 @@ _NOT_STATED = re.compile(
 )
 
 
+@dataclass
+class Answer:
+    """A (simulated) user's reply; ``raw`` is the model's own reply when grounding or
+    clean-up replaced it (kept for the run log), else "" (the same as ``text``)."""
+
+    text: str
+    raw: str = ""
+
+
 class Answerer(Protocol):
     name: str
 
-    def answer(self, question: str, target_id: str) -> str: ...
+    def answer(self, question: str, target_id: str) -> Answer: ...
 
 
 _NUMBERS = frozenset(
@@ -101,23 +112,21 @@ class CaptionAnswerer:
     person looking at the photo would, without leaking the text the gallery is indexed by.
     ``failures`` counts LLM errors (answered "unknown") so a run can report them.
     ``ground`` (default on) replaces answers the captions do not support by "unknown"
-    (:func:`grounded`); ``last_raw`` keeps the model's own reply for the run log."""
+    (:func:`grounded`); the model's own reply travels in :attr:`Answer.raw` for the run log."""
 
     name = "captions"
 
     def __init__(self, llm: Any, captions_by_id: dict[str, list[str]], ground: bool = True) -> None:
         self.llm, self.captions_by_id, self.ground = llm, captions_by_id, ground
         self.failures = 0
-        self.last_raw = ""
 
-    def answer(self, question: str, target_id: str) -> str:
+    def answer(self, question: str, target_id: str) -> Answer:
         from convir.llm.base import GenParams, LLMError
         from convir.llm.prompts import ask
 
         caps = self.captions_by_id.get(target_id) or []
-        self.last_raw = ""
         if not caps:
-            return UNKNOWN
+            return Answer(UNKNOWN)
         text = " ".join(c.strip().rstrip(".") + "." for c in caps)
         try:
             out = ask(
@@ -125,9 +134,10 @@ class CaptionAnswerer:
             )
         except LLMError:
             self.failures += 1
-            return UNKNOWN
-        self.last_raw = short_answer(out)
-        return grounded(self.last_raw, question, caps) if self.ground else self.last_raw
+            return Answer(UNKNOWN)
+        raw = short_answer(out)
+        final = grounded(raw, question, caps) if self.ground else raw
+        return Answer(final, raw if raw != final else "")
 
     def differences(self, image_prompt: str, target_id: str, image_path: str = "") -> str:
         """What a generated image (described by its prompt; the pixels are not looked at) gets
@@ -168,16 +178,12 @@ class HumanAnswerer:
     ) -> None:
         self.input_fn, self.output_fn = input_fn, output_fn
 
-    def answer(self, question: str, target_id: str) -> str:
+    def answer(self, question: str, target_id: str) -> Answer:
         self.output_fn(f"Q: {question}")
-        return self.input_fn("answer (empty = skip)> ").strip()
+        return Answer(self.input_fn("answer (empty = skip)> ").strip())
 
 
-ANSWERERS = {
-    "captions": "offline simulator: the LLM answers only from the target's held-out captions",
-    "human": "the person at the terminal",
-    "vlm": "answers from the target image with a vision-language model (--vlm hf:MODEL or openai:URL#MODEL)",
-}
+ANSWERERS = REGISTRY.names("answerer")  # name -> one-line doc
 
 
 def load_answerer(
@@ -190,8 +196,7 @@ def load_answerer(
 ) -> Answerer:
     """``vlm``: a VLM spec string (``hf:...``, ``openai:URL#MODEL``) or a loaded VLM, with
     ``image_paths_by_id`` the target images; both are required by the ``vlm`` answerer."""
-    if name not in ANSWERERS:
-        raise ConvirError(f"unknown answerer {name!r}; available: {', '.join(ANSWERERS)}")
+    REGISTRY.parse("answerer", name)
     if name == "vlm":
         if vlm is None:
             raise ConvirError(
@@ -208,6 +213,5 @@ def load_answerer(
         return VLMAnswerer(load_vlm(vlm) if isinstance(vlm, str) else vlm, image_paths_by_id)
     if name == "human":
         return HumanAnswerer()
-    if llm is None:
-        raise ConvirError("the captions answerer needs an LLM: pass --llm (e.g. llamacpp:smollm2)")
+    REGISTRY.require_llm("answerer", name, llm is not None)
     return CaptionAnswerer(llm, captions_by_id or {})

@@ -27,26 +27,17 @@ import hashlib
 import io
 import os
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
 from convir.errors import ConvirError
 from convir.llm.base import GenParams, LLMError
-from convir.llm.cache import CachedLLM
 from convir.llm.hf import HFTextModel
-from convir.simulate.answerers import UNKNOWN, short_answer
-from convir.specs import check_options, local_or_hub, parse_spec
+from convir.simulate.answerers import UNKNOWN, Answer, short_answer
+from convir.specs import REGISTRY, local_or_hub
 
-KINDS = {
-    "hf": "transformers vision-language model: hf:HuggingFaceTB/SmolVLM-256M-Instruct or hf:/path/to/folder",
-    "openai": "OpenAI-compatible server with vision: openai:BASE_URL#MODEL, "
-    "e.g. openai:http://localhost:8000/v1#Qwen/Qwen2-VL-2B-Instruct",
-}
-OPTIONS: dict[str, frozenset[str]] = {
-    "hf": frozenset({"device"}),
-    "openai": frozenset({"timeout", "retries", "backoff", "api_key", "max_side"}),
-}
+KINDS = REGISTRY.names("vlm")  # kind -> one-line doc, for --help and messages
+OPTIONS: dict[str, frozenset[str]] = {n: c.options for n, c in REGISTRY.families["vlm"].members.items()}
 ImagePart = dict[str, str]  # {"type": "image", "path": "/abs/file.jpg", "sha256": "..."}
 
 
@@ -216,28 +207,13 @@ class HFVLM(HFTextModel):
         raise LLMError("vision-language models are prompted with chat messages, not complete()")
 
 
-_backends: dict[tuple[Any, ...], Any] = {}
-_lock = threading.Lock()
-
-
 def load_vlm(spec: str, cache: Path | bool | None = True, **options: Any) -> Any:
     """The VLM named by ``spec`` (loaded once per process), behind the LLM disk cache unless
     ``cache`` is False. ``options``: ``device`` for hf; ``timeout``, ``retries``, ``backoff``,
     ``api_key``, ``max_side`` for openai."""
-    from convir.llm.cache import default_cache_path
+    from convir.llm import cached_model
 
-    s = parse_spec(spec, KINDS)
-    check_options(options, OPTIONS[s.kind], f"{s.kind} VLMs")
-    key = (spec.strip(), tuple(sorted((k, repr(v)) for k, v in options.items())))
-    with _lock:
-        backend = _backends.get(key)
-        if backend is None:
-            backend = OpenAIVLM(s.rest, **options) if s.kind == "openai" else HFVLM(s.rest, **options)
-            _backends[key] = backend
-    if cache is False:
-        return backend
-    path = default_cache_path() if cache is True or cache is None else Path(cache).expanduser()
-    return CachedLLM(backend, path)
+    return cached_model("vlm", spec, cache, **options)
 
 
 class VLMAnswerer:
@@ -269,11 +245,11 @@ class VLMAnswerer:
             self.failures += 1
             return None
 
-    def answer(self, question: str, target_id: str) -> str:
+    def answer(self, question: str, target_id: str) -> Answer:
         out = self._ask(
             "vlm_answer", [self._target(target_id)], GenParams(max_tokens=24, stop=("\n",)), question=question
         )
-        return UNKNOWN if out is None else short_answer(out)
+        return Answer(UNKNOWN if out is None else short_answer(out))
 
     def differences(self, image_prompt: str, target_id: str, image_path: str = "") -> str:
         """How a generated image differs from the target, in one short sentence; "" when the

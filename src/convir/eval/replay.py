@@ -49,3 +49,42 @@ def replay(
     if any(len(r) != n_turns for r in rows):
         raise ConvirError("cached results have fewer turns than asked for: use a new --out folder")
     return np.asarray(rows, dtype=np.int64)
+
+
+# -- the `convir eval replay` / `convir eval chatir` commands' work -----------------------------
+
+
+def embedding_backend(corpus_embeddings: Any, search_space: list[str], text_encoder: str) -> Any:
+    """Exact ranks against a user's corpus embedding matrix (row i = search-space image i)."""
+    from convir.encoders import load_encoder
+    from convir.eval.backends import EmbeddingBackend, load_corpus_embeddings
+
+    corpus = load_corpus_embeddings(corpus_embeddings, expected_rows=len(search_space))
+    return EmbeddingBackend(corpus, load_encoder(text_encoder))
+
+
+def run_replay(
+    kind: str,
+    config: dict[str, Any],
+    dialogues: list[Any],
+    positions: list[int],
+    backend: Any,
+    strategy: Any,
+    turns: int | None,
+    out: Any,
+    progress: Any,
+    limit: int | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """Replay ``dialogues`` through ``strategy`` into a run folder; (report, run folder)."""
+    from convir.eval.metrics import turn_metrics
+    from convir.eval.runs import RunWriter, run_dir_for
+
+    config = {**config, "limit": limit}  # part of a replay folder's name (as before `eval replay`)
+    run_dir = run_dir_for(out, kind, config)
+    writer = RunWriter(run_dir, config)
+    with progress as bar:
+        task = bar.add_task("replay", total=len(dialogues))
+        ranks = replay(
+            dialogues, positions, strategy, backend, writer, turns, on_done=lambda n: bar.advance(task, n)
+        )
+    return writer.finish(turn_metrics(ranks), targets=[d.id for d in dialogues]), run_dir
