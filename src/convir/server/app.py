@@ -166,6 +166,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.sessions.ensure_open()
         yield
         service.close()
 

@@ -86,12 +86,24 @@ class SessionStore:
     def __init__(self, index_dir: Path) -> None:
         self.path = Path(index_dir) / DB_NAME
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=_BUSY_MS / 1000)
-        self._db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = self._connect()
+        self._closed = False
         self._db.executescript(_SCHEMA)
         self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=_BUSY_MS / 1000)
+        db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    def ensure_open(self) -> None:
+        """Reconnect after :meth:`close` (an app whose lifespan runs more than once, as
+        test clients do, closes the store at each shutdown and needs it at each startup)."""
+        with self._lock:
+            if self._closed:
+                self._db, self._closed = self._connect(), False
 
     def _migrate(self) -> None:
         """Add the owner columns to a database from before owner secrets (in one immediate
@@ -220,6 +232,7 @@ class SessionStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._closed = True
 
 
 def _dumps(obj: Any) -> str:
