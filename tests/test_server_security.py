@@ -164,7 +164,9 @@ def test_old_sessions_database_gets_owner_columns(tmp_path: Path, caplog: pytest
     assert len(stores) == 2
     assert "1 sessions from before owner secrets" in caplog.text
     store = stores[0]
-    cols = [r[1] for r in sqlite3.connect(tmp_path / "sessions.sqlite").execute("PRAGMA table_info(sessions)")]
+    cols = [
+        r[1] for r in sqlite3.connect(tmp_path / "sessions.sqlite").execute("PRAGMA table_info(sessions)")
+    ]
     assert cols[-2:] == ["owner", "username"]
     me = Owner("", "f" * 64)
     assert store.get("oldsession000001", me) is None and store.recent(me) == []
@@ -193,7 +195,9 @@ def test_per_user_tokens_scope_sessions_to_their_user(index_dir: Path, tmp_path:
     anon = _client(app)
     assert anon.get("/api/health").status_code == 401
     assert anon.get("/api/health", headers={"Authorization": "Bearer nope"}).status_code == 401
-    assert anon.get("/api/health", headers={"Authorization": f"Bearer {hash_token(alice_t)}"}).status_code == 401
+    assert (
+        anon.get("/api/health", headers={"Authorization": f"Bearer {hash_token(alice_t)}"}).status_code == 401
+    )
     alice = _client(app, headers={"Authorization": f"Bearer {alice_t}"})
     bob = _client(app, headers={"Authorization": f"Bearer {bob_t}"})
     v = _create(alice)
@@ -299,7 +303,9 @@ def test_numbers_in_json_must_be_integers(app: Any) -> None:
     for version in (True, "1", 1.0):
         res = c.post(f"/api/sessions/{v['id']}/turns", json={"kind": "say", "text": "x", "version": version})
         assert res.status_code == 422, (version, res.text)
-    assert c.post(f"/api/sessions/{v['id']}/turns", json={"kind": "say", "text": "x", "version": 1}).is_success
+    assert c.post(
+        f"/api/sessions/{v['id']}/turns", json={"kind": "say", "text": "x", "version": 1}
+    ).is_success
 
 
 def test_thumbnails_and_generated_images_carry_pixels_only(
@@ -392,7 +398,9 @@ def test_real_server_keeps_sessions_private_and_logs_no_secret(index_dir: Path, 
         assert bob.get(f"/api/sessions/{sid}", headers=mine).status_code == 404
         assert bob.post(f"/api/sessions/{sid}/turns", json={"kind": "skip"}, headers=mine).status_code == 404
         assert alice.post(f"/api/sessions/{sid}/turns", json={"kind": "say", "text": "x"}).status_code == 200
-        assert httpx.get(f"{srv.url}/api/sessions", headers={"Authorization": "Bearer guess"}).status_code == 401
+        assert (
+            httpx.get(f"{srv.url}/api/sessions", headers={"Authorization": "Bearer guess"}).status_code == 401
+        )
         assert alice.get(f"/api/sessions/{sid}", headers={HEADER: "x" * 50}).status_code == 404
         assert alice.delete(f"/api/sessions/{sid}", headers=mine).status_code == 204
     finally:

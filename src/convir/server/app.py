@@ -67,19 +67,23 @@ class Caller:
 
 # typed ``str`` with a None default (not ``str | None``): a header is absent or a string, and
 # the schema then says just that (a nullable header would be fuzzed with the text "null")
+SecretHeader = Annotated[
+    str,
+    Header(
+        alias=SECRET_HEADER,
+        pattern=SECRET_PATTERN,
+        description="owner secret from the create response (browsers send the cookie instead)",
+    ),
+]
+SecretCookie = Annotated[
+    str, Cookie(alias=SECRET_COOKIE, description="owner secret cookie set by the create response")
+]
+
+
 def caller(
     request: Request,
-    header: Annotated[
-        str,
-        Header(
-            alias=SECRET_HEADER,
-            pattern=SECRET_PATTERN,
-            description="owner secret from the create response (browsers send the cookie instead)",
-        ),
-    ] = None,  # type: ignore[assignment]
-    cookie: Annotated[
-        str, Cookie(alias=SECRET_COOKIE, description="owner secret cookie set by the create response")
-    ] = None,  # type: ignore[assignment]
+    header: SecretHeader = None,  # type: ignore[assignment]
+    cookie: SecretCookie = None,  # type: ignore[assignment]
 ) -> Caller:
     """The header wins over the cookie; a malformed cookie (another app's?) is ignored."""
     user = str(request.scope.get(USER_KEY, ""))

@@ -44,7 +44,10 @@ class TurnIn(_In):
         None, max_length=MAX_TEXT, description="how the generated images differ from the target"
     )
     version: int | None = Field(
-        None, ge=1, le=MAX_VERSION, description="apply only if the session is still at this version (else 409)"
+        None,
+        ge=1,
+        le=MAX_VERSION,
+        description="apply only if the session is still at this version (else 409)",
     )
 
 

@@ -487,7 +487,9 @@ class Service:
         try:
             return self.thumbs.get(path, 0)
         except Exception as exc:  # Pillow: OSError, ValueError, DecompressionBombError, ...
-            raise ApiError(415, "bad_image", f"cannot read the generated image: {type(exc).__name__}") from exc
+            raise ApiError(
+                415, "bad_image", f"cannot read the generated image: {type(exc).__name__}"
+            ) from exc
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "items": len(self.gallery), "sessions": self.sessions.count()}

@@ -191,7 +191,16 @@ class SessionStore:
             if cur.rowcount != 1:
                 raise VersionConflict(row.id)
         return SessionRow(
-            row.id, row.created, now, row.version + 1, status, row.options, state, last, row.owner, row.username
+            row.id,
+            row.created,
+            now,
+            row.version + 1,
+            status,
+            row.options,
+            state,
+            last,
+            row.owner,
+            row.username,
         )
 
     def recent(self, owner: Owner, limit: int = 100, offset: int = 0) -> list[SessionRow]:

@@ -63,7 +63,9 @@ def read_tokens(path: Path) -> dict[str, str]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConvirError(f"tokens file {path} does not exist (create it with: convir tokens add FILE USER)")
+        raise ConvirError(
+            f"tokens file {path} does not exist (create it with: convir tokens add FILE USER)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConvirError(f"cannot read tokens file {path}: {exc}") from exc
     return parse_tokens(text, str(path))
