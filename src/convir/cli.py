@@ -37,6 +37,9 @@ def _register_subcommands() -> None:
 
     app.add_typer(eval_app, name="eval")
     app.add_typer(report_app, name="report")
+    from convir.server.cli import tokens_app
+
+    app.add_typer(tokens_app, name="tokens")
 
 
 def _console(stderr: bool = False) -> Any:
@@ -330,6 +333,13 @@ def serve_cmd(
             "Prefer the environment variable: a command line is visible to other users.",
         ),
     ] = None,
+    tokens: Annotated[
+        Path | None,
+        typer.Option(
+            help="File of per-user hashed tokens instead of one shared --token (add users with "
+            "`convir tokens add FILE USER`); each user sees only their own sessions.",
+        ),
+    ] = None,
     llm: Annotated[
         str | None, typer.Option(help="LLM spec for questions and LLM strategies, e.g. llamacpp:smollm2")
     ] = None,
@@ -368,7 +378,9 @@ def serve_cmd(
             f"convir serve needs the server extra: pip install 'convir[server]' ({exc})"
         ) from exc
 
-    if not is_loopback(host) and not token:
+    if token and tokens:
+        raise ConvirError("give --token (or CONVIR_TOKEN) or --tokens, not both")
+    if not is_loopback(host) and not token and not tokens:
         _console(stderr=True).print(
             f"[bold yellow]warning:[/] serving on {host} without a token: anyone who can reach this "
             "port can use it (set CONVIR_TOKEN)"
@@ -378,6 +390,7 @@ def serve_cmd(
         host=host,
         port=port,
         token=token,
+        tokens=tokens,
         allowed_hosts=allow_host,
         llm=llm,
         strategy=strategy,

@@ -24,7 +24,7 @@ from convir.errors import ConvirError
 from convir.llm.base import LLMError
 from convir.server.media import ThumbnailCache, gallery_root, safe_generated_path, safe_item_path
 from convir.server.models import SessionCreate, TurnIn
-from convir.server.sessions import SessionRow, SessionStore, VersionConflict
+from convir.server.sessions import Owner, SessionRow, SessionStore, VersionConflict
 from convir.specs import REGISTRY, NeedsLLMError
 
 log = logging.getLogger("convir.server")
@@ -208,7 +208,9 @@ class Service:
         return conv
 
     # sessions -------------------------------------------------------------------------------
-    def create(self, body: SessionCreate) -> dict[str, Any]:
+    # Every session method takes the caller's Owner; a session of another owner is a 404 with
+    # the same sentence as one that does not exist, so its existence is not revealed.
+    def create(self, body: SessionCreate, owner: Owner) -> dict[str, Any]:
         spec = self._resolve(body)
         if self.sessions.count() >= self.max_sessions:
             raise ApiError(429, "too_many_sessions", f"{self.max_sessions} sessions exist; delete some first")
@@ -216,21 +218,21 @@ class Service:
         res = _run_turn(conv.start, body.description)
         state = conv.state
         assert state is not None
-        row = self.sessions.create(spec.to_dict(), state.to_dict(), self._last(res, state, conv.k))
+        row = self.sessions.create(spec.to_dict(), state.to_dict(), self._last(res, state, conv.k), owner)
         return self.view(row)
 
-    def get(self, session_id: str) -> SessionRow:
-        row = self.sessions.get(session_id)
+    def get(self, session_id: str, owner: Owner) -> SessionRow:
+        row = self.sessions.get(session_id, owner)
         if row is None:
-            raise ApiError(404, "no_session", f"no session {session_id!r} (deleted, or never created)")
+            raise _no_session(session_id)
         return row
 
-    def turn(self, session_id: str, body: TurnIn) -> dict[str, Any]:
+    def turn(self, session_id: str, body: TurnIn, owner: Owner) -> dict[str, Any]:
         """Apply one user turn. Callers serialise turns per session (the app holds a lock per
         id); the version check additionally catches a second process on the same index,
         in which case the turn is re-applied to the newer state rather than lost."""
         for _ in range(5):
-            row = self.get(session_id)
+            row = self.get(session_id, owner)
             if body.version is not None and body.version != row.version:
                 raise ApiError(
                     409,
@@ -274,12 +276,13 @@ class Service:
             return self.view(row)
         raise ApiError(409, "conflict", "the session kept changing during this turn; try again")
 
-    def delete(self, session_id: str) -> None:
-        if not self.sessions.delete(session_id):
-            raise ApiError(404, "no_session", f"no session {session_id!r}")
+    def delete(self, session_id: str, owner: Owner) -> None:
+        if not self.sessions.delete(session_id, owner):
+            raise _no_session(session_id)
 
-    def list_sessions(self, limit: int, offset: int) -> dict[str, Any]:
-        rows = self.sessions.recent(limit, offset)
+    def list_sessions(self, limit: int, offset: int, owner: Owner) -> dict[str, Any]:
+        """Only the caller's sessions (none when it sent no owner secret)."""
+        rows = self.sessions.recent(owner, limit, offset)
         return {
             "sessions": [
                 {
@@ -292,7 +295,7 @@ class Service:
                 }
                 for r in rows
             ],
-            "total": self.sessions.count(),
+            "total": self.sessions.count(owner),
         }
 
     # views ---------------------------------------------------------------------------------
@@ -324,7 +327,9 @@ class Service:
                     "score": score,
                     "caption": item.captions[0] if item.captions else "",
                     "captions": item.captions[:5],
-                    "thumbnail": f"/api/thumbnails/{quote(item_id, safe='/')}" if item.path else None,
+                    # the id as a query parameter, every character encoded: an id with "." or
+                    # ".." segments would be rewritten by the browser's URL normalisation in a path
+                    "thumbnail": f"/api/thumbnails?id={quote(item_id, safe='')}" if item.path else None,
                 }
             )
         return out
@@ -400,10 +405,11 @@ class Service:
                 415, "bad_image", f"cannot read the image of {item_id!r}: {type(exc).__name__}"
             ) from exc
 
-    def generated_image(self, session_id: str, turn: int, index: int) -> Path:
+    def generated_image(self, session_id: str, turn: int, index: int, owner: Owner) -> bytes:
+        """The PNG of an image this session recorded, re-encoded from its pixels."""
         from convir.paths import cache_dir
 
-        row = self.get(session_id)
+        row = self.get(session_id, owner)
         per_turn = DialogState.from_dict(row.state).images
         try:
             stored = per_turn[turn][index]["path"]
@@ -412,7 +418,12 @@ class Service:
         path = safe_generated_path(stored, cache_dir() / "images")
         if path is None:
             raise ApiError(404, "no_image", "the generated image is no longer available")
-        return path
+        try:
+            return self.thumbs.get(path, 0)
+        except Exception as exc:  # Pillow: OSError, ValueError, DecompressionBombError, ...
+            raise ApiError(
+                415, "bad_image", f"cannot read the generated image: {type(exc).__name__}"
+            ) from exc
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "items": len(self.gallery), "sessions": self.sessions.count()}
@@ -447,6 +458,16 @@ PUBLIC_OPTIONS = ("strategy", "questioner", "k", "llm", "imagine", "generator")
 def _public_options(spec: dict[str, Any]) -> dict[str, Any]:
     """What the API shows of a session's spec (models.Options)."""
     return {key: spec.get(key) for key in PUBLIC_OPTIONS}
+
+
+def _no_session(session_id: str) -> ApiError:
+    """The one answer for a missing session and for another owner's: nothing tells them apart."""
+    return ApiError(
+        404,
+        "no_session",
+        f"no session {session_id!r} for this client: deleted, never created, or created with another "
+        "owner secret (send the X-Session-Secret the create response gave)",
+    )
 
 
 def _run_turn(fn: Any, *args: Any) -> TurnResult:
