@@ -374,7 +374,7 @@ def dialog_cmd(
         from convir.search import open_index
 
         idx = open_index(index)
-        backend: Any = RankerBackend(idx.ranker, idx.encoder, mode)
+        backend: Any = RankerBackend(idx, mode)
         where = idx.position
         config |= {"index": str(index), "encoder": idx.encoder_spec, "mode": mode}
     elif corpus_embeddings is not None and text_encoder and (space or search_space):
