@@ -195,6 +195,8 @@ def _print_report(report: Any) -> None:
         + f" in {report.seconds:.1f}s"
         + (f" ({rate:,.0f} items/s encoding)" if rate else "")
     )
+    if report.rebuilt and not (report.added or report.updated or report.removed):
+        console.print(f"rebuilt the search files: {report.rebuild_reason}", markup=False)
     if not report.bm25:
         console.print(
             "note: no caption text in this gallery, so the index has no BM25: search with --mode dense "

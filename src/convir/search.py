@@ -95,8 +95,8 @@ class SearchIndex(TextRanking):
     def _damaged(self, problem: str) -> str:
         return (
             f"index {self.root}: the published build is damaged ({problem}). Repair it with "
-            f"`{index_command(self.root, self.store.get('source'))}` (rebuilds from convir.sqlite "
-            f"without re-encoding); `convir check {self.root}` lists every problem"
+            f"`{index_command(self.root, self.store.get('source'), rebuild=True)}` (rebuilds the "
+            f"search files from convir.sqlite, no re-encoding); `convir check {self.root}` lists all problems"
         )
 
     def _load_bm25(self) -> Any:

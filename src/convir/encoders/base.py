@@ -91,6 +91,16 @@ def too_large(width: int, height: int, limit: int) -> str:
     )
 
 
+def _bomb(exc: Exception, max_pixels: int | None) -> str:
+    """Pillow refused the header itself (over twice its limit): say it in our terms."""
+    import re
+
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)):,} pixels" if found else "its header"
+    return f"image too large: {size}, over the limit of {limit:,} (--max-pixels)"
+
+
 def check_image(path: Path | str, max_pixels: int | None = None) -> str | None:
     """Why ``path`` is not a usable image (unreadable, corrupt, over the pixel limit), or None.
 
@@ -106,7 +116,7 @@ def check_image(path: Path | str, max_pixels: int | None = None) -> str | None:
                 return too_large(w, h, limit)
             img.verify()
     except Image.DecompressionBombError as exc:
-        return f"image too large: {exc}"
+        return _bomb(exc, max_pixels)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         return f"unreadable or corrupt image ({type(exc).__name__}: {exc})"
     return None
@@ -137,7 +147,7 @@ def load_image(path: Path | str, max_pixels: int | None = None) -> Image.Image:
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(path, f"image too large: {exc}") from exc
+        raise ImageReadError(path, _bomb(exc, max_pixels)) from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         # Image.UnidentifiedImageError (not an image) is an OSError; PIL raises the others for
         # some malformed headers/chunks.

@@ -255,8 +255,7 @@ def _open_store(out: Path, rebuild: bool) -> tuple[Store, str | None]:
             src = out / f"{DB_NAME}{suffix}"
             if src.exists():
                 os.replace(src, out / f"{aside.name}{suffix}")
-        shutil.rmtree(out / "builds", ignore_errors=True)
-        store = Store(out, create=True)
+        store = Store(out, create=True)  # old builds stay until no reader serves them
         note = f"convir.sqlite was damaged: set aside as {aside.name}; indexing the gallery from scratch"
         store.upgrade()
         return store, note
@@ -448,6 +447,8 @@ def build(store: Store, ann_kind: str) -> Path:
     from convir.index.build import write_build
 
     gen = store.reserve_generation()
+    while (store.builds_dir / gen).exists():  # folders of a database set aside by --rebuild
+        gen = store.reserve_generation()
     version, ids, matrix, caps = store.snapshot()
     target = store.builds_dir / gen
     write_build(
@@ -458,6 +459,7 @@ def build(store: Store, ann_kind: str) -> Path:
         ann_kind=ann_kind,
         encoder=store.encoder_spec,
         items_version=version,
+        source=store.get("source"),
         checkpoint=checkpoint,
     )
     checkpoint("publish")

@@ -43,10 +43,24 @@ class IndexCorruptError(ConvirError):
     """convir.sqlite cannot be read: damaged, truncated, or not a convir database."""
 
 
-def corrupt_message(root: Path, exc: BaseException) -> str:
+def source_from_builds(root: Path) -> str | None:
+    """The gallery named in the newest build.json: the repair hint when SQLite is unreadable."""
+    found: list[tuple[float, str]] = []
+    for info in Path(root).glob("builds/*/build.json"):
+        try:
+            src = json.loads(info.read_text(encoding="utf-8")).get("source")
+            if isinstance(src, str):
+                found.append((info.stat().st_mtime, src))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return max(found)[1] if found else None
+
+
+def corrupt_message(root: Path, exc: BaseException | str) -> str:
     return (
         f"{Path(root) / DB_NAME} is damaged or not a convir database (sqlite: {exc}). "
-        f"`convir check {root}` lists the problems; `convir index GALLERY --out {root} --rebuild` "
+        f"`convir check {root}` lists the problems; "
+        f"`{index_command(root, source_from_builds(root), rebuild=True)}` "
         "sets the damaged file aside and indexes the gallery again"
     )
 

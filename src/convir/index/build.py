@@ -62,6 +62,7 @@ def write_build(
     ann_kind: str,
     encoder: str | None,
     items_version: int,
+    source: str | None = None,
     checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """Write one complete generation into ``target`` (atomically) and return its build.json."""
@@ -91,6 +92,7 @@ def write_build(
             "encoder": encoder,
             "ann": ann_kind,
             "items_version": int(items_version),
+            "source": source,  # the gallery, so a repair command can be named without SQLite
             "bm25": bm25_info,
             "created": time.time(),
         }

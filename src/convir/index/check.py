@@ -39,7 +39,7 @@ class CheckReport:
 def check_index(root: Path) -> CheckReport:
     """Every problem of the index at ``root``; ConvirError if it is not an index at all."""
     from convir.gallery.lock import is_locked, lock_holder
-    from convir.gallery.store import DB_NAME, IndexCorruptError, Store, index_command
+    from convir.gallery.store import DB_NAME, IndexCorruptError, Store, index_command, source_from_builds
 
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -57,7 +57,7 @@ def check_index(root: Path) -> CheckReport:
         store = Store(root)
     except IndexCorruptError as exc:
         report.problems.append(str(exc).split(". `convir check")[0])
-        report.repair = index_command(root, None, rebuild=True)
+        report.repair = index_command(root, source_from_builds(root), rebuild=True)
         return report
     source = None
     try:
@@ -66,8 +66,9 @@ def check_index(root: Path) -> CheckReport:
         if report.problems:
             report.repair = index_command(root, source, rebuild=True)
             return report
-        if _check_build(store, report):
-            report.repair = index_command(root, source)
+        needs = _check_build(store, report)
+        if needs:
+            report.repair = index_command(root, source, rebuild=needs == "rebuild")
         leftovers = _leftovers(store)
         if leftovers:
             report.notes.append(leftovers)
@@ -114,19 +115,20 @@ def _check_sqlite(store: Any, report: CheckReport) -> None:
     )
 
 
-def _check_build(store: Any, report: CheckReport) -> bool:
-    """Check the published build; True when re-running `convir index` is the repair."""
+def _check_build(store: Any, report: CheckReport) -> str | None:
+    """Check the published build: "rerun" when re-running `convir index` finishes it,
+    "rebuild" when its files are damaged (``--rebuild`` remakes them from SQLite), else None."""
     from convir.gallery.lock import is_locked
     from convir.index.build import has_bm25, read_info, verify_build
 
     path = store.current_build()
     if path is None:
         report.problems.append("no build was ever published (the first `convir index` run did not finish)")
-        return True
+        return "rerun"
     problems = verify_build(path, expected_ids=store.ids(), expected_dim=store.dim, full=True)
     if problems:
         report.problems += [f"build {path.name}: {p}" for p in problems]
-        return True
+        return "rebuild"
     info = read_info(path)
     built_from, now = store.build_items_version, store.items_version
     if built_from != now:
@@ -139,14 +141,14 @@ def _check_build(store: Any, report: CheckReport) -> bool:
             report.notes.append(what + " (the running index run will publish a new build)")
         else:
             report.problems.append(what + ": an interrupted run left it stale")
-            return True
+            return "rerun"
     bm25 = "no BM25 (no caption text)"
     if has_bm25(path, info):
         tok = (info.get("bm25") or {}).get("tokenizer") or {}
         stem = tok.get("stemmer") if tok.get("stemmed", True) else None
         bm25 = f"BM25 ({'stemmed: ' + stem if stem else 'not stemmed'})" if tok else "BM25"
     report.ok_lines.append(f"build {path.name}: {info['count']} items, ann {info['ann']}, {bm25}")
-    return False
+    return None
 
 
 def _leftovers(store: Any) -> str | None:
