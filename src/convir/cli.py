@@ -448,7 +448,7 @@ def main() -> None:
     except ConvirError as exc:
         console = _console(stderr=True)
         console.print("[bold red]error:[/] ", end="")
-        console.print(str(exc), markup=False)
+        console.print(str(exc), markup=False, soft_wrap=True)  # one line, however long
         sys.exit(2)
     except KeyboardInterrupt:
         _console(stderr=True).print("interrupted: work saved so far is kept; re-run the command to resume")

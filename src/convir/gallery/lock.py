@@ -67,6 +67,12 @@ class IndexLock:
         return self.root / LOCK_NAME
 
     def acquire(self) -> None:
+        try:
+            self._acquire()
+        except OSError as exc:  # a read-only disk, no permission, ...
+            raise ConvirError(f"cannot write the index folder {self.root}: {exc.strerror or exc}") from exc
+
+    def _acquire(self) -> None:
         if fcntl is None:  # pragma: no cover
             return
         self.root.mkdir(parents=True, exist_ok=True)

@@ -29,16 +29,16 @@ def check_cmd(
     console = Console(highlight=False)
     for line in report.ok_lines:
         console.print("[green]ok:[/] ", end="")
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=True)
     for line in report.notes:
         console.print("[bold]note:[/] ", end="")
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=True)
     for line in report.problems:
         console.print("[bold red]problem:[/] ", end="")
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=True)
     if report.repair:
         console.print("[bold]repair:[/] ", end="")
-        console.print(report.repair, markup=False)
+        console.print(report.repair, markup=False, soft_wrap=True)
     if report.ok:
         console.print(f"{report.index_dir}: no problems found")
     raise typer.Exit(0 if report.ok else 1)
