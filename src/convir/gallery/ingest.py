@@ -209,7 +209,7 @@ def ingest(
     try:
         report = _ingest_locked(
             gallery, out, items, ignored, encoder_spec, ann, fmt, batch_size, replace, long_text,
-            on_total, on_progress, rebuild, max_pixels,
+            on_total, on_progress, rebuild, max_pixels, t0,
         )  # fmt: skip
     except BaseException:
         if fresh:
@@ -217,7 +217,6 @@ def ingest(
         raise
     finally:
         lock.release()
-    report.seconds = time.perf_counter() - t0
     return report
 
 
@@ -278,6 +277,7 @@ def _ingest_locked(
     on_progress: ProgressFn | None,
     rebuild: bool,
     max_pixels: int | None,
+    t0: float,
 ) -> IngestReport:
     from convir.encoders import DEFAULT_ENCODER, has_image_tower, load_encoder
 
@@ -408,6 +408,7 @@ def _ingest_locked(
         remove_unused_builds(store.builds_dir, published.name if published else "")
         report.bm25 = bool(published and has_bm25(published, read_info(published)))
         report.total = store.count()
+        report.seconds = time.perf_counter() - t0
         write_json(out / REPORT_NAME, report.to_dict())
         return report
     finally:

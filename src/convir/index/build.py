@@ -19,6 +19,7 @@ running server keeps serving the last good build while ``convir index`` publishe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -287,9 +288,11 @@ class Build:
         return fd
 
     def close(self) -> None:
-        if self._pin_fd is not None:
-            os.close(self._pin_fd)  # releases the shared lock
-            self._pin_fd = None
+        fd, self._pin_fd = getattr(self, "_pin_fd", None), None
+        if fd is not None:
+            # TypeError: at interpreter shutdown os may already be torn down
+            with contextlib.suppress(OSError, TypeError):
+                os.close(fd)  # releases the shared lock
 
     def __del__(self) -> None:
         self.close()
