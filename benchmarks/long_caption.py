@@ -14,10 +14,13 @@ from collections.abc import Callable
 
 from _common import machine
 from convir.encoders import load_encoder
-from convir.encoders.longtext import split_to_fit
+from convir.encoders.longtext import may_exceed, split_to_fit
 
 
 def greedy_split(text: str, count_tokens: Callable[[str], int], max_tokens: int) -> list[str]:
+    """convir.encoders.longtext.split_to_fit before issue 13, verbatim."""
+    if not may_exceed(text, max_tokens) or count_tokens(text) <= max_tokens:
+        return [text]
     pieces: list[str] = []
     current: list[str] = []
     for word in text.split():
