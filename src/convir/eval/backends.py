@@ -19,7 +19,9 @@ import numpy as np
 from convir.encoders.base import l2_normalize
 from convir.errors import ConvirError
 from convir.eval.metrics import ranks_from_scores
+from convir.gallery.layer import query_vectors
 from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
+from convir.index.ranker import NO_TEXT, check_mode
 
 
 class EmbeddingBackend:
@@ -45,18 +47,22 @@ class EmbeddingBackend:
 
 
 class RankerBackend:
-    """Ranks from the product's ranker (what `convir search` does), for one mode."""
+    """Ranks from a gallery's own ranker (what `convir search` does), for one mode.
+
+    ``gallery`` is an index directory (:class:`convir.search.SearchIndex`) or a
+    :class:`convir.gallery.memory.MemoryGallery`; queries are encoded by the gallery layer's
+    one rule (:func:`convir.gallery.layer.query_vectors`)."""
 
     def __init__(
         self,
-        ranker: Any,
-        encoder: Any,
+        gallery: Any,
         mode: str = "dense",
         fusion: str = DEFAULT_FUSION,
         alpha: float = DEFAULT_ALPHA,
         depth: int = 100,
     ) -> None:
-        self.ranker, self.encoder, self.mode = ranker, encoder, mode
+        check_mode(mode, fusion)
+        self.gallery, self.ranker, self.mode = gallery, gallery.ranker, mode
         self.fusion, self.alpha, self.depth = fusion, alpha, depth
 
     def __len__(self) -> int:
@@ -66,9 +72,12 @@ class RankerBackend:
         """1-based rank of ``targets[i]`` for ``queries[i]`` (or precomputed ``vectors[i]``)."""
         targets = np.asarray(targets)
         if self.mode == "bm25":
-            scores = np.stack([self.ranker.bm25.scores(q) for q in queries])
+            bm25 = self.ranker.bm25
+            if getattr(bm25, "empty", False):
+                raise ConvirError(NO_TEXT)
+            scores = np.stack([bm25.scores(q) for q in queries])
             return [int(r) for r in ranks_from_scores(scores, targets)]
-        q = self.encoder.encode_text(queries) if vectors is None else vectors
+        q = query_vectors(self.gallery, queries, self.mode) if vectors is None else vectors
         if self.mode == "dense":
             scores = np.asarray(q, dtype=np.float32) @ np.asarray(self.ranker.vectors).T
             return [int(r) for r in ranks_from_scores(scores, targets)]

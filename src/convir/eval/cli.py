@@ -385,7 +385,7 @@ def replay_cmd(
         from convir.search import open_index
 
         idx = open_index(index)
-        backend: Any = RankerBackend(idx.ranker, idx.encoder, mode)
+        backend: Any = RankerBackend(idx, mode)
         where = idx.position
         config |= {"index": str(index), "encoder": idx.encoder_spec, "mode": mode}
     else:

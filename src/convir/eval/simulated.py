@@ -75,12 +75,10 @@ def load_sim(dataset: str, path: str, split: str, encoder: Any) -> SimData:
 
 
 def _sim_from_items(items: list[Any], encoder: Any) -> tuple[Any, list[SimTarget], dict[str, list[str]]]:
-    from convir.dialog.gallery import MemoryGallery
-    from convir.eval.retrieval import caption_vectors
+    from convir.gallery.memory import MemoryGallery
 
     gallery_caps = [list(it.captions[1:3]) for it in items]
-    vectors = caption_vectors(encoder, gallery_caps)
-    gallery = MemoryGallery([it.id for it in items], gallery_caps, vectors, encoder)
+    gallery = MemoryGallery.from_captions([it.id for it in items], gallery_caps, encoder)
     targets = [SimTarget(it.id, i, it.captions[0]) for i, it in enumerate(items)]
     held_out = {it.id: list(it.captions[3:]) for it in items}
     return gallery, targets, held_out

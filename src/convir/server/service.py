@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 from convir import __version__
 from convir.dialog.engine import Conversation, TurnResult
-from convir.dialog.gallery import rank_text
 from convir.dialog.session import SessionSpec, build_conversation
 from convir.dialog.state import DialogState
 from convir.errors import ConvirError
+from convir.gallery.layer import TextRanking
 from convir.llm.base import LLMError
 from convir.server.media import ThumbnailCache, gallery_root, safe_generated_path, safe_item_path
 from convir.server.models import SessionCreate, TurnIn
@@ -62,7 +62,7 @@ class _LockedEncoder:
         return getattr(self._inner, name)
 
 
-class ServerGallery:
+class ServerGallery(TextRanking):
     """A :class:`~convir.search.SearchIndex` shared by request threads. faiss and numpy
     searches are safe to run concurrently; the tokenizer and the index's SQLite connection
     are not, so those go through locks. Anything else is the index's own attribute."""
@@ -87,9 +87,6 @@ class ServerGallery:
     def captions(self, positions: Any) -> list[list[str]]:
         with self._db_lock:
             return self._idx.captions(positions)
-
-    def rank_text(self, text: str, k: int, mode: str = "dense", **options: Any) -> Any:
-        return rank_text(self, text, k, mode, **options)  # through the locked encoder
 
     def items(self, ids: list[str]) -> dict[str, Any]:
         with self._db_lock:
