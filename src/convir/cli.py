@@ -77,7 +77,8 @@ def index_cmd(
     encoder: Annotated[
         str | None,
         typer.Option(
-            help="Encoder spec: caption:minilm (offline default), open_clip:ViT-B-32/openai, hf:MODEL. "
+            help="Encoder spec: caption:minilm (offline default), open_clip:ViT-B-32/openai, hf:MODEL, "
+            "blip:MODEL_OR_CHECKPOINT. "
             "Defaults to the index's own encoder, or caption:minilm for a new index."
         ),
     ] = None,
