@@ -122,6 +122,20 @@ def export_original_checkpoint(folder: Path, out: Path, extra: bool = True) -> P
 
 
 # -- ChatIR's BLIP baseline, re-implemented on the bare transformers modules ------------------------
+def official_transform(size: int) -> Any:
+    """ChatIR's ``transform_test`` for BLIP (baselines.py), with torchvision."""
+    from torchvision import transforms
+    from torchvision.transforms.functional import InterpolationMode
+
+    return transforms.Compose(
+        [
+            transforms.Resize((size, size), interpolation=InterpolationMode.BICUBIC),
+            transforms.ToTensor(),
+            transforms.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+        ]
+    )
+
+
 def reference_blip(folder: Path, image_size: int | None = None) -> tuple[Any, Any]:
     """(dialog_encoder(list[str]) -> tensor, image_embedder(paths) -> tensor) as ChatIR's
     ``BLIP_BASELINE``: tokenizer(padding='longest', truncation=True, max_length=200), text CLS ->
@@ -130,20 +144,12 @@ def reference_blip(folder: Path, image_size: int | None = None) -> tuple[Any, An
     import torch
     import torch.nn.functional as F
     from PIL import Image
-    from torchvision import transforms
-    from torchvision.transforms.functional import InterpolationMode
     from transformers import AutoTokenizer, BlipForImageTextRetrieval
 
     model = BlipForImageTextRetrieval.from_pretrained(folder).float().eval()
     tok = AutoTokenizer.from_pretrained(folder)
     size = image_size or model.config.vision_config.image_size
-    transform = transforms.Compose(
-        [
-            transforms.Resize((size, size), interpolation=InterpolationMode.BICUBIC),
-            transforms.ToTensor(),
-            transforms.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-        ]
-    )
+    transform = official_transform(size)
 
     @torch.no_grad()
     def dialog_encoder(texts: list[str]) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from blip_helpers import build_blip_folder, export_original_checkpoint, reference_blip
+from blip_helpers import build_blip_folder, export_original_checkpoint, official_transform, reference_blip
 from conftest import make_image, run_cli
 from convir.encoders import load_encoder
 from convir.encoders.blip_layout import (
@@ -184,9 +184,10 @@ def test_loaded_checkpoint_computes_what_the_original_code_computes(
     enc = load_encoder(_spec(ckpt, blip_dir), long_text="truncate")
     state = torch.load(ckpt, weights_only=True)["model"]
     batch = enc.tokenizer(TEXTS, padding="longest", truncation=True, max_length=200, return_tensors="pt")
-    pixels = enc.image_processor(images=[enc.load_image(p) for p in pictures], return_tensors="pt")[
-        "pixel_values"
-    ]
+    from PIL import Image
+
+    transform = official_transform(32)
+    pixels = torch.stack([transform(Image.open(p).convert("RGB")) for p in pictures])
     with torch.no_grad():
         text, image = _original_forward(state, batch.input_ids, batch.attention_mask, pixels)
     np.testing.assert_allclose(enc.encode_text(TEXTS), text.numpy(), atol=1e-5)

@@ -25,9 +25,11 @@ app = typer.Typer(
 
 def _register_subcommands() -> None:
     from convir.eval.cli import eval_app, report_app
+    from convir.eval.embed import embed_app
 
     app.add_typer(eval_app, name="eval")
     app.add_typer(report_app, name="report")
+    app.add_typer(embed_app, name="embed")
 
 
 def _console(stderr: bool = False) -> Any:

@@ -32,17 +32,21 @@ Options (``?key=value&...``):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
-from convir.encoders.base import LongTextPolicy, resolve_device, torch_dtype
+import numpy as np
+
+from convir.encoders.base import LongTextPolicy, l2_normalize, resolve_device, torch_dtype
 from convir.encoders.hf import HFEncoder, _resolve, offline_if_local
 from convir.errors import SpecError
 from convir.specs import check_options
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
 DEFAULT_BASE = "Salesforce/blip-itm-base-coco"
 DEFAULT_MAX_LENGTH = 200  # ChatIR's baselines.py: tokenizer(..., truncation=True, max_length=200)
@@ -171,8 +175,8 @@ class BlipEncoder(HFEncoder):
 
     # -- loading ------------------------------------------------------------------------------
     def _blip_processing(self, path: str) -> tuple[Any, Any]:
-        """BLIP's BERT tokenizer and its PIL-based image processor (the slow one: it resizes with
-        PIL's bicubic filter exactly as the official torchvision transform on PIL images does)."""
+        """BLIP's BERT tokenizer and image processor (read for its size, mean and std; the pixels
+        themselves are made by :meth:`pixels`)."""
         from transformers import AutoTokenizer, BlipImageProcessor
 
         try:
@@ -261,6 +265,38 @@ class BlipEncoder(HFEncoder):
         return model
 
     # -- ITC embeddings --------------------------------------------------------------------------
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """BLIP's eval transform, written out as ChatIR's ``transform_test``: PIL bicubic resize to
+        ``size x size`` (no crop), ``ToTensor`` (/255), ``Normalize`` with the processor's mean/std.
+        transformers' default BLIP processor resizes tensors with torch's bicubic kernel, which
+        gives other pixels than PIL's; this stays with the official one."""
+        import torch
+        from PIL import Image as PILImage
+
+        size = int(self.model.config.vision_config.image_size)
+        mean = torch.tensor(self.image_processor.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_processor.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        batch = np.stack(
+            [
+                np.asarray(
+                    img.convert("RGB").resize((size, size), PILImage.Resampling.BICUBIC), dtype=np.uint8
+                )
+                for img in images
+            ]
+        )
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div(255)
+        return (x - mean) / std
+
+    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        import torch
+
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        pixels = self.pixels(images).to(self.device, self.model.dtype)
+        with torch.inference_mode():
+            feats = self._image_features({"pixel_values": pixels})
+        return l2_normalize(feats.float().cpu().numpy())
+
     def _text_features(self, inputs: Any) -> torch.Tensor:
         out = self.model.text_encoder(
             input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], return_dict=True

@@ -133,7 +133,9 @@ def check_corpus_provenance(corpus_path: Path, encoder_spec: str) -> str | None:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    embedded_with = meta.get("encoder") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        return None
+    embedded_with = meta.get("encoder_canonical") or meta.get("encoder")
     if embedded_with and embedded_with != encoder_spec:
         return (
             f"{corpus_path} was embedded with {embedded_with} but queries use {encoder_spec}; "
