@@ -64,3 +64,27 @@ def make_chatir(root: Path, n_images: int = 16, n_dialogues: int = 6, seed: int 
             records.append({"img": target, "dialog": dialog})
         (data / f"{name}.json").write_text(json.dumps(records))
     return {"images": root / "images", "data": data, "space": data / "Search_Space_val_50k.json"}
+
+
+TINY_OPEN_CLIP = {
+    "embed_dim": 16,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "patch_size": 16, "width": 32, "layers": 1, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def build_open_clip_dir(folder: Path, seed: int = 0) -> Path:
+    """A tiny random CLIP as an open_clip ``local-dir:`` bundle (config + weights), loadable from
+    any process as ``open_clip:local-dir:FOLDER``; OpenAI's BPE tokenizer, 77-token context."""
+    import open_clip
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": TINY_OPEN_CLIP, "preprocess_cfg": {}})
+    )
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**TINY_OPEN_CLIP)
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return folder

@@ -188,7 +188,13 @@ def _select(dialogues: list[Any], split: str, limit: int | None, dataset: str | 
 
 @eval_app.command("chatir")
 def chatir_cmd(
-    dialogues: Annotated[Path, typer.Option(help="ChatIR dialogue file, e.g. ChatGPT_BLIP2.json.")],
+    dialogues: Annotated[
+        list[Path],
+        typer.Option(
+            help="ChatIR dialogue file, e.g. ChatGPT_BLIP2.json. Repeat for several: one run folder "
+            "each (--out/<file name>), models loaded once."
+        ),
+    ],
     corpus_embeddings: Annotated[
         Path,
         typer.Option(
@@ -261,25 +267,50 @@ def chatir_cmd(
     from convir.eval import chatir
 
     settings = imagine_settings(imagine, generator, generator_option, images_per_turn, dar_schedule)
-    plan = chatir.plan(
-        dialogues,
-        corpus_embeddings,
-        text_encoder,
-        search_space,
-        split,
-        limit,
-        chatir.Protocol(query=query, rounds=rounds, long_text=long_text),
-        k,
-        device,
-        batch_size,
-        settings,
-        llm,
-    )
-    run_dir = _run_dir(out, "chatir", plan.config)
+    protocol = chatir.Protocol(query=query, rounds=rounds, long_text=long_text)
+    stems = [f.stem for f in dialogues]
+    if len(set(stems)) != len(stems):
+        raise ConvirError("several --dialogues files share a name; their run folders would collide")
+    plans = [  # every file is checked before any model loads
+        chatir.plan(f, corpus_embeddings, text_encoder, search_space, split, limit, protocol, k, device,
+                    batch_size, settings, llm)
+        for f in dialogues
+    ]  # fmt: skip
+    if len(plans) == 1:
+        run_dir = _run_dir(out, "chatir", plans[0].config)
+        dirs = [run_dir]
+    else:
+        base = out or _run_dir(None, "chatir", {"runs": [p.config for p in plans]})
+        dirs = [base / stem for stem in stems]
+    reports = []
     with _progress(json_out) as progress:
-        task = progress.add_task("chatir", total=len(plan.dialogues))
-        report = chatir.run(plan, run_dir, on_done=lambda n: progress.advance(task, n))
-    _print_metrics(report, run_dir, json_out)
+        for plan, run_dir in zip(plans, dirs, strict=True):
+            task = progress.add_task("chatir", total=len(plan.dialogues))
+            reports.append(chatir.run(plan, run_dir, on_done=lambda n, t=task: progress.advance(t, n)))
+    if len(plans) == 1:
+        _print_metrics(reports[0], dirs[0], json_out)
+        return
+    if json_out:
+        runs = [
+            {"dialogues": str(f), "run_dir": str(d), "metrics": r["metrics"]}
+            for f, d, r in zip(dialogues, dirs, reports, strict=True)
+        ]
+        typer.echo(json.dumps({"runs": runs}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    cut = max(plans[0].ks)
+    table = Table(title=f"Hits@{cut} (%) per turn, {text_encoder}")
+    table.add_column("dialogues", no_wrap=True)
+    n_turns = len(reports[0]["metrics"][f"hits@{cut}"])
+    for t in range(n_turns):
+        table.add_column(str(t), justify="right")
+    for f, r in zip(dialogues, reports, strict=True):
+        table.add_row(f.stem, *(f"{100 * v:.1f}" for v in r["metrics"][f"hits@{cut}"]))
+    console = Console(highlight=False)
+    console.print(table)
+    console.print("written: " + ", ".join(str(d / "report.json") for d in dirs), markup=False)
 
 
 @eval_app.command("dialog")
