@@ -159,12 +159,9 @@ class BlipEncoder(HFEncoder):
         canonical.pop("weights_only", None)  # how to read the file, not what the encoder is
         if canonical:
             self.spec += "?" + urlencode(sorted(canonical.items()), safe="/:")
-        # Default: a folder keeps its processor's size, a checkpoint file its trained resolution.
-        size = int(options.get("image_size", 0)) or (
-            int(model.config.vision_config.image_size) if _is_checkpoint(model_ref) else 0
-        )
-        if size:
-            _set_image_size(model, image_processor, size)
+        # Default: the model's own resolution (its config; a checkpoint file's trained one).
+        if "image_size" in options:
+            _set_image_size(model, image_processor, int(options["image_size"]))
         if dt is not None:
             model = model.to(dt)
         max_length = int(options.get("max_length", DEFAULT_MAX_LENGTH))

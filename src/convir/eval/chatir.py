@@ -117,10 +117,20 @@ class DarSetup:
             t0 = time.perf_counter()
             prompts, from_llm = write_prompts(imag.llm, query, imag.images_per_turn)
             timings = {"prompt_s": time.perf_counter() - t0}
-            _, image_vecs, embedded = imag.generate_and_embed(gallery, prompts, timings)
+            images, image_vecs, embedded = imag.generate_and_embed(gallery, prompts, timings)
             a, b = dar_weights(t, imag.schedule)
             out[t] = fuse_query(vec, image_vecs, a, b)
-            logs.append({"prompts": prompts, "prompts_from_llm": from_llm, "embedded": embedded, **timings})
+            logs.append(
+                {
+                    "prompts": prompts,
+                    "prompts_from_llm": from_llm,
+                    "images": [{"path": i.path, "prompt": i.prompt} for i in images],
+                    "embedded": embedded,
+                    "a": a,
+                    "b": b,
+                    **timings,
+                }
+            )
         return out, logs
 
 
