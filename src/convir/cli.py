@@ -42,6 +42,9 @@ def _register_subcommands() -> None:
 
     app.add_typer(tokens_app, name="tokens")
     app.command("check")(check_cmd)
+    from convir.eval.embed import embed_app
+
+    app.add_typer(embed_app, name="embed")
 
 
 def _console(stderr: bool = False) -> Any:

@@ -222,6 +222,34 @@ def resolve_device(device: str) -> str:
     return str(dev)
 
 
+# --dtype values: "auto" keeps float32 on CPU (half precision there is slow or unsupported) and
+# the checkpoint's own dtype on accelerators.
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+_DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
+def check_dtype(dtype: str | None, device: str = "cpu") -> str:
+    """Canonical dtype name, validated without importing torch (so the CLI can fail fast)."""
+    from convir.errors import SpecError
+
+    name = _DTYPE_ALIASES.get((dtype or "auto").strip().lower(), (dtype or "auto").strip().lower())
+    if name not in DTYPES:
+        raise SpecError(f"unknown dtype {dtype!r}; use one of: {', '.join(DTYPES)}")
+    if name == "float16" and device.strip().lower().startswith("cpu"):
+        raise SpecError("float16 is not supported on the CPU; use --dtype float32 (or bfloat16)")
+    return name
+
+
+def torch_dtype(dtype: str | None, device: str) -> Any:
+    """The torch dtype for ``dtype`` on ``device`` ("auto" on an accelerator: None = as stored)."""
+    import torch
+
+    name = check_dtype(dtype, device)
+    if name == "auto":
+        return torch.float32 if device.startswith("cpu") else None
+    return getattr(torch, name)
+
+
 class ImageTextEncoder:
     """Shared text batching, long-text policy and image loading of the image-text encoders.
 

@@ -91,10 +91,9 @@ def validate_options(
     max_pixels: int | None,
 ) -> None:
     """Every option of a run, checked before the gallery is read or a model loaded."""
-    from convir.encoders import KINDS
     from convir.encoders.base import LONG_TEXT_POLICIES
     from convir.index.vector import ANN_KINDS
-    from convir.specs import parse_spec
+    from convir.specs import REGISTRY
 
     if ann is not None and ann not in ANN_KINDS:
         raise ConvirError(f"unknown --ann {ann!r}; choose one of: {', '.join(ANN_KINDS)}")
@@ -109,7 +108,7 @@ def validate_options(
     if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
         raise ConvirError(f"--max-pixels must be a positive integer, not {max_pixels!r}")
     if encoder_spec is not None:
-        parse_spec(encoder_spec, KINDS)
+        REGISTRY.parse("encoder", encoder_spec)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConvirError(f"--out {out} is a file; give a folder for the index (new or existing)")
