@@ -147,4 +147,4 @@ def test_options_are_checked_before_any_model_loads(setup: dict[str, Any], tmp_p
     res = run_cli(
         "embed", "corpus", str(images), "--search-space", str(space), "--encoder", "clip:x", "--out", "c.npy"
     )
-    assert res.returncode == 2 and "known kinds" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "available:" in res.stderr and "Traceback" not in res.stderr

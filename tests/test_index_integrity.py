@@ -343,7 +343,7 @@ def test_undecodable_file_names_are_listed(tmp_path: Path) -> None:
         (["--long-text", "nonsense"], "unknown --long-text 'nonsense'"),
         (["--ann", "fuzzy"], "unknown --ann 'fuzzy'"),
         (["--format", "tarball"], "unknown --format 'tarball'"),
-        (["--encoder", "nosuch:model"], "cannot understand spec 'nosuch:model'"),
+        (["--encoder", "nosuch:model"], "unknown encoder 'nosuch:model'"),
         (["--max-pixels", "0"], "--max-pixels"),
     ],
 )

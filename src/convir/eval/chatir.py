@@ -369,7 +369,7 @@ def run(plan: Plan, run_dir: Path, on_done: Callable[[int], None] | None = None)
     if plan.imagine is not None:
         from convir.imagine.options import imagination_report
 
-        extra["imagination"] = imagination_report(writer, imag, plan.imagine)
+        extra["imagination"] = imagination_report(writer, plan.imagine)
     return writer.finish(turn_metrics(ranks, plan.ks), extra)
 
 

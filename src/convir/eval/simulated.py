@@ -272,7 +272,7 @@ def run_sim_eval(
     if spec.imagine:
         from convir.imagine.options import imagination_report
 
-        extra["imagination"] = imagination_report(writer, spec, ids)
+        extra["imagination"] = imagination_report(writer, spec.imagination_settings(), ids)
     return writer.finish(turn_metrics(ranks), extra, targets=ids), run_dir
 
 

@@ -56,13 +56,15 @@ def imagination_options(settings: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def imagination_report(writer: Any, spec: Any, targets: list[str] | None = None) -> dict[str, Any]:
+def imagination_report(
+    writer: Any, settings: dict[str, Any] | None, targets: list[str] | None = None
+) -> dict[str, Any]:
     """Settings, whether imagination ran, generator calls vs cache hits in this process, how
     many targets had it switched off (a failed generator), and the mean generation /
     prompt-writing seconds at each dialogue turn (from targets.jsonl)."""
     from convir.eval.runs import latest_records
 
-    settings = spec.imagination_settings() or {}
+    settings = dict(settings or {})
     per_turn: dict[str, dict[int, list[float]]] = {"generate_s": {}, "prompt_s": {}, "embed_s": {}}
     images = 0
     off: list[str] = []
