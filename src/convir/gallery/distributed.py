@@ -21,10 +21,12 @@ SIGKILL itself once (it creates MARKER first, so its restarted self carries on).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,10 @@ class RayEncoding:
         self._ray = ray
         self.started = False
         self.actors: list[Any] = []
+        # Ray's driver threads print worker deaths and the like on stdout: keep stdout for
+        # the command's own output (`convir index --json`) while Ray runs
+        self._stdout = contextlib.redirect_stdout(sys.stderr)
+        self._stdout.__enter__()
         env = {k: os.environ[k] for k in (*FORWARDED_ENV, KILL_WORKER_ENV) if k in os.environ}
         try:
             if not ray.is_initialized():
@@ -228,6 +234,9 @@ class RayEncoding:
         if self.started and ray.is_initialized():
             ray.shutdown()
             self.started = False
+        if self._stdout is not None:
+            self._stdout.__exit__(None, None, None)
+            self._stdout = None
 
 
 def bare_ray_flag(argv: list[str]) -> list[str]:

@@ -106,6 +106,8 @@ class Ranker:
             sparse_all = masked
         sparse_pos = np.argsort(-sparse_all, kind="stable")[:n_pool]
         cand = np.union1d(dense_pos[0][dense_pos[0] >= 0], sparse_pos[sparse_all[sparse_pos] > 0])
+        if len(cand) == 0:  # a filter that keeps nothing
+            return cand.astype(np.int64), np.zeros(0, np.float32)
         dense = np.asarray(self.vectors[cand] @ np.asarray(qvec, dtype=np.float32), dtype=np.float32)
         fused = fuse(dense, sparse_all[cand], method=fusion, alpha=alpha)
         return top_k(fused, cand, k)

@@ -249,3 +249,34 @@ def check_reachable(sqlite_store: Any, spec: StoreSpec) -> None:
         milvus.exists()
     finally:
         milvus.close()
+
+
+CHECK_IDS_UP_TO = 2_000_000  # `convir check` compares every id up to this many items, else counts
+
+
+def check_store(sqlite_store: Any, info: dict[str, Any]) -> tuple[str, list[str]]:
+    """(ok line, problems) of the vector store behind a published build (``convir check``)."""
+    from convir.store.milvus import MilvusStore
+
+    d = info["store"]
+    spec = StoreSpec(d["kind"], d.get("uri"), d.get("collection"))
+    milvus = MilvusStore(spec, sqlite_store.root, d["collection"])
+    try:
+        if not milvus.exists():
+            return "", [f"{milvus.where} does not exist (dropped?)"]
+        problems: list[str] = []
+        why = milvus.out_of_step(sqlite_store)
+        if why:
+            problems.append(why)
+        n = sqlite_store.count()
+        if not problems and n <= CHECK_IDS_UP_TO:
+            have, want = set(milvus.all_ids()), set(sqlite_store.ids())
+            if have != want:
+                problems.append(
+                    f"{milvus.where} and convir.sqlite disagree: {len(want - have)} items missing from "
+                    f"Milvus, {len(have - want)} ids in Milvus that convir.sqlite does not have"
+                )
+        index = milvus.index_type()
+        return f"vector store: {milvus.where}, {n} vectors, index {index}", problems
+    finally:
+        milvus.close()

@@ -72,6 +72,13 @@ class MilvusStore:
         self.collection = collection
         self.uri = str(spec.lite_path(self.root.expanduser().resolve())) if spec.is_lite else str(spec.uri)
         self._client: Any = None
+        self._loaded = False
+
+    @property
+    def target(self) -> str:
+        """Identity of the collection for the sync journal: the recorded URI (a Lite path
+        inside the index stays relative, so a moved or copied index keeps its journal)."""
+        return f"{self.spec.uri}#{self.collection}"
 
     @property
     def where(self) -> str:
@@ -128,6 +135,7 @@ class MilvusStore:
 
     def close(self) -> None:
         client, self._client = self._client, None
+        self._loaded = False
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
@@ -180,6 +188,7 @@ class MilvusStore:
                 self._index_params(ann_kind, dim, n_items),
             )
         self._call("load the collection", c.load_collection, self.collection)
+        self._loaded = True
 
     def _dim(self) -> int | None:
         desc = self._call("describe the collection", self.client.describe_collection, self.collection)
@@ -189,10 +198,14 @@ class MilvusStore:
         return None
 
     def ensure_loaded(self) -> None:
-        """Readers: load the collection for search unless it already is (idempotent, cheap)."""
+        """Load the collection for search and query unless it already is (idempotent, cheap;
+        Milvus Lite releases every collection when the process that served it ends)."""
+        if self._loaded:
+            return
         state = self._call("read the load state", self.client.get_load_state, self.collection)
         if "Loaded" not in str(state.get("state") if isinstance(state, dict) else state):
             self._call("load the collection", self.client.load_collection, self.collection)
+        self._loaded = True
 
     def index_type(self) -> str | None:
         with contextlib.suppress(Exception):
@@ -217,6 +230,7 @@ class MilvusStore:
         return ip
 
     def count(self) -> int:
+        self.ensure_loaded()
         rows = self._call(
             "count its entities",
             self.client.query,
@@ -229,6 +243,7 @@ class MilvusStore:
 
     def all_ids(self, batch: int = 10000) -> Iterator[str]:
         """Every id in the collection (paged by primary key, so it scales to any size)."""
+        self.ensure_loaded()
         last: str | None = None
         while True:
             expr = "" if last is None else f"id > {_quote(last)}"
@@ -259,7 +274,7 @@ class MilvusStore:
     ) -> dict[str, int]:
         """Make the collection hold exactly the items of ``store`` (see the module docstring)."""
         db = store.db
-        target = f"{self.uri}#{self.collection}"
+        target = self.target
         with db:
             db.execute(_SCHEMA)
         owned = store.get("milvus_created") == target
@@ -336,7 +351,7 @@ class MilvusStore:
     def out_of_step(self, store: Any) -> str | None:
         """Why the collection may not hold exactly SQLite's items (an interrupted sync), or None."""
         db = store.db
-        if store.get(SYNC_TARGET) != f"{self.uri}#{self.collection}":
+        if store.get(SYNC_TARGET) != self.target:
             return f"{self.where} was never brought in step with this index"
         if not db.execute(f"SELECT name FROM sqlite_master WHERE name = '{SYNC_TABLE}'").fetchone():
             return f"{self.where} has no sync journal"
