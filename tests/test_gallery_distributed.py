@@ -80,7 +80,9 @@ def test_ray_workers_give_the_single_process_vectors_and_report(
     ray_address: str, manifest: Path, single: tuple, tmp_path: Path
 ) -> None:
     out = tmp_path / "ix"
-    res = run_cli("index", str(manifest), "--out", str(out), "--batch-size", "4", "--ray", ray_address, "--json")
+    res = run_cli(
+        "index", str(manifest), "--out", str(out), "--batch-size", "4", "--ray", ray_address, "--json"
+    )
     assert res.returncode == 1, res.stderr  # 1: some items failed (listed), the rest indexed
     report = json.loads(res.stdout)
     assert report["workers"] == 2 and report["added"] == 24
@@ -89,7 +91,9 @@ def test_ray_workers_give_the_single_process_vectors_and_report(
     assert run_cli("search", str(out), "a dog in the snow", "--json").returncode == 0
 
 
-def test_in_process_ray_reuses_the_running_ray(ray_address: str, manifest: Path, single: tuple, tmp_path: Path) -> None:
+def test_in_process_ray_reuses_the_running_ray(
+    ray_address: str, manifest: Path, single: tuple, tmp_path: Path
+) -> None:
     report = ingest(manifest, tmp_path / "ix", batch_size=5, ray="local", ray_workers=1)
     assert report.workers == 1 and ray.is_initialized()  # joined the module's Ray, left it running
     _same(_vectors(tmp_path / "ix"), single[0])
@@ -100,15 +104,29 @@ def test_a_killed_driver_resumes_and_a_killed_worker_loses_nothing(
 ) -> None:
     out = tmp_path / "ix"
     env = {**os.environ, KILL_ENV: "encode", "CONVIR_CACHE": str(REPO / ".pytest_cache" / "convir")}
-    args = [sys.executable, "-m", "convir.cli", "index", str(manifest), "--out", str(out), "--batch-size", "4"]
-    killed = subprocess.run([*args, "--ray", ray_address], capture_output=True, text=True, env=env, timeout=600)
+    args = [
+        sys.executable,
+        "-m",
+        "convir.cli",
+        "index",
+        str(manifest),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+    ]
+    killed = subprocess.run(
+        [*args, "--ray", ray_address], capture_output=True, text=True, env=env, timeout=600
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     stored = len(_vectors(out))
     assert 0 < stored < 24  # the batch that landed is kept
     marker = tmp_path / "worker-killed"
     env = {**env, "CONVIR_TEST_KILL_WORKER": str(marker)}
     del env[KILL_ENV]
-    again = subprocess.run([*args, "--ray", ray_address, "--json"], capture_output=True, text=True, env=env, timeout=600)
+    again = subprocess.run(
+        [*args, "--ray", ray_address, "--json"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert marker.exists()  # a worker did die mid-batch; Ray restarted it and re-ran the batch
     assert again.returncode == 1, again.stderr
     report = json.loads(again.stdout)
@@ -128,8 +146,22 @@ def test_bad_ray_options_are_refused_before_anything_starts(
 
 
 def test_a_bare_ray_flag_means_a_local_ray(tmp_path: Path) -> None:
-    assert bare_ray_flag(["index", "G", "--out", "X", "--ray"]) == ["index", "G", "--out", "X", "--ray", "local"]
-    assert bare_ray_flag(["index", "G", "--ray", "--out", "X"]) == ["index", "G", "--ray", "local", "--out", "X"]
+    assert bare_ray_flag(["index", "G", "--out", "X", "--ray"]) == [
+        "index",
+        "G",
+        "--out",
+        "X",
+        "--ray",
+        "local",
+    ]
+    assert bare_ray_flag(["index", "G", "--ray", "--out", "X"]) == [
+        "index",
+        "G",
+        "--ray",
+        "local",
+        "--out",
+        "X",
+    ]
     assert bare_ray_flag(["index", "G", "--ray", "h:6379"]) == ["index", "G", "--ray", "h:6379"]
     assert bare_ray_flag(["search", "IX", "--ray"]) == ["search", "IX", "--ray"]
     res = run_cli("index", str(tmp_path), "--out", str(tmp_path / "ix"), "--ray", "no such host")

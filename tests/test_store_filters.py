@@ -129,7 +129,9 @@ def test_sqlite_agrees_with_the_reference(sqlite_db: sqlite3.Connection, text: s
 def test_milvus_lite_agrees_with_the_reference(lite: Any, text: str) -> None:
     where = parse_where(text)
     rows = lite.query("f", filter=where.milvus(), output_fields=["id"], limit=1000)
-    assert sorted(r["id"] for r in rows) == [i for i, m in enumerate(METAS) if where.matches(m)], where.milvus()
+    assert sorted(r["id"] for r in rows) == [i for i, m in enumerate(METAS) if where.matches(m)], (
+        where.milvus()
+    )
 
 
 def test_three_valued_logic_on_missing_fields() -> None:
@@ -178,18 +180,22 @@ def test_filtered_faiss_search_matches_brute_force_over_the_allowed_items() -> N
     q = x[:20] + 0.1 * rng.standard_normal((20, 32)).astype(np.float32)
     allowed = np.flatnonzero(rng.random(3000) < 0.3)
     flt = BoundFilter(parse_where("meta.x == 1"), lambda _w: allowed)
-    s_true, p_true = exact_topk(x[allowed], q, 10)
+    _, p_true = exact_topk(x[allowed], q, 10)
     want = allowed[p_true]
     for kind in ("flat", "hnsw", "ivfpq", "lsh"):
         for exact_max in (0, 10**6):  # faiss' ID selector, and exact search over the subset
-            ann = AnnIndex(x, kind, None if kind == "flat" else build_ann(x, kind), AnnParams(filter_exact_max=exact_max))
+            ann = AnnIndex(
+                x, kind, None if kind == "flat" else build_ann(x, kind), AnnParams(filter_exact_max=exact_max)
+            )
             s, p = ann.search(q, 10, flt=flt)
             assert np.isin(p[p >= 0], allowed).all(), kind
             recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(p, want, strict=True)])
             assert recall >= (1.0 if kind == "flat" or exact_max else 0.9), (kind, exact_max, recall)
             if kind in ("flat", "hnsw", "ivfpq"):  # true cosines (ivfpq re-scores exactly)
                 ok = p >= 0
-                np.testing.assert_allclose(s[ok], np.einsum("ij,ij->i", x[p[ok]], np.repeat(q, 10, 0)[ok.ravel()]), atol=1e-4)
+                np.testing.assert_allclose(
+                    s[ok], np.einsum("ij,ij->i", x[p[ok]], np.repeat(q, 10, 0)[ok.ravel()]), atol=1e-4
+                )
 
 
 def test_a_filter_admitting_nothing_or_few_items_returns_what_there_is(tmp_path: Path) -> None:

@@ -135,8 +135,8 @@ def index_cmd(
     ray: Annotated[
         str | None,
         typer.Option(
-            help="Encode with Ray workers: --ray alone starts a local Ray; --ray HOST:PORT | ray://HOST:10001 "
-            "| auto joins a cluster (put a bare --ray last, or write --ray local)."
+            help="Encode with Ray workers: --ray alone starts a local Ray; --ray HOST:PORT | "
+            "ray://HOST:10001 | auto joins a cluster (put a bare --ray last, or write --ray local)."
         ),
     ] = None,
     ray_workers: Annotated[

@@ -226,10 +226,8 @@ class RayEncoding:
     def close(self) -> None:
         ray = self._ray
         for a in self.actors:
-            try:
+            with contextlib.suppress(Exception):  # already gone
                 ray.kill(a)
-            except Exception:
-                pass
         self.actors = []
         if self.started and ray.is_initialized():
             ray.shutdown()

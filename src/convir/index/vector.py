@@ -64,16 +64,31 @@ def build_ann(vectors: np.ndarray, kind: str, params: AnnParams | None = None) -
     else:
         if n < 1000:
             raise ConvirError(f"--ann ivfpq needs at least 1,000 items to train (have {n}); use flat or hnsw")
-        nlist = max(16, min(int(4 * math.sqrt(n)), n // 39))
-        m = next(m for m in (d // 8, d // 4, d // 2, d) if m > 0 and d % m == 0)
-        nbits = 8 if n >= 256 * 39 else 6
+        nlist, m, nbits = ivfpq_layout(n, d)
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
         index.nprobe = min(p.ivf_nprobe, nlist)
+        index.train(x[ivfpq_train_rows(n, nlist)])
     if not index.is_trained:
         index.train(x)
     index.add(x)
     return index
+
+
+def ivfpq_layout(n: int, d: int) -> tuple[int, int, int]:
+    """(nlist, PQ sub-vectors, bits per code) for ``n`` vectors of dimension ``d``."""
+    nlist = max(16, min(int(4 * math.sqrt(n)), n // 39))
+    m = next(m for m in (d // 8, d // 4, d // 2, d) if m > 0 and d % m == 0)
+    return nlist, m, 8 if n >= 256 * 39 else 6
+
+
+def ivfpq_train_rows(n: int, nlist: int) -> np.ndarray:
+    """Rows IVF-PQ trains on: all up to 100k, else a fixed sample of max(100k, 39 x nlist)
+    (k-means cost grows with n x nlist; faiss asks for >= 39 points per list)."""
+    size = max(100_000, 39 * nlist)
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
 
 
 _controller: Any = None

@@ -50,7 +50,9 @@ TIMEOUT_ENV = "CONVIR_MILVUS_TIMEOUT"
 MAX_LIMIT = 16384  # Milvus' topk limit
 ID_MAX_LEN = 65535
 
-_SCHEMA = f"CREATE TABLE IF NOT EXISTS {SYNC_TABLE} (id TEXT PRIMARY KEY, ver TEXT NOT NULL, state INTEGER NOT NULL)"
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {SYNC_TABLE} (id TEXT PRIMARY KEY, ver TEXT NOT NULL, state INT NOT NULL)"
+)
 _VER = "i.hash || ':' || CAST(i.updated AS TEXT)"
 
 
@@ -363,7 +365,10 @@ class MilvusStore:
             f"SELECT COUNT(*) FROM {SYNC_TABLE} s LEFT JOIN items i ON i.id = s.id WHERE i.id IS NULL"
         ).fetchone()[0]
         if unsent or stale:
-            return f"{self.where} is missing {unsent} item(s) and holds {stale} removed one(s) (an interrupted sync)"
+            return (
+                f"{self.where} is missing {unsent} item(s) and holds {stale} removed one(s) "
+                "(an interrupted sync)"
+            )
         if not self.exists():
             return f"{self.where} does not exist (dropped?)"
         have, want = self.count(), store.count()
