@@ -21,6 +21,7 @@ Usage:
   python benchmarks/scale.py data --dim 384 --n 5000000          # vectors + ground truths
   python benchmarks/scale.py case faiss-hnsw --dim 384 --n 1000000
   python benchmarks/scale.py ingest --workers 1 2                 # Ray 1 vs 2 workers
+  python benchmarks/scale.py flops                                 # CLIP image tower FLOPs
   python benchmarks/scale.py plot                                  # docs/img/scale_latency.png
 Cases: faiss-flat, faiss-hnsw, faiss-ivfpq, milvus-hnsw, milvus-ivfsq8 (Milvus Lite has no IVF_PQ).
 """
@@ -314,6 +315,41 @@ def ingest_bench(work: Path, workers: list[int], results: Path, reps: int) -> No
                 fh.write(json.dumps(row) + "\n")
 
 
+_VIT = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size")
+VIT_CONFIGS = {
+    "ViT-B/32": {**dict(zip(_VIT, (768, 3072, 12, 12, 32), strict=True)), "projection_dim": 512},
+    "ViT-L/14": {**dict(zip(_VIT, (1024, 4096, 24, 16, 14), strict=True)), "projection_dim": 768},
+}
+
+
+def flops(results: Path) -> None:
+    """FLOPs per 224x224 image of the CLIP image towers (random weights: the cost does not
+    depend on them; no pretrained weights exist here) and their CPU throughput here."""
+    from convir._compat import ensure_torchvision
+
+    ensure_torchvision()
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.set_num_threads(2)
+    for name, cfg in VIT_CONFIGS.items():
+        model = CLIPVisionModelWithProjection(CLIPVisionConfig(image_size=224, **cfg)).eval()
+        x = torch.randn(8, 3, 224, 224)
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            model(pixel_values=x[:1])
+        with torch.no_grad():
+            model(pixel_values=x)
+            t = time.perf_counter()
+            model(pixel_values=x)
+            dt = time.perf_counter() - t
+        row = {"case": "flops", "model": name, "gflop_per_image": fc.get_total_flops() / 1e9,
+               "cpu_images_per_s": 8 / dt, "uptime": uptime()}  # fmt: skip
+        print(json.dumps(row))
+        with results.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
 def plot(results: Path, out: Path) -> None:
     import matplotlib
 
@@ -348,7 +384,7 @@ def plot(results: Path, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["data", "case", "ingest", "plot"])
+    ap.add_argument("what", choices=["data", "case", "ingest", "flops", "plot"])
     ap.add_argument("case", nargs="?")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -365,6 +401,8 @@ def main() -> None:
         run_case(args.case, args.work, args.dim, args.n, args.results)
     elif args.what == "ingest":
         ingest_bench(args.work, args.workers, args.results, args.reps)
+    elif args.what == "flops":
+        flops(args.results)
     else:
         plot(args.results, REPO / "docs" / "img" / "scale_latency.png")
 
