@@ -120,6 +120,32 @@ def test_milvus_lite_ranks_like_faiss_in_every_mode(galleries: dict[str, Path]) 
         mi.close()
 
 
+def test_evaluation_and_the_conversation_loop_run_on_a_milvus_index(galleries: dict[str, Path]) -> None:
+    from convir.dialog.engine import Conversation
+    from convir.dialog.questioners import CandidateQuestioner, NoQuestioner
+    from convir.dialog.strategies import load_strategy
+    from convir.eval.backends import RankerBackend
+
+    fa, mi = open_index(galleries["faiss"]), open_index(galleries["milvus"])
+    try:
+        targets = np.asarray([0, 7, 19])
+        for mode in ("dense", "hybrid"):
+            assert RankerBackend(mi, mode).ranks(list(QUERIES[:3]), targets) == RankerBackend(fa, mode).ranks(
+                list(QUERIES[:3]), targets
+            )
+        # what chat and serve run: a conversation turn, and the candidate context of a questioner
+        got = [
+            Conversation(g, load_strategy("concat"), NoQuestioner(), k=5).start(QUERIES[0]) for g in (fa, mi)
+        ]
+        assert got[0].top_ids(fa, 5) == got[1].top_ids(mi, 5)
+        ctx = [CandidateQuestioner(None).context(g, r.ranking) for g, r in zip((fa, mi), got, strict=True)]
+        assert ctx[0][0] == ctx[1][0]
+        np.testing.assert_allclose(ctx[0][1], ctx[1][1], atol=1e-6)
+    finally:
+        fa.close()
+        mi.close()
+
+
 @pytest.mark.parametrize(
     "where",
     [
