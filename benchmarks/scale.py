@@ -354,6 +354,33 @@ def flops(results: Path) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
+def table(results: Path) -> None:
+    """The measured cases as the markdown table of docs/benchmarks.md (last run of each case)."""
+    rows: dict[tuple[str, int, int], dict[str, Any]] = {}
+    for line in results.read_text().splitlines():
+        r = json.loads(line)
+        if "runs" in r:
+            rows[(r["case"], r["dim"], r["n"])] = r
+    cols = ["case", "dim", "items", "build s", "index MiB", "on disk MiB", "peak RSS MiB", "ef", "recall@10"]
+    cols += ["p50 ms", "p95 ms", "load (1 min)"]
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for (case, dim, n), r in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        load = r["uptime_before"].split("load average:")[1].split(",")[0].strip()
+        for run in r["runs"]:
+            cells = [
+                case,
+                dim,
+                f"{n:,}",
+                f"{r['build_s']:.1f}",
+                f"{r['index_mib']:,.0f}",
+                f"{r['disk_mib']:,.0f}",
+            ]
+            cells += [f"{r['peak_rss_mib']:,.0f}", run["ef"] or "-", f"{run['recall10']:.4f}"]
+            cells += [f"{run['p50_ms']:.2f}", f"{run['p95_ms']:.1f}", load]
+            print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
 def plot(results: Path, out: Path) -> None:
     import matplotlib
 
@@ -388,7 +415,7 @@ def plot(results: Path, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["data", "case", "ingest", "flops", "plot"])
+    ap.add_argument("what", choices=["data", "case", "ingest", "flops", "table", "plot"])
     ap.add_argument("case", nargs="?")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -407,6 +434,8 @@ def main() -> None:
         ingest_bench(args.work, args.workers, args.results, args.reps)
     elif args.what == "flops":
         flops(args.results)
+    elif args.what == "table":
+        table(args.results)
     else:
         plot(args.results, REPO / "docs" / "img" / "scale_latency.png")
 

@@ -209,7 +209,10 @@ def _print_report(report: Any) -> None:
     console = _console()
     rate = (report.added + report.updated) / report.encode_seconds if report.encode_seconds else 0.0
     console.print(
-        f"[bold]{report.index_dir}[/]: {report.total} items ({report.encoder}, {report.ann}) - "
+        f"[bold]{report.index_dir}[/]: {report.total} items ({report.encoder}, {report.ann}"
+        + ("" if report.store == "faiss" else f", {report.store}")
+        + (f", {report.workers} Ray workers" if report.workers else "")
+        + ") - "
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
         f"removed {report.removed}, failed {len(report.failed)}"
         + (f", ignored {len(report.ignored)} non-image files" if report.ignored else "")
