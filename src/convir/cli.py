@@ -140,6 +140,24 @@ def index_cmd(
         ),
     ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Vector store: faiss (files in OUT, the default) | milvus:http://HOST:19530 (a Milvus "
+            "server; token from MILVUS_TOKEN) | milvus:PATH.db (Milvus Lite); milvus:URI#NAME names the "
+            "collection. Recorded in the index [default: the index's own, else faiss]."
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Encode with Ray workers: --ray alone starts a local Ray; --ray HOST:PORT | "
+            "ray://HOST:10001 | auto joins a cluster (put a bare --ray last, or write --ray local)."
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None, typer.Option(min=1, show_default=False, help="Ray workers (encoder actors) [default: 2].")
+    ] = None,
 ) -> None:
     """Build or update a searchable index of a gallery.
 
@@ -190,6 +208,9 @@ def index_cmd(
             max_pixels=max_pixels,
             wait=wait,
             on_wait=lambda msg: console.print(msg, markup=False),
+            store=store,
+            ray=ray,
+            ray_workers=ray_workers,
         )
     finally:
         progress.stop()
@@ -204,7 +225,10 @@ def _print_report(report: Any) -> None:
     console = _console()
     rate = (report.added + report.updated) / report.encode_seconds if report.encode_seconds else 0.0
     console.print(
-        f"[bold]{report.index_dir}[/]: {report.total} items ({report.encoder}, {report.ann}) - "
+        f"[bold]{report.index_dir}[/]: {report.total} items ({report.encoder}, {report.ann}"
+        + ("" if report.store == "faiss" else f", {report.store}")
+        + (f", {report.workers} Ray workers" if report.workers else "")
+        + ") - "
         f"added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
         f"removed {report.removed}, failed {len(report.failed)}"
         + (f", ignored {len(report.ignored)} non-image files" if report.ignored else "")
@@ -246,14 +270,25 @@ def search_cmd(
         Path | None, typer.Option(help="Search with an image instead (image-text encoders).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            help='Metadata filter, e.g. "meta.year >= 2020 and meta.place in ["beach", "park"]" '
+            "(== != < <= > >=, in, and, or, not; docs/scale.md)."
+        ),
+    ] = None,
 ) -> None:
     """Search an index with text (or an image) and print the ranked results."""
     from convir.search import open_index
 
     if query is None and image is None:
         raise ConvirError("give a text QUERY or --image PATH")
+    if where is not None:
+        from convir.store.filters import parse_where
+
+        parse_where(where)  # a typo fails before the index or the encoder loads
     idx = open_index(index_dir)
-    hits = idx.search(query, k=k, mode=mode, image=image, fusion=fusion, alpha=alpha)
+    hits = idx.search(query, k=k, mode=mode, image=image, fusion=fusion, alpha=alpha, where=where)
     if json_out:
         typer.echo(
             json.dumps({"query": query, "mode": mode, "results": [h.to_dict() for h in hits]}, indent=2)
@@ -471,7 +506,9 @@ def main() -> None:
     caught here (exit 2); Ctrl-C keeps what was saved (exit 130).
     """
     try:
-        app()
+        from convir.gallery.distributed import bare_ray_flag
+
+        app(args=bare_ray_flag(sys.argv[1:]))
     except ConvirError as exc:
         console = _console(stderr=True)
         console.print("[bold red]error:[/] ", end="")

@@ -65,12 +65,20 @@ class SearchIndex(TextRanking):
                 "queries must use the same encoder (omit --encoder, or index again into a new folder)"
             )
         self.long_text = long_text
-        self.vectors = self._build.vectors
         self.ids: list[str] = self._build.ids
+        if self._build.store_kind != "faiss":  # the vectors are searched in a vector store
+            from convir.store import open_build_ann
+
+            try:
+                self._build.ann, self._build.vectors = open_build_ann(self._build, self.store)
+            except BaseException:
+                self.close()
+                raise
+        self.vectors = self._build.vectors
         self.position = {item_id: i for i, item_id in enumerate(self.ids)}
         self.ann_kind: str = self.info["ann"]
         self.has_bm25 = self._build.has_bm25
-        self.ranker = Ranker(self._build.ann, self._load_bm25)
+        self.ranker = Ranker(self._build.ann, self._load_bm25, self._filter_positions)
         saved = self.store.get("max_pixels")
         self.max_pixels: int | None = int(saved) if saved and saved.isdigit() else None
         self._encoder: Any = None
@@ -104,6 +112,13 @@ class SearchIndex(TextRanking):
             return self._build.load_bm25()
         except BuildError as exc:
             raise BuildError(self._damaged(str(exc))) from exc
+
+    def _filter_positions(self, where: Any) -> np.ndarray:
+        """Positions of the build's items whose SQLite metadata passes ``where`` (the faiss
+        store's filter, and the BM25 side of every store; same grammar as Milvus')."""
+        clause, params = where.sql()
+        found = self.store.ids_where(clause, params)
+        return np.asarray(sorted(self.position[i] for i in found if i in self.position), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -166,6 +181,7 @@ class SearchIndex(TextRanking):
         alpha: float = DEFAULT_ALPHA,
         pool: int = 100,
         query_text: str | None = None,
+        where: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(positions, scores) of the top ``k``; the metadata-free core used by eval loops.
 
@@ -174,12 +190,16 @@ class SearchIndex(TextRanking):
         """
         from convir.index.ranker import check_mode
 
+        if where is not None:
+            from convir.store.filters import parse_where
+
+            where = parse_where(where)  # type: ignore[assignment]  # before anything is encoded
         if isinstance(query, str) and image is None:
-            return self.rank_text(query, k, mode, fusion, alpha, pool)
+            return self.rank_text(query, k, mode, fusion, alpha, pool, where=where)
         check_mode(mode, fusion)
         text = query if isinstance(query, str) else query_text
         qvec = None if mode == "bm25" else self._query_vector(query, image)
-        return self.ranker.rank(qvec, text, k, mode, fusion, alpha, pool)
+        return self.ranker.rank(qvec, text, k, mode, fusion, alpha, pool, where=where)
 
     def search(
         self,
@@ -189,11 +209,13 @@ class SearchIndex(TextRanking):
         image: Path | None = None,
         fusion: str = DEFAULT_FUSION,
         alpha: float = DEFAULT_ALPHA,
+        where: str | None = None,
     ) -> list[Hit]:
-        """Top-``k`` hits for text, a vector, or ``image``, with stored metadata."""
+        """Top-``k`` hits for text, a vector, or ``image``, with stored metadata; ``where``
+        keeps items whose metadata passes a filter (:mod:`convir.store.filters`)."""
         if query is None and image is None:
             raise ConvirError("give a text query or an image")
-        pos, scores = self.rank(query, k, mode, image, fusion, alpha)
+        pos, scores = self.rank(query, k, mode, image, fusion, alpha, where=where)
         ids = [self.ids[int(p)] for p in pos]
         meta = self.store.items(ids)
         hits = []
@@ -214,6 +236,9 @@ class SearchIndex(TextRanking):
     def close(self) -> None:
         build = getattr(self, "_build", None)
         if build is not None:
+            milvus = getattr(build.ann, "milvus", None)
+            if milvus is not None:
+                milvus.close()  # Milvus Lite: lets other processes open the database
             build.close()
         self.store.close()
 

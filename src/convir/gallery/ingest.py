@@ -10,15 +10,22 @@ fails before storing anything leaves no index folder behind.
 
 Item vectors and BM25 documents follow :mod:`convir.gallery.items`.
 
+With ``--store milvus:...`` the build step first brings the Milvus collection to SQLite's
+items (:mod:`convir.store.milvus`); with ``--ray`` batches are encoded by Ray workers while
+this process, the one writer, stores them (:mod:`convir.gallery.distributed`).
+
 Test hook: with ``CONVIR_TEST_KILL_AT=STAGE`` the process SIGKILLs itself at that point of
 the run (``encode``: after the first batch is saved; ``remove``: after removed items are
-deleted; ``build``: half-way through writing a build; ``publish``: build complete on disk,
-not yet published; ``cleanup``: published, old builds not yet removed), so tests can check
-that a run killed at any stage is finished by the next one.
+deleted; ``sync``: after the first batch is sent to the vector store, before it is
+confirmed; ``sync-delete``: after the first delete is sent; ``build``: half-way through
+writing a build; ``publish``: build complete on disk, not yet published; ``cleanup``:
+published, old builds not yet removed), so tests can check that a run killed at any stage
+is finished by the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -42,6 +49,7 @@ from convir.gallery.store import DB_NAME, IndexCorruptError, Store, StoredItem
 REPORT_NAME = "last_index_report.json"
 KILL_ENV = "CONVIR_TEST_KILL_AT"
 KILL_STAGES = ("encode", "remove", "build", "publish", "cleanup")
+STORE_KILL_STAGES = ("sync", "sync-delete")  # reached only with a vector store such as Milvus
 
 
 @dataclass
@@ -49,6 +57,7 @@ class IngestReport:
     index_dir: str
     encoder: str
     ann: str
+    store: str = "faiss"
     seen: int = 0
     added: int = 0
     updated: int = 0
@@ -63,6 +72,8 @@ class IngestReport:
     bm25: bool = True
     seconds: float = 0.0
     encode_seconds: float = 0.0
+    synced: dict[str, int] | None = None  # vector store: items sent, ids deleted
+    workers: int = 0  # Ray encoder workers (0: encoded in this process)
 
     @property
     def ok(self) -> bool:
@@ -89,6 +100,9 @@ def validate_options(
     batch_size: int,
     long_text: str,
     max_pixels: int | None,
+    store: str | None = None,
+    ray: str | None = None,
+    ray_workers: int | None = None,
 ) -> None:
     """Every option of a run, checked before the gallery is read or a model loaded."""
     from convir.encoders.base import LONG_TEXT_POLICIES
@@ -110,6 +124,18 @@ def validate_options(
     if encoder_spec is not None:
         REGISTRY.parse("encoder", encoder_spec)
     out = Path(out)
+    if store is not None:
+        from convir.store import check_ann_for_store, parse_store, require_pymilvus
+
+        spec = parse_store(store, out)
+        if ann is not None:
+            check_ann_for_store(spec, ann)
+        if spec.kind == "milvus":
+            require_pymilvus(spec)
+    if ray is not None or ray_workers is not None:
+        from convir.gallery.distributed import validate_ray
+
+        validate_ray(ray, ray_workers)
     if out.exists() and not out.is_dir():
         raise ConvirError(f"--out {out} is a file; give a folder for the index (new or existing)")
     for parent in out.parents:
@@ -189,16 +215,21 @@ def ingest(
     max_pixels: int | None = None,
     wait: bool = True,
     on_wait: Callable[[str], None] | None = None,
+    store: str | None = None,
+    ray: str | None = None,
+    ray_workers: int | None = None,
 ) -> IngestReport:
     """Index (or update) ``gallery`` into ``out``; see the module docstring.
 
     ``rebuild`` rebuilds the search files even when nothing changed and, when convir.sqlite
     is damaged, sets it aside (``convir.sqlite.corrupt-TIME``) and indexes from scratch;
     ``max_pixels`` skips larger images; ``wait=False`` refuses instead of waiting when another
-    run holds the index (``on_wait`` hears that it waits)."""
+    run holds the index (``on_wait`` hears that it waits); ``store`` is a vector store spec
+    (:mod:`convir.store`; default: the index's own, else faiss); ``ray`` encodes with Ray
+    workers ("local": a Ray started here; else a cluster address), ``ray_workers`` of them."""
     t0 = time.perf_counter()
     out = Path(out).expanduser()
-    validate_options(out, encoder_spec, ann, fmt, batch_size, long_text, max_pixels)
+    validate_options(out, encoder_spec, ann, fmt, batch_size, long_text, max_pixels, store, ray, ray_workers)
     ignored: list[tuple[str, str]] = []
     items = list(open_source(gallery, fmt, ignored))  # gallery problems: before anything is created
     existed = out.exists()
@@ -208,7 +239,7 @@ def ingest(
     try:
         report = _ingest_locked(
             gallery, out, items, ignored, encoder_spec, ann, fmt, batch_size, replace, long_text,
-            on_total, on_progress, rebuild, max_pixels, t0,
+            on_total, on_progress, rebuild, max_pixels, t0, store, ray, ray_workers,
         )  # fmt: skip
     except BaseException:
         if fresh:
@@ -277,10 +308,22 @@ def _ingest_locked(
     rebuild: bool,
     max_pixels: int | None,
     t0: float,
+    store_text: str | None = None,
+    ray: str | None = None,
+    ray_workers: int | None = None,
 ) -> IngestReport:
-    from convir.encoders import DEFAULT_ENCODER, has_image_tower, load_encoder
+    from convir.encoders import DEFAULT_ENCODER, load_encoder
+    from convir.store import (
+        STORE_SETTING,
+        check_ann_for_store,
+        check_reachable,
+        parse_store,
+        recorded_store,
+        store_from_builds,
+    )
 
     store, note = _open_store(out, rebuild)
+    stack = contextlib.ExitStack()  # encoders (Ray workers) to stop, whatever happens
     try:
         source_key = json.dumps([str(Path(gallery).expanduser().resolve()), fmt])
         have_source = store.get("source")
@@ -298,9 +341,17 @@ def _ingest_locked(
                 store.bind_encoder(spec, -1)  # raises the mismatch error
             spec = store.encoder_spec
         ann_kind = ann or store.get("ann") or "flat"
+        if store_text is not None:
+            vstore = parse_store(store_text, out)
+        elif store.get(STORE_SETTING) is None and (aside := store_from_builds(out)) is not None:
+            vstore = aside  # convir.sqlite was set aside: keep the store the builds used
+        else:
+            vstore = recorded_store(store)
+        check_ann_for_store(vstore, ann_kind)
+        check_reachable(store, vstore)  # an unreachable store fails now, before any encoding
         if max_pixels is None and (saved := store.get("max_pixels")):
             max_pixels = int(saved)
-        report = IngestReport(str(out), spec, ann_kind)  # spec may become canonical once loaded
+        report = IngestReport(str(out), spec, ann_kind, vstore.display(out))  # spec may become canonical
         if note:
             report.warnings.append(("convir.sqlite", note))
         report.ignored = ignored
@@ -312,6 +363,8 @@ def _ingest_locked(
                 store.set("source", source_key)
             if max_pixels is not None and store.get("max_pixels") != str(max_pixels):
                 store.set("max_pixels", str(max_pixels))
+            if store.get(STORE_SETTING) != vstore.to_json():
+                store.set(STORE_SETTING, vstore.to_json())
 
         previous = store.fingerprints()
         pending: list[tuple[SourceItem, str, str | None]] = []
@@ -346,10 +399,14 @@ def _ingest_locked(
             store.update_stat(stat_updates)
 
         if pending:
-            encoder = load_encoder(spec, long_text=long_text)  # type: ignore[arg-type]
-            store.bind_encoder(encoder.spec, encoder.dim)  # canonical: reopens from any folder
-            report.encoder = encoder.spec
-            use_images = has_image_tower(encoder)
+            from convir.gallery.distributed import open_encoding
+
+            encoding = open_encoding(spec, long_text, batch_size, max_pixels, ray, ray_workers)
+            stack.callback(encoding.close)
+            store.bind_encoder(encoding.spec, encoding.dim)  # canonical: reopens from any folder
+            report.encoder = encoding.spec
+            report.workers = encoding.workers
+            use_images = encoding.use_images
             ready = []
             for it, h, st in pending:
                 reason = _unusable(it, use_images, max_pixels)
@@ -363,10 +420,9 @@ def _ingest_locked(
             if pending:
                 claim()
             te = time.perf_counter()
-            for start in range(0, len(pending), batch_size):
-                chunk = pending[start : start + batch_size]
+            chunks = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
+            for chunk, done, failed in encoding.encode(chunks):
                 meta = {it.id: (h, st) for it, h, st in chunk}
-                done, failed = _encode_batch(encoder, [c[0] for c in chunk], use_images, max_pixels)
                 report.failed += failed
                 store.upsert(
                     (
@@ -397,9 +453,9 @@ def _ingest_locked(
         report.removed = store.delete(stale)
         checkpoint("remove")
         claim()
-        report.rebuild_reason = _build_needed(store, ann_kind, rebuild)
+        report.rebuild_reason = _build_needed(store, ann_kind, rebuild, vstore)
         if report.rebuild_reason:
-            build(store, ann_kind)
+            _, report.synced = build(store, ann_kind, vstore, full_sync=rebuild)
             report.rebuilt = True
         from convir.index.build import has_bm25, read_info, remove_unused_builds
 
@@ -411,13 +467,16 @@ def _ingest_locked(
         write_json(out / REPORT_NAME, report.to_dict())
         return report
     finally:
+        stack.close()
         store.close()
 
 
-def _build_needed(store: Store, ann_kind: str, rebuild: bool) -> str | None:
+def _build_needed(store: Store, ann_kind: str, rebuild: bool, vstore: Any = None) -> str | None:
     """Why the published build cannot serve the current items as they are, or None."""
-    from convir.index.build import read_info, verify_build
+    from convir.index.build import read_info, store_kind, verify_build
+    from convir.store import StoreSpec, store_out_of_step
 
+    vstore = vstore or StoreSpec("faiss")
     if rebuild:
         return "--rebuild"
     path = store.current_build()
@@ -428,9 +487,13 @@ def _build_needed(store: Store, ann_kind: str, rebuild: bool) -> str | None:
     problems = verify_build(path, expected_count=store.count(), expected_dim=store.dim)
     if problems:
         return "the published build is damaged: " + "; ".join(problems)
-    if read_info(path).get("ann") != ann_kind:
+    info = read_info(path)
+    if info.get("ann") != ann_kind:
         return f"--ann {ann_kind}"
-    return None
+    built = info.get("store") if isinstance(info.get("store"), dict) else {"kind": "faiss"}
+    if store_kind(info) != vstore.kind or (vstore.kind != "faiss" and built.get("uri") != vstore.uri):
+        return f"--store {vstore.display(store.root)}"
+    return store_out_of_step(store, vstore)
 
 
 def _empty_message(report: IngestReport) -> str:
@@ -442,14 +505,23 @@ def _empty_message(report: IngestReport) -> str:
     return msg
 
 
-def build(store: Store, ann_kind: str) -> Path:
-    """Write a new build generation of the search files and publish it atomically."""
+def build(
+    store: Store, ann_kind: str, vstore: Any = None, full_sync: bool = False
+) -> tuple[Path, dict[str, int] | None]:
+    """Bring the vector store to the items (Milvus), write a new build generation of the
+    search files and publish it atomically; (its folder, what the sync sent and deleted)."""
     from convir.index.build import write_build
+    from convir.store import StoreSpec, build_store_info, sync_store
 
+    vstore = vstore or StoreSpec("faiss")
+    local = vstore.kind == "faiss"
+    # the store first: the build is published only once the store holds exactly these items
+    # (a writer holds the lock, so the items cannot change between the sync and the snapshot)
+    synced = sync_store(store, vstore, ann_kind, full_sync, checkpoint)
     gen = store.reserve_generation()
     while (store.builds_dir / gen).exists():  # folders of a database set aside by --rebuild
         gen = store.reserve_generation()
-    version, ids, matrix, caps = store.snapshot()
+    version, ids, matrix, caps = store.snapshot(with_vectors=local)
     target = store.builds_dir / gen
     write_build(
         target,
@@ -461,11 +533,13 @@ def build(store: Store, ann_kind: str) -> Path:
         items_version=version,
         source=store.get("source"),
         checkpoint=checkpoint,
+        store=build_store_info(store, vstore),
+        dim=store.dim,
     )
     checkpoint("publish")
     store.publish_build(gen, version, ann_kind)
     checkpoint("cleanup")
-    return target
+    return target, synced
 
 
 def iter_failed(report: IngestReport) -> Iterable[str]:

@@ -40,6 +40,7 @@ class TextRanking:
         alpha: float = DEFAULT_ALPHA,
         pool: int = 100,
         weights: dict[str, float] | None = None,
+        where: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(positions, scores) of the top ``k`` items for ``text``, best first.
 
@@ -49,4 +50,9 @@ class TextRanking:
             raise ConvirError("the query is empty")
         check_mode(mode, fusion)
         vec = query_vectors(self, [text], mode)
-        return self.ranker.rank(None if vec is None else vec[0], text, k, mode, fusion, alpha, pool, weights)
+        if where is None:
+            return self.ranker.rank(
+                None if vec is None else vec[0], text, k, mode, fusion, alpha, pool, weights
+            )
+        q = None if vec is None else vec[0]
+        return self.ranker.rank(q, text, k, mode, fusion, alpha, pool, weights, where=where)

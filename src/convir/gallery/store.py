@@ -263,9 +263,10 @@ class Store:
         return int(self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
     @_guard
-    def snapshot(self) -> tuple[int, list[str], np.ndarray, list[list[str]]]:
+    def snapshot(self, with_vectors: bool = True) -> tuple[int, list[str], np.ndarray, list[list[str]]]:
         """(items version, ids, vectors, captions) in id order (the order of every build),
-        read in one transaction so the version names exactly this item set."""
+        read in one transaction so the version names exactly this item set. Without
+        ``with_vectors`` the matrix has no columns (a vector store holds the vectors)."""
         with self.db:
             self.db.execute("BEGIN")  # a read transaction: one consistent view
             version = int(
@@ -274,10 +275,16 @@ class Store:
             ids: list[str] = []
             vecs: list[np.ndarray] = []
             caps: list[list[str]] = []
-            for i, blob, c in self.db.execute("SELECT id, vec, captions FROM items ORDER BY id"):
+            query = "SELECT id, vec, captions FROM items ORDER BY id"
+            if not with_vectors:
+                query = "SELECT id, NULL, captions FROM items ORDER BY id"
+            for i, blob, c in self.db.execute(query):
                 ids.append(i)
-                vecs.append(np.frombuffer(blob, dtype=np.float32))
+                if with_vectors:
+                    vecs.append(np.frombuffer(blob, dtype=np.float32))
                 caps.append(json.loads(c))
+        if not with_vectors:
+            return version, ids, np.zeros((len(ids), 0), np.float32), caps
         dim = self.dim or (len(vecs[0]) if vecs else 0)
         matrix = np.vstack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
         return version, ids, matrix, caps
@@ -308,6 +315,22 @@ class Store:
             for i, p, c, m, s in self.db.execute(q, chunk):
                 out[i] = StoredItem(i, p, json.loads(c), json.loads(m), s)
         return out
+
+    @_guard
+    def vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """id -> stored vector (vector stores re-score candidates from here, see convir.store)."""
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for i, blob in self.db.execute(f"SELECT id, vec FROM items WHERE id IN ({marks})", chunk):
+                out[i] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    @_guard
+    def ids_where(self, clause: str, params: list[Any]) -> list[str]:
+        """Ids of items whose metadata satisfies a compiled filter (convir.store.filters)."""
+        return [r[0] for r in self.db.execute(f"SELECT id FROM items WHERE {clause}", params)]
 
     # builds ---------------------------------------------------------------------------------
     @property

@@ -8,7 +8,11 @@ Layout of one generation (``INDEX_DIR/builds/<gen>/``)::
     bm25/          bm25s index over the item documents + tokenizer.json (absent when the
                    gallery has no caption text)
     build.json     what was built: count, dim, encoder, ann, the items version it was built
-                   from, the BM25 tokenizer settings and parameters
+                   from, the vector store, the BM25 tokenizer settings and parameters
+
+With a vector store other than faiss (``--store milvus:...``, :mod:`convir.store`) the dense
+vectors live in the store: the generation has no vectors.npy or ann.faiss, ``build.json``
+names the store, and exact vectors are read from convir.sqlite.
 
 A generation is written into a temporary folder, its files fsync'ed, and renamed into place
 before SQLite points at it (:meth:`convir.gallery.store.Store.publish_build`), so readers
@@ -65,20 +69,28 @@ def write_build(
     items_version: int,
     source: str | None = None,
     checkpoint: Checkpoint | None = None,
+    store: dict[str, Any] | None = None,
+    dim: int | None = None,
 ) -> dict[str, Any]:
-    """Write one complete generation into ``target`` (atomically) and return its build.json."""
+    """Write one complete generation into ``target`` (atomically) and return its build.json.
+
+    ``store`` (kind, uri, collection) names the vector store already holding the vectors;
+    None or kind faiss writes them here (vectors.npy, ann.faiss)."""
     from convir.index.bm25 import BM25Index
     from convir.index.vector import build_ann, save_ann
 
     matrix = np.ascontiguousarray(vectors, dtype=np.float32)
     if matrix.ndim != 2 or matrix.shape[0] != len(ids) or len(ids) != len(documents):
         raise ValueError(f"{len(ids)} ids, {len(documents)} documents, vectors {matrix.shape}")
+    local = not store or store.get("kind", "faiss") == "faiss"
+    dim = int(matrix.shape[1]) if local or dim is None else int(dim)
     with atomic_dir(target) as tmp:
-        np.save(tmp / VECTORS_FILE, matrix)
+        if local:
+            np.save(tmp / VECTORS_FILE, matrix)
         (tmp / IDS_FILE).write_text(json.dumps(list(ids), ensure_ascii=False), encoding="utf-8")
         if checkpoint:
             checkpoint("build")
-        if ann_kind != "flat":
+        if local and ann_kind != "flat":
             save_ann(build_ann(matrix, ann_kind), tmp / ANN_FILE)
         bm25 = BM25Index.build(list(documents))
         bm25_info = None
@@ -89,11 +101,12 @@ def write_build(
             "format": BUILD_FORMAT,
             "generation": Path(target).name,
             "count": len(ids),
-            "dim": int(matrix.shape[1]),
+            "dim": dim,
             "encoder": encoder,
             "ann": ann_kind,
             "items_version": int(items_version),
             "source": source,  # the gallery, so a repair command can be named without SQLite
+            "store": store if not local else {"kind": "faiss"},
             "bm25": bm25_info,
             "created": time.time(),
         }
@@ -139,6 +152,12 @@ def read_info(path: Path) -> dict[str, Any]:
     return info
 
 
+def store_kind(info: dict[str, Any]) -> str:
+    """The vector store of a build ("faiss" for builds before stores existed)."""
+    store = info.get("store")
+    return str(store.get("kind", "faiss")) if isinstance(store, dict) else "faiss"
+
+
 def has_bm25(path: Path, info: dict[str, Any]) -> bool:
     """Builds before format 2 always had a BM25 folder; newer ones say so in build.json."""
     if "bm25" in info:
@@ -165,7 +184,12 @@ def verify_build(
     problems: list[str] = []
     count = int(info["count"])
     vec_file = path / VECTORS_FILE
+    local = store_kind(info) == "faiss"
+    if not local and expected_dim is not None and info.get("dim") != expected_dim:
+        problems.append(f"build.json says dimension {info.get('dim')}, the encoder has {expected_dim}")
     try:
+        if not local:
+            raise _InStore
         vecs = np.load(vec_file, mmap_mode="r")
         if vecs.ndim != 2 or vecs.shape[0] != count or vecs.dtype != np.float32:
             problems.append(f"{vec_file} has shape {vecs.shape} {vecs.dtype}, build.json says {count} rows")
@@ -173,6 +197,8 @@ def verify_build(
             problems.append(f"{vec_file} has dimension {vecs.shape[1]}, the encoder has {expected_dim}")
         elif full and not np.all(np.isfinite(vecs)):
             problems.append(f"{vec_file} contains NaN or infinite values")
+    except _InStore:
+        pass
     except FileNotFoundError:
         problems.append(f"{vec_file} is missing")
     except (OSError, ValueError, EOFError) as exc:
@@ -198,7 +224,7 @@ def verify_build(
     if expected_count is not None and count != expected_count:
         problems.append(f"the build has {count} items, convir.sqlite has {expected_count}")
     ann_file = path / ANN_FILE
-    if info["ann"] != "flat":
+    if info["ann"] != "flat" and local:
         if not ann_file.is_file():
             problems.append(f"{ann_file} is missing (ann {info['ann']})")
         elif full:
@@ -221,6 +247,10 @@ def verify_build(
             except BuildError as exc:
                 problems.append(str(exc))
     return problems
+
+
+class _InStore(Exception):
+    """Control flow: the vectors of this build live in a vector store, not in vectors.npy."""
 
 
 def load_bm25(path: Path) -> Any:
@@ -253,12 +283,17 @@ class Build:
             problems = verify_build(self.path)
             if problems:
                 raise BuildError("; ".join(problems))
+            self.ids: list[str] = json.loads((self.path / IDS_FILE).read_text(encoding="utf-8"))
+            self.store_kind = store_kind(self.info)
+            if self.store_kind != "faiss":  # the reader attaches the store (convir.store.open_build_ann)
+                self.vectors: Any = None
+                self.ann: Any = None
+                return
             vec_file = self.path / VECTORS_FILE
             # in RAM when it fits comfortably (a memory map makes every exact search ~6x slower);
             # memory-mapped beyond that so huge galleries still open
             big = vec_file.stat().st_size > MMAP_ABOVE_BYTES
             self.vectors = np.load(vec_file, mmap_mode="r" if big else None)
-            self.ids: list[str] = json.loads((self.path / IDS_FILE).read_text(encoding="utf-8"))
             ann_file = self.path / ANN_FILE
             try:
                 ann_path = ann_file if ann_file.exists() else None

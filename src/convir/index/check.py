@@ -142,6 +142,18 @@ def _check_build(store: Any, report: CheckReport) -> str | None:
         else:
             report.problems.append(what + ": an interrupted run left it stale")
             return "rerun"
+    if info.get("store", {}).get("kind", "faiss") != "faiss":
+        from convir.store import check_store
+
+        try:
+            line, store_problems = check_store(store, info)
+        except ConvirError as exc:
+            report.problems.append(str(exc))
+            return "rerun"
+        if store_problems:
+            report.problems += store_problems
+            return "rerun"
+        report.ok_lines.append(line)
     bm25 = "no BM25 (no caption text)"
     if has_bm25(path, info):
         tok = (info.get("bm25") or {}).get("tokenizer") or {}

@@ -38,9 +38,17 @@ class Ranker:
     one (:class:`convir.index.bm25.EmptyBM25`, a gallery without caption text) makes
     ``bm25`` mode a clear error and ``hybrid`` mode rank exactly as ``dense``."""
 
-    def __init__(self, ann: AnnIndex, bm25: Any | Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        ann: AnnIndex,
+        bm25: Any | Callable[[], Any],
+        filter_positions: Callable[[Any], np.ndarray] | None = None,
+    ) -> None:
         self.ann = ann
         self._bm25 = bm25
+        # --where support: parsed filter -> positions of the items it keeps (an index directory
+        # resolves it on SQLite's metadata); None: this gallery has no metadata to filter on
+        self.filter_positions = filter_positions
 
     @property
     def vectors(self) -> np.ndarray:
@@ -62,12 +70,17 @@ class Ranker:
         alpha: float = DEFAULT_ALPHA,
         pool: int = 100,
         weights: dict[str, float] | None = None,
+        where: Any = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k``. Hybrid fuses the union of both top-``pool`` lists, each candidate with
-        its exact cosine and its BM25 score; ``weights`` are per-term BM25 weights."""
+        its exact cosine and its BM25 score; ``weights`` are per-term BM25 weights; ``where``
+        (a :func:`convir.store.filters.parse_where` filter or its text) keeps only matching
+        items: the vector store applies it (Milvus in the engine, faiss on SQLite's metadata)
+        and BM25 ranks only the items it keeps."""
         check_mode(mode, fusion)
         if k <= 0:
             raise ConvirError("k must be at least 1")
+        flt = self._bind(where)
         if mode != "dense" and not text:
             raise ConvirError(f"--mode {mode} needs a text query (BM25 ranks captions by words)")
         if mode != "dense" and getattr(self.bm25, "empty", False):
@@ -76,21 +89,42 @@ class Ranker:
             mode = "dense"
         if mode == "bm25":
             scores = self.bm25.scores(text, weights)
-            return top_k(scores, np.arange(len(scores)), k)
+            allowed = np.arange(len(scores)) if flt is None else flt.positions
+            return top_k(scores[allowed], allowed, k)
         if qvec is None:
             raise ConvirError(f"--mode {mode} needs a query vector")
         if mode == "dense":
-            s, p = self.ann.search(qvec, k)
+            s, p = self._dense(qvec, k, flt)
             keep = p[0] >= 0
             return p[0][keep], s[0][keep]
         n_pool = max(k, pool)
-        _, dense_pos = self.ann.search(qvec, n_pool)
+        _, dense_pos = self._dense(qvec, n_pool, flt)
         sparse_all = self.bm25.scores(text, weights)
+        if flt is not None:
+            masked = np.zeros_like(sparse_all)
+            masked[flt.positions] = sparse_all[flt.positions]
+            sparse_all = masked
         sparse_pos = np.argsort(-sparse_all, kind="stable")[:n_pool]
         cand = np.union1d(dense_pos[0][dense_pos[0] >= 0], sparse_pos[sparse_all[sparse_pos] > 0])
+        if len(cand) == 0:  # a filter that keeps nothing
+            return cand.astype(np.int64), np.zeros(0, np.float32)
         dense = np.asarray(self.vectors[cand] @ np.asarray(qvec, dtype=np.float32), dtype=np.float32)
         fused = fuse(dense, sparse_all[cand], method=fusion, alpha=alpha)
         return top_k(fused, cand, k)
+
+    def _dense(self, qvec: np.ndarray, k: int, flt: Any) -> tuple[np.ndarray, np.ndarray]:
+        return self.ann.search(qvec, k) if flt is None else self.ann.search(qvec, k, flt=flt)
+
+    def _bind(self, where: Any) -> Any:
+        if where is None or where == "":
+            return None
+        from convir.store.filters import BoundFilter, Where, parse_where
+
+        if self.filter_positions is None:
+            raise ConvirError("metadata filters (--where) need an index directory built by `convir index`")
+        return BoundFilter(
+            where if isinstance(where, Where) else parse_where(str(where)), self.filter_positions
+        )
 
 
 def top_k(scores: np.ndarray, positions: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

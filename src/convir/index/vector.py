@@ -35,6 +35,7 @@ class AnnParams:
     lsh_bits_per_dim: int = 2
     refine_factor: int = 20
     ivf_nprobe: int = 32
+    filter_exact_max: int = 50_000  # a --where admitting at most this many items is searched exactly
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,16 +64,31 @@ def build_ann(vectors: np.ndarray, kind: str, params: AnnParams | None = None) -
     else:
         if n < 1000:
             raise ConvirError(f"--ann ivfpq needs at least 1,000 items to train (have {n}); use flat or hnsw")
-        nlist = max(16, min(int(4 * math.sqrt(n)), n // 39))
-        m = next(m for m in (d // 8, d // 4, d // 2, d) if m > 0 and d % m == 0)
-        nbits = 8 if n >= 256 * 39 else 6
+        nlist, m, nbits = ivfpq_layout(n, d)
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
         index.nprobe = min(p.ivf_nprobe, nlist)
+        index.train(x[ivfpq_train_rows(n, nlist)])
     if not index.is_trained:
         index.train(x)
     index.add(x)
     return index
+
+
+def ivfpq_layout(n: int, d: int) -> tuple[int, int, int]:
+    """(nlist, PQ sub-vectors, bits per code) for ``n`` vectors of dimension ``d``."""
+    nlist = max(16, min(int(4 * math.sqrt(n)), n // 39))
+    m = next(m for m in (d // 8, d // 4, d // 2, d) if m > 0 and d % m == 0)
+    return nlist, m, 8 if n >= 256 * 39 else 6
+
+
+def ivfpq_train_rows(n: int, nlist: int) -> np.ndarray:
+    """Rows IVF-PQ trains on: all up to 100k, else a fixed sample of max(100k, 39 x nlist)
+    (k-means cost grows with n x nlist; faiss asks for >= 39 points per list)."""
+    size = max(100_000, 39 * nlist)
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
 
 
 _controller: Any = None
@@ -120,12 +136,18 @@ class AnnIndex:
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, positions) of shape (m, min(k, n)), best first, exact cosines."""
+    def search(self, queries: np.ndarray, k: int, flt: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, positions) of shape (m, min(k, n)), best first, exact cosines.
+
+        ``flt`` (:class:`convir.store.filters.BoundFilter`) keeps only the positions it
+        allows: a small allowed set is searched exactly, a large one through faiss' ID
+        selector (HNSW, IVF-PQ); rows with fewer than k allowed hits are padded with -1."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = min(k, len(self))
         if k <= 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if flt is not None:
+            return self._search_filtered(q, k, flt.positions)
         if self.index is None:
             if len(q) > 4:
                 return exact_topk(self.vectors, q, k)
@@ -135,6 +157,10 @@ class AnnIndex:
             return self.index.search(q, k)
         n_cand = min(len(self), k * self.params.refine_factor)
         _, cand = self.index.search(q, n_cand)
+        return self._refine(q, k, cand)
+
+    def _refine(self, q: np.ndarray, k: int, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact re-scoring of compressed-index candidates (true cosines, comparable across kinds)."""
         out_s = np.empty((len(q), k), np.float32)
         out_p = np.empty((len(q), k), np.int64)
         for row, c in enumerate(cand):
@@ -145,6 +171,26 @@ class AnnIndex:
             out_s[row, :got], out_p[row, :got] = s[order], c[order]
             out_s[row, got:], out_p[row, got:] = -np.inf, -1
         return out_s, out_p
+
+    def _search_filtered(self, q: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out_s = np.full((len(q), k), -np.inf, np.float32)
+        out_p = np.full((len(q), k), -1, np.int64)
+        if len(allowed) == 0:
+            return out_s, out_p
+        if self.index is None or self.kind == "lsh" or len(allowed) <= self.params.filter_exact_max:
+            sub = np.asarray(self.vectors[allowed], dtype=np.float32)
+            s, p = exact_topk(sub, q, min(k, len(allowed)))
+            out_s[:, : s.shape[1]], out_p[:, : s.shape[1]] = s, allowed[p]
+            return out_s, out_p
+        faiss = _faiss()
+        sel = faiss.IDSelectorBatch(allowed)
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(self.params.hnsw_ef_search, k))
+            s, p = self.index.search(q, k, params=params)
+            return s, p
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=min(self.params.ivf_nprobe, self.index.nlist))
+        _, cand = self.index.search(q, min(len(allowed), k * self.params.refine_factor), params=params)
+        return self._refine(q, k, cand)
 
 
 def exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
