@@ -28,6 +28,9 @@ def _register_subcommands() -> None:
 
     app.add_typer(eval_app, name="eval")
     app.add_typer(report_app, name="report")
+    from convir.train.cli import train_app
+
+    app.add_typer(train_app, name="train")
 
 
 def _console(stderr: bool = False) -> Any:
