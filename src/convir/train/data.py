@@ -249,62 +249,81 @@ def recqr_pairs(path: str | Path, index_dir: str | Path | None = None) -> PairSe
     return PairSet(pairs, docs, f"recqr {path}" + (f" + index {index_dir}" if index_dir else ""))
 
 
+PAIR_KEYS = frozenset({"query", "positive", "negative", "group", "image"})
+
+
 def jsonl_pairs(path: str | Path) -> PairSet:
-    """``{"query": str, "positive": str, "negative"?: str, "group"?: str|int}`` per line.
+    """``{"query": str, "positive": str, "negative"?: str, "group"?: str|int, "image"?: str}`` per line.
 
     ``group`` names the item the positive belongs to (default: the positive text itself);
-    pairs of one group are never in-batch negatives of each other.
+    pairs of one group are never in-batch negatives of each other. ``image`` is the target's
+    image file (relative paths are relative to the JSONL file), needed by image-text encoders,
+    which learn against the image instead of ``positive`` (then optional).
     """
     path = Path(path)
     pairs: list[Pair] = []
     docs: dict[str, list[str]] = {}
+    images: dict[str, str] = {}
     for lineno, rec in iter_jsonl(path):
         where = f"{path}, line {lineno}"
-        query = nonempty_str(rec, "query", where)
-        positive = nonempty_str(rec, "positive", where)
-        negative = nonempty_str(rec, "negative", where) if "negative" in rec else None
-        group = str(require(rec, "group", (str, int), where)) if "group" in rec else positive
-        unknown = set(rec) - {"query", "positive", "negative", "group"}
+        unknown = set(rec) - PAIR_KEYS
         if unknown:
-            raise DataFormatError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+            raise DataFormatError(
+                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(PAIR_KEYS))}"
+            )
+        query = nonempty_str(rec, "query", where)
+        image = nonempty_str(rec, "image", where) if "image" in rec else None
+        if image is None or "positive" in rec:
+            positive = nonempty_str(rec, "positive", where)
+        else:
+            positive = image
+        negative = nonempty_str(rec, "negative", where) if "negative" in rec else None
+        group = str(require(rec, "group", (str, int), where)) if "group" in rec else (image or positive)
+        if image is not None:
+            images[group] = str((path.parent / image) if not Path(image).is_absolute() else Path(image))
         pairs.append(Pair(query, positive, group, negative))
         if positive not in docs.setdefault(group, []):
             docs[group].append(positive)
-    return PairSet(pairs, docs, f"pairs {path}")
+    return PairSet(pairs, docs, f"pairs {path}", images)
 
 
 # -- batching -------------------------------------------------------------------------------------
 def group_unique_order(groups: Sequence[str], batch_size: int, epochs: int, seed: int) -> list[int]:
-    """Row order for ``epochs`` passes in which no batch holds two rows of one group.
+    """Row order for ``epochs`` passes, cut by the trainer into batches of ``batch_size``, in
+    which no batch holds two rows of one group (except in the last few, when only rows of a
+    handful of groups are left).
 
     MultipleNegativesRankingLoss treats every other row of a batch as a negative; two captions
     of the same image in one batch would teach the model to push paraphrases apart. Each epoch
-    is a seeded shuffle; a row whose group is already in the current batch waits for the next.
+    is a seeded shuffle; a row whose group is already in the current batch waits for the next
+    batch, so every batch is full and the trainer's fixed-size cuts line up with ours.
     """
-    order: list[int] = []
+    from collections import deque
+
     rng = random.Random(seed)
+    stream: deque[int] = deque()
     for _ in range(epochs):
         rows = list(range(len(groups)))
         rng.shuffle(rows)
-        pending: list[int] = []
+        stream.extend(rows)
+    pending: deque[int] = deque()
+    order: list[int] = []
+    while stream or pending:
         batch: list[int] = []
         in_batch: set[str] = set()
-        queue = rows
-        while queue or pending:
-            if not queue:  # only rows clashing with the current batch are left: close it
-                order.extend(batch)
-                batch, in_batch, queue, pending = [], set(), pending, []
-                continue
-            i = queue.pop()
-            if groups[i] in in_batch:
-                pending.append(i)
-                continue
-            batch.append(i)
-            in_batch.add(groups[i])
-            if len(batch) == batch_size:
-                order.extend(batch)
-                batch, in_batch = [], set()
-                queue, pending = queue + pending[::-1], []
+        waiting: deque[int] = deque()
+        for source in (pending, stream):
+            while source and len(batch) < batch_size:
+                i = source.popleft()
+                if groups[i] in in_batch:
+                    waiting.append(i)
+                else:
+                    batch.append(i)
+                    in_batch.add(groups[i])
+        if len(batch) < batch_size and waiting:  # the tail: only clashing rows are left
+            while waiting and len(batch) < batch_size:
+                batch.append(waiting.popleft())
+        pending = waiting + pending
         order.extend(batch)
     return order
 

@@ -232,7 +232,7 @@ def _train_caption(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: Enc
         num_train_epochs=1,  # the epochs are already laid out in ``order``
         per_device_train_batch_size=opts.batch_size,
         learning_rate=opts.lr,
-        warmup_ratio=opts.warmup_ratio,
+        warmup_steps=opts.warmup_ratio,  # a float < 1 is a share of the steps
         seed=opts.seed,
         data_seed=opts.seed,
         save_strategy="steps",

@@ -97,11 +97,16 @@ def load_base(spec: str, device: str = "cpu") -> tuple[Any, Any]:
         from convir.llm.llamacpp import resolve_model
 
         gguf, _ = resolve_model(rest)
-        folder, kwargs = str(gguf.parent), {"gguf_file": gguf.name}
         try:
             import gguf as _gguf  # noqa: F401
         except ImportError as exc:
             raise ConvirError("loading a GGUF base needs the gguf package: pip install 'convir[train]'") from exc
+        from transformers import GgufConfig
+
+        # dequantize=True gives plain float Linear layers that train and save as a normal model;
+        # left to itself transformers may keep GGUF blocks, which the Trainer refuses to train.
+        folder = str(gguf.parent)
+        kwargs = {"gguf_file": gguf.name, "quantization_config": GgufConfig(dequantize=True)}
     else:
         from convir.llm.hf import _resolve
 
@@ -109,10 +114,12 @@ def load_base(spec: str, device: str = "cpu") -> tuple[Any, Any]:
         if local:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        tok = AutoTokenizer.from_pretrained(folder, **kwargs)
+        tok = AutoTokenizer.from_pretrained(folder, **{k: v for k, v in kwargs.items() if k == "gguf_file"})
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kwargs)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise ConvirError(f"cannot load {spec} for training: {type(exc).__name__}: {exc}") from exc
+    if getattr(model, "is_quantized", False) or getattr(model.config, "quantization_config", None):
+        raise ConvirError(f"{spec} loaded as a quantized model, which cannot be trained; give an unquantized base")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model.to(device), tok
@@ -181,6 +188,9 @@ def train_rewriter(records: list[RewriteRecord], source: str, out: Path, opts: R
         out, {"kind": "rewriter", "data": source, **{f"n_{s}": len(by_stage[s]) for s in opts.stages}, **opts.to_dict()}
     )
     work.check_out()
+    from convir._compat import ensure_torchvision
+
+    ensure_torchvision()  # peft imports transformers' models, which import torchvision
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import Trainer, TrainingArguments
 
@@ -218,7 +228,7 @@ def train_rewriter(records: list[RewriteRecord], source: str, out: Path, opts: R
             num_train_epochs=opts.epochs,
             per_device_train_batch_size=opts.batch_size,
             learning_rate=opts.lr,
-            warmup_ratio=0.1,
+            warmup_steps=0.1,  # a float < 1 is a share of the steps
             seed=opts.seed + (1 if stage == "M" else 0),
             data_seed=opts.seed,
             save_strategy="steps",

@@ -155,12 +155,11 @@ def train_text_tower(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: A
         num_train_epochs=1,
         per_device_train_batch_size=opts.batch_size,
         learning_rate=opts.lr,
-        warmup_ratio=opts.warmup_ratio,
+        warmup_steps=opts.warmup_ratio,  # a float < 1 is a share of the steps
         seed=opts.seed,
         save_strategy="steps",
         save_steps=opts.save_steps,
         save_total_limit=1,
-        save_safetensors=False,  # open_clip ties no weights, but CLIP variants may share tensors
         logging_steps=1,
         report_to="none",
         disable_tqdm=True,
