@@ -25,7 +25,7 @@ import numpy as np
 
 from convir.errors import ConvirError
 from convir.train.data import Pair, PairSet, group_unique_order
-from convir.train.run import INFO_FILE, Stopwatch, WorkFolder, progress_callback, set_seed
+from convir.train.run import quiet_trainer, INFO_FILE, Stopwatch, WorkFolder, progress_callback, set_seed
 
 DEFAULT_WINDOW = (50, 70)
 
@@ -253,6 +253,7 @@ def _train_caption(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: Enc
         loss=losses.MultipleNegativesRankingLoss(model),
         callbacks=[bar],
     )
+    quiet_trainer(trainer)
     resume = work.last_checkpoint()
     trainer.train(resume_from_checkpoint=resume)
     info = {

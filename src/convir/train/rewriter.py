@@ -28,7 +28,7 @@ from typing import Any
 
 from convir.errors import ConvirError
 from convir.train.data import RewriteRecord
-from convir.train.run import Stopwatch, WorkFolder, progress_callback, set_seed
+from convir.train.run import quiet_trainer, Stopwatch, WorkFolder, progress_callback, set_seed
 
 STAGES = ("T", "M")
 
@@ -90,7 +90,9 @@ def load_base(spec: str, device: str = "cpu") -> tuple[Any, Any]:
     ensure_torchvision()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # the GGUF dequantisation bar; ours follows
     kind, _, rest = spec.partition(":")
     kwargs: dict[str, Any] = {}
     if kind == "llamacpp":
@@ -243,6 +245,7 @@ def train_rewriter(records: list[RewriteRecord], source: str, out: Path, opts: R
         )
         bar = progress_callback(f"train rewriter {stage}", quiet)
         trainer = Trainer(model=peft_model, args=args, train_dataset=dataset, data_collator=_collate(tok.pad_token_id), callbacks=[bar])
+        quiet_trainer(trainer)
         resume = _last_checkpoint(ckpts)
         trainer.train(resume_from_checkpoint=resume)
         tmp = work.partial / f".adapter-{stage}.tmp"

@@ -143,6 +143,13 @@ def progress_callback(label: str, quiet: bool = False) -> Any:
     return RichProgress()
 
 
+def quiet_trainer(trainer: Any) -> None:
+    """Our progress bar replaces the Trainer's printed log dicts (its PrinterCallback)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

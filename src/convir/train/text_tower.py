@@ -19,7 +19,7 @@ import numpy as np
 
 from convir.errors import ConvirError
 from convir.train.data import Pair, PairSet, group_unique_order
-from convir.train.run import Stopwatch, WorkFolder, progress_callback, set_seed
+from convir.train.run import quiet_trainer, Stopwatch, WorkFolder, progress_callback, set_seed
 
 VISION_PREFIXES = ("visual", "vision_model", "visual_projection", "vision_")
 OPEN_CLIP_FILE = "open_clip_model.pt"
@@ -171,6 +171,7 @@ def train_text_tower(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: A
     trainer = SequentialTrainer(
         model=module, args=args, train_dataset=dataset, data_collator=_collator(encoder), callbacks=[bar]
     )
+    quiet_trainer(trainer)
     resume = work.last_checkpoint()
     trainer.train(resume_from_checkpoint=resume)
     encoder.model.eval()
