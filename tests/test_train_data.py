@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.conftest import SHARED, run_cli
 
 from convir.errors import ConvirError
 from convir.eval.datasets import DataFormatError
 from convir.train import data as d
 from convir.train.encoder import build_examples, mine_negatives, parse_window, subsample
-from tests.conftest import SHARED, run_cli
 
 
 @given(
@@ -161,10 +161,21 @@ def test_run_pairs_and_records(tmp_path: Path, shared_data_dir: Path) -> None:
 def test_recqr_records_with_images(tmp_path: Path) -> None:
     f = tmp_path / "recqr.jsonl"
     rows = [
-        {"id": "a", "history": ["a red car", "is it parked? yes"], "query": "what about the blue one?",
-         "rewrite": "a blue car parked on a street", "target": "img1"},
-        {"id": "b", "history": ["a dog"], "query": "like this but brown", "rewrite": "a brown dog",
-         "target": "img2", "images": [{"turn": 1, "caption": "a black dog on grass"}]},
+        {
+            "id": "a",
+            "history": ["a red car", "is it parked? yes"],
+            "query": "what about the blue one?",
+            "rewrite": "a blue car parked on a street",
+            "target": "img1",
+        },
+        {
+            "id": "b",
+            "history": ["a dog"],
+            "query": "like this but brown",
+            "rewrite": "a brown dog",
+            "target": "img2",
+            "images": [{"turn": 1, "caption": "a black dog on grass"}],
+        },
     ]
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     recs = d.recqr_rewrite_records(f)
@@ -189,10 +200,19 @@ def test_cli_refuses_bad_options_before_loading(tmp_path: Path) -> None:
         (["train", "encoder", "--base", "caption:/nope/model", "--pairs", "p.jsonl"], "does not exist"),
         (["train", "encoder", "--pairs", "p.jsonl", "--run", "r"], "exactly one training data source"),
         (["train", "encoder", "--chatir", "c.json"], "needs --index"),
-        (["train", "encoder", "--pairs", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")], "file not found"),
+        (
+            ["train", "encoder", "--pairs", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")],
+            "file not found",
+        ),
         (["train", "rewriter", coco, "--dataset", "coco5k-sim", "--stages", "M,T"], "T comes first"),
-        (["train", "rewriter", coco, "--dataset", "coco5k-sim", "--base", "openai:http://x/v1#m"], "remote server"),
-        (["train", "rewriter", coco, "--dataset", "coco5k-sim", "--base", "llamacpp:nope"], "not a known alias"),
+        (
+            ["train", "rewriter", coco, "--dataset", "coco5k-sim", "--base", "openai:http://x/v1#m"],
+            "remote server",
+        ),
+        (
+            ["train", "rewriter", coco, "--dataset", "coco5k-sim", "--base", "llamacpp:nope"],
+            "not a known alias",
+        ),
     ]
     for args, message in cases:
         res = run_cli(*args, cwd=tmp_path)

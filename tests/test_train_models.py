@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import REPO, run_cli
 
 from convir._compat import ensure_torchvision
-from tests.conftest import REPO, run_cli
 
 ensure_torchvision()
 torch = pytest.importorskip("torch")
@@ -53,7 +53,11 @@ def tiny_st(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok = AutoTokenizer.from_pretrained(minilm)
     torch.manual_seed(0)
     cfg = BertConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
     )
     BertModel(cfg).save_pretrained(raw)
     tok.save_pretrained(raw)
@@ -88,9 +92,27 @@ def _margin(spec: str) -> float:
 def test_train_caption_encoder_end_to_end(tiny_st: Path, tmp_path: Path) -> None:
     pairs = _pairs_file(tmp_path)
     res = run_cli(
-        "train", "encoder", "--pairs", str(pairs), "--base", f"caption:{tiny_st}", "--out", "enc",
-        "--batch-size", "4", "--epochs", "6", "--lr", "2e-3", "--hard-negatives", "2-4",
-        "--max-pairs", "0", "--save-steps", "5", "--json",
+        "train",
+        "encoder",
+        "--pairs",
+        str(pairs),
+        "--base",
+        f"caption:{tiny_st}",
+        "--out",
+        "enc",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "6",
+        "--lr",
+        "2e-3",
+        "--hard-negatives",
+        "2-4",
+        "--max-pairs",
+        "0",
+        "--save-steps",
+        "5",
+        "--json",
         cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -119,13 +141,34 @@ def test_train_caption_encoder_end_to_end(tiny_st: Path, tmp_path: Path) -> None
 def test_train_encoder_resumes_after_kill(tiny_st: Path, tmp_path: Path) -> None:
     pairs = _pairs_file(tmp_path)
     args = [
-        "train", "encoder", "--pairs", str(pairs), "--base", f"caption:{tiny_st}", "--out", str(tmp_path / "enc"),
-        "--batch-size", "4", "--epochs", "40", "--hard-negatives", "none", "--max-pairs", "0",
-        "--save-steps", "2", "--json",
+        "train",
+        "encoder",
+        "--pairs",
+        str(pairs),
+        "--base",
+        f"caption:{tiny_st}",
+        "--out",
+        str(tmp_path / "enc"),
+        "--batch-size",
+        "4",
+        "--epochs",
+        "40",
+        "--hard-negatives",
+        "none",
+        "--max-pairs",
+        "0",
+        "--save-steps",
+        "2",
+        "--json",
     ]
     env = {**os.environ, "CONVIR_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "convir.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convir.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpts = tmp_path / "enc.partial" / "checkpoints"
     deadline = time.time() + 300
     try:
@@ -176,7 +219,6 @@ def test_train_text_tower_keeps_images_frozen(family: str, tmp_path: Path) -> No
 
     if family == "open_clip":
         import open_clip
-
         from tests.test_encoders_clip import TINY_ARCH, TINY_OPEN_CLIP
 
         (tmp_path / f"{TINY_ARCH}.json").write_text(json.dumps(TINY_OPEN_CLIP))
@@ -188,7 +230,9 @@ def test_train_text_tower_keeps_images_frozen(family: str, tmp_path: Path) -> No
         _build_hf(tmp_path / "clip", "clip")
         base = f"hf:{tmp_path / 'clip'}"
     data = jsonl_pairs(_image_pairs(tmp_path))
-    opts = EncoderOptions(base=base, epochs=8, batch_size=4, lr=5e-3, max_pairs=None, hard_negatives=(2, 3), save_steps=50)
+    opts = EncoderOptions(
+        base=base, epochs=8, batch_size=4, lr=5e-3, max_pairs=None, hard_negatives=(2, 3), save_steps=50
+    )
     info = train_encoder(data, tmp_path / "out", opts, quiet=True)
     assert info["images"] == len(ITEMS) and info["steps"] == 8 * 16 // 4
     load_encoder.cache_clear()
@@ -235,8 +279,16 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.chat_template = CHAT_TEMPLATE
     eos = tok.convert_tokens_to_ids("</s>")
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
     )
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-llama")
@@ -249,8 +301,16 @@ def _recqr(folder: Path) -> Path:
     rows = []
     for k, (g, (a, b)) in enumerate(ITEMS.items()):
         rows.append({"id": f"{g}-t", "history": [a], "query": "and it is sunny", "rewrite": b, "target": g})
-        rows.append({"id": f"{g}-m", "history": [a], "query": "not like this one", "rewrite": b, "target": g,
-                     "images": [{"turn": 1, "caption": ITEMS[list(ITEMS)[(k + 1) % len(ITEMS)]][0]}]})
+        rows.append(
+            {
+                "id": f"{g}-m",
+                "history": [a],
+                "query": "not like this one",
+                "rewrite": b,
+                "target": g,
+                "images": [{"turn": 1, "caption": ITEMS[list(ITEMS)[(k + 1) % len(ITEMS)]][0]}],
+            }
+        )
     path = folder / "recqr.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -265,7 +325,9 @@ def test_train_rewriter_t_then_m_and_use_it_as_llm(tiny_llama: Path, tmp_path: P
     from convir.train.rewriter import RewriterOptions, tokenize, train_rewriter
 
     records = recqr_rewrite_records(_recqr(tmp_path))
-    opts = RewriterOptions(base=f"hf:{tiny_llama}", max_t=8, max_m=8, batch_size=4, epochs=3, lr=5e-3, save_steps=100)
+    opts = RewriterOptions(
+        base=f"hf:{tiny_llama}", max_t=8, max_m=8, batch_size=4, epochs=3, lr=5e-3, save_steps=100
+    )
     info = train_rewriter(records, "tiny recqr", tmp_path / "rw", opts, quiet=True)
     assert set(info["stages"]) == {"T", "M"}
     assert info["stages"]["T"]["steps"] == info["stages"]["M"]["steps"] == 3 * 8 // 4

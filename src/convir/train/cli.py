@@ -20,14 +20,14 @@ PathArg = Annotated[
 ]
 DatasetOpt = Annotated[
     str | None,
-    typer.Option(
-        help="coco5k-sim | flickr8k-sim: build examples from the split's items (no LLM needed)."
-    ),
+    typer.Option(help="coco5k-sim | flickr8k-sim: build examples from the split's items (no LLM needed)."),
 ]
 SplitOpt = Annotated[str, typer.Option(help="dev (coco5k 0-3999, ChatIR 0-1499) | all; test is refused.")]
 RunOpt = Annotated[
     Path | None,
-    typer.Option("--run", help="A finished `convir eval dialog --dataset ...-sim` run folder (its dialogues)."),
+    typer.Option(
+        "--run", help="A finished `convir eval dialog --dataset ...-sim` run folder (its dialogues)."
+    ),
 ]
 RecqrOpt = Annotated[Path | None, typer.Option(help="ReCQR-style JSONL (history, query, rewrite, target).")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder of the trained model (written when finished).")]
@@ -42,17 +42,25 @@ def _one_source(**sources: Any) -> str:
     given = [k for k, v in sources.items() if v]
     if len(given) != 1:
         names = ", ".join("--" + k.replace("_", "-") for k in sources)
-        raise ConvirError(f"give exactly one training data source: {names}" + (f" (got {', '.join(given)})" if given else ""))
+        raise ConvirError(
+            f"give exactly one training data source: {names}"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
     return given[0]
 
 
 def _print(info: dict[str, Any], json_out: bool) -> None:
-    if json_out:
-        typer.echo(json.dumps({k: v for k, v in info.items() if k != "loss"}, indent=2))
+    if json_out:  # without the per-step losses (they are in OUT/convir_train.json)
+        slim = {k: v for k, v in info.items() if k != "loss"}
+        if "stages" in slim:
+            stages = slim["stages"].items()
+            slim["stages"] = {s: {k: v for k, v in d.items() if k != "loss"} for s, d in stages}
+        typer.echo(json.dumps(slim, indent=2))
         return
     typer.echo(
-        f"trained {info['spec']} in {info['wall_s']:.0f} s ({info['steps']} steps, {info['examples']} examples, "
-        f"peak memory {info['peak_rss_mib']:.0f} MiB, load average {info['load_start']} -> {info['load_end']})"
+        f"trained {info['spec']} in {info['wall_s']:.0f} s ({info['steps']} steps, "
+        f"{info['examples']} examples, peak memory {info['peak_rss_mib']:.0f} MiB, "
+        f"load average {info['load_start']} -> {info['load_end']})"
     )
 
 
@@ -73,7 +81,8 @@ def encoder_cmd(
         Path | None, typer.Option(help="With --chatir / --recqr: index whose items are the targets.")
     ] = None,
     base: Annotated[
-        str, typer.Option(help="Encoder to start from: caption:minilm | caption:PATH | open_clip:... | hf:...")
+        str,
+        typer.Option(help="Encoder to start from: caption:minilm | caption:PATH | open_clip:... | hf:..."),
     ] = "caption:minilm",
     out: OutOpt = Path("encoder-finetuned"),
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the examples.")] = 1,
@@ -116,7 +125,9 @@ def encoder_cmd(
     if source == "dataset" and path is None:
         raise ConvirError(f"--dataset {dataset} needs the dataset folder as PATH")
     if source == "chatir" and index is None:
-        raise ConvirError("--chatir needs --index: an index whose items are the dialogue targets (their captions)")
+        raise ConvirError(
+            "--chatir needs --index: an index whose items are the dialogue targets (their captions)"
+        )
     from convir.train.run import WorkFolder
 
     WorkFolder(out, {}).check_out() if out.exists() else None
@@ -146,7 +157,9 @@ def _encoder_data(
         if image_root:
             from convir.eval.datasets import load_coco5k
 
-            ps.images = {it.id: str(it.image) for it in load_coco5k(str(path), image_root) if it.id in ps.docs}
+            ps.images = {
+                it.id: str(it.image) for it in load_coco5k(str(path), image_root) if it.id in ps.docs
+            }
         return ps
     if source == "run":
         return d.run_pairs(run)  # type: ignore[arg-type]
@@ -181,7 +194,9 @@ def rewriter_cmd(
     batch_size: Annotated[int, typer.Option(min=1, help="Records per step.")] = 4,
     lr: Annotated[float, typer.Option(help="LoRA learning rate.")] = 3e-4,
     lora_r: Annotated[int, typer.Option(min=1, help="LoRA rank (all linear layers).")] = 8,
-    max_length: Annotated[int, typer.Option(min=32, help="Tokens per record (prompt start cut first).")] = 384,
+    max_length: Annotated[
+        int, typer.Option(min=32, help="Tokens per record (prompt start cut first).")
+    ] = 384,
     seed: SeedOpt = 0,
     save_steps: SaveStepsOpt = 10,
     device: Annotated[str, typer.Option(help="torch device: cpu | cuda | mps")] = "cpu",

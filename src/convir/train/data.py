@@ -273,10 +273,8 @@ def jsonl_pairs(path: str | Path) -> PairSet:
             )
         query = nonempty_str(rec, "query", where)
         image = nonempty_str(rec, "image", where) if "image" in rec else None
-        if image is None or "positive" in rec:
-            positive = nonempty_str(rec, "positive", where)
-        else:
-            positive = image
+        # an image-text encoder learns against the image; the positive text is then optional
+        positive = nonempty_str(rec, "positive", where) if image is None or "positive" in rec else image
         negative = nonempty_str(rec, "negative", where) if "negative" in rec else None
         group = str(require(rec, "group", (str, int), where)) if "group" in rec else (image or positive)
         if image is not None:
@@ -419,7 +417,9 @@ def recqr_rewrite_records(path: str | Path) -> list[RewriteRecord]:
             images.append(caption)
         description, rest = turns[0], turns[1:]
         exchanges = tuple(_split_turn(t) for t in rest)
-        out.append(RewriteRecord(rec.id, description, exchanges, str(rec.rewritten), rec.target, tuple(images)))
+        out.append(
+            RewriteRecord(rec.id, description, exchanges, str(rec.rewritten), rec.target, tuple(images))
+        )
     return out
 
 

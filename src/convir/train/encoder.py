@@ -25,7 +25,15 @@ import numpy as np
 
 from convir.errors import ConvirError
 from convir.train.data import Pair, PairSet, group_unique_order
-from convir.train.run import quiet_trainer, INFO_FILE, Stopwatch, WorkFolder, progress_callback, set_seed
+from convir.train.run import (
+    INFO_FILE,
+    Stopwatch,
+    WorkFolder,
+    progress_callback,
+    quiet_trainer,
+    set_seed,
+    warmup_steps,
+)
 
 DEFAULT_WINDOW = (50, 70)
 
@@ -193,7 +201,9 @@ def train_encoder(data: PairSet, out: Path, opts: EncoderOptions, quiet: bool = 
     return _train_caption(data, pairs, work, opts, quiet)
 
 
-def _train_caption(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: EncoderOptions, quiet: bool) -> dict:
+def _train_caption(
+    data: PairSet, pairs: list[Pair], work: WorkFolder, opts: EncoderOptions, quiet: bool
+) -> dict:
     from convir._compat import ensure_torchvision
 
     ensure_torchvision()
@@ -232,7 +242,7 @@ def _train_caption(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: Enc
         num_train_epochs=1,  # the epochs are already laid out in ``order``
         per_device_train_batch_size=opts.batch_size,
         learning_rate=opts.lr,
-        warmup_steps=opts.warmup_ratio,  # a float < 1 is a share of the steps
+        warmup_steps=warmup_steps(len(dataset), opts.batch_size, opts.warmup_ratio),
         seed=opts.seed,
         data_seed=opts.seed,
         save_strategy="steps",
@@ -260,7 +270,11 @@ def _train_caption(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: Enc
         "spec": f"caption:{work.out}",
         "base": opts.base,
         "objective": "MultipleNegativesRankingLoss (InfoNCE, in-batch negatives)"
-        + (f" + hard negatives from ranks {opts.hard_negatives[0]}-{opts.hard_negatives[1]}" if opts.hard_negatives else ""),
+        + (
+            f" + hard negatives from ranks {opts.hard_negatives[0]}-{opts.hard_negatives[1]}"
+            if opts.hard_negatives
+            else ""
+        ),
         "examples": len(rows),
         "steps": int(trainer.state.global_step),
         "resumed_from": Path(resume).name if resume else None,

@@ -28,7 +28,7 @@ from typing import Any
 
 from convir.errors import ConvirError
 from convir.train.data import RewriteRecord
-from convir.train.run import quiet_trainer, Stopwatch, WorkFolder, progress_callback, set_seed
+from convir.train.run import Stopwatch, WorkFolder, progress_callback, quiet_trainer, set_seed, warmup_steps
 
 STAGES = ("T", "M")
 
@@ -60,7 +60,9 @@ def validate(opts: RewriterOptions) -> None:
 
     s = parse_spec(opts.base, KINDS)
     if s.kind == "openai":
-        raise ConvirError("--base openai:... is a remote server: training needs the weights (hf: or llamacpp:)")
+        raise ConvirError(
+            "--base openai:... is a remote server: training needs the weights (hf: or llamacpp:)"
+        )
     if s.kind == "llamacpp":
         from convir.llm.llamacpp import resolve_model
 
@@ -102,7 +104,9 @@ def load_base(spec: str, device: str = "cpu") -> tuple[Any, Any]:
         try:
             import gguf as _gguf  # noqa: F401
         except ImportError as exc:
-            raise ConvirError("loading a GGUF base needs the gguf package: pip install 'convir[train]'") from exc
+            raise ConvirError(
+                "loading a GGUF base needs the gguf package: pip install 'convir[train]'"
+            ) from exc
         from transformers import GgufConfig
 
         # dequantize=True gives plain float Linear layers that train and save as a normal model;
@@ -121,7 +125,9 @@ def load_base(spec: str, device: str = "cpu") -> tuple[Any, Any]:
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise ConvirError(f"cannot load {spec} for training: {type(exc).__name__}: {exc}") from exc
     if getattr(model, "is_quantized", False) or getattr(model.config, "quantization_config", None):
-        raise ConvirError(f"{spec} loaded as a quantized model, which cannot be trained; give an unquantized base")
+        raise ConvirError(
+            f"{spec} loaded as a quantized model, which cannot be trained; give an unquantized base"
+        )
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model.to(device), tok
@@ -133,7 +139,9 @@ def prompt_and_answer(record: RewriteRecord, tok: Any) -> tuple[str, str, bool]:
 
     dialogue = record.state().dialogue_text()
     if getattr(tok, "chat_template", None):
-        text = tok.apply_chat_template(chat_messages("rewrite", dialogue=dialogue), tokenize=False, add_generation_prompt=True)
+        text = tok.apply_chat_template(
+            chat_messages("rewrite", dialogue=dialogue), tokenize=False, add_generation_prompt=True
+        )
         return str(text), record.target + "\n", False
     return fewshot_prompt("rewrite", dialogue=dialogue), " " + record.target + "\n", True
 
@@ -162,7 +170,11 @@ def _collate(pad_id: int) -> Any:
         ids = [r["input_ids"] + [pad_id] * (n - len(r["input_ids"])) for r in rows]
         labels = [r["labels"] + [-100] * (n - len(r["labels"])) for r in rows]
         mask = [[1] * len(r["input_ids"]) + [0] * (n - len(r["input_ids"])) for r in rows]
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+        return {
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask),
+        }
 
     return collate
 
@@ -175,7 +187,9 @@ def pick(records: list[RewriteRecord], n: int, seed: int) -> list[RewriteRecord]
     return chosen[:n]
 
 
-def train_rewriter(records: list[RewriteRecord], source: str, out: Path, opts: RewriterOptions, quiet: bool = False) -> dict:
+def train_rewriter(
+    records: list[RewriteRecord], source: str, out: Path, opts: RewriterOptions, quiet: bool = False
+) -> dict:
     """T then M LoRA stages on ``records``; writes the merged model to ``out``."""
     validate(opts)
     by_stage = {
@@ -185,9 +199,17 @@ def train_rewriter(records: list[RewriteRecord], source: str, out: Path, opts: R
     for stage in opts.stages:
         if not by_stage[stage]:
             kind = "text-only" if stage == "T" else "with images in the history"
-            raise ConvirError(f"stage {stage} needs records {kind}; {source} has none (or --max-{stage.lower()} 0)")
+            raise ConvirError(
+                f"stage {stage} needs records {kind}; {source} has none (or --max-{stage.lower()} 0)"
+            )
     work = WorkFolder(
-        out, {"kind": "rewriter", "data": source, **{f"n_{s}": len(by_stage[s]) for s in opts.stages}, **opts.to_dict()}
+        out,
+        {
+            "kind": "rewriter",
+            "data": source,
+            **{f"n_{s}": len(by_stage[s]) for s in opts.stages},
+            **opts.to_dict(),
+        },
     )
     work.check_out()
     from convir._compat import ensure_torchvision
@@ -210,7 +232,11 @@ def train_rewriter(records: list[RewriteRecord], source: str, out: Path, opts: R
                 peft_model = PeftModel.from_pretrained(model, str(prev), is_trainable=True)
             else:
                 cfg = LoraConfig(
-                    r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+                    r=opts.lora_r,
+                    lora_alpha=opts.lora_alpha,
+                    lora_dropout=0.05,
+                    target_modules="all-linear",
+                    task_type="CAUSAL_LM",
                 )
                 peft_model = get_peft_model(model, cfg)
         if (adapter / "adapter_config.json").exists():  # stage finished before a kill
@@ -230,7 +256,7 @@ def train_rewriter(records: list[RewriteRecord], source: str, out: Path, opts: R
             num_train_epochs=opts.epochs,
             per_device_train_batch_size=opts.batch_size,
             learning_rate=opts.lr,
-            warmup_steps=0.1,  # a float < 1 is a share of the steps
+            warmup_steps=warmup_steps(len(dataset) * opts.epochs, opts.batch_size, 0.1),
             seed=opts.seed + (1 if stage == "M" else 0),
             data_seed=opts.seed,
             save_strategy="steps",
@@ -244,7 +270,13 @@ def train_rewriter(records: list[RewriteRecord], source: str, out: Path, opts: R
             use_cpu=opts.device == "cpu",
         )
         bar = progress_callback(f"train rewriter {stage}", quiet)
-        trainer = Trainer(model=peft_model, args=args, train_dataset=dataset, data_collator=_collate(tok.pad_token_id), callbacks=[bar])
+        trainer = Trainer(
+            model=peft_model,
+            args=args,
+            train_dataset=dataset,
+            data_collator=_collate(tok.pad_token_id),
+            callbacks=[bar],
+        )
         quiet_trainer(trainer)
         resume = _last_checkpoint(ckpts)
         trainer.train(resume_from_checkpoint=resume)

@@ -143,6 +143,12 @@ def progress_callback(label: str, quiet: bool = False) -> Any:
     return RichProgress()
 
 
+def warmup_steps(rows: int, batch_size: int, share: float) -> int:
+    """Linear warm-up over ``share`` of the steps (an int: transformers' ratio option moved
+    between versions)."""
+    return max(1, round(share * -(-rows // batch_size))) if share > 0 else 0
+
+
 def quiet_trainer(trainer: Any) -> None:
     """Our progress bar replaces the Trainer's printed log dicts (its PrinterCallback)."""
     from transformers.trainer_callback import PrinterCallback

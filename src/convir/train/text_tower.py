@@ -19,7 +19,7 @@ import numpy as np
 
 from convir.errors import ConvirError
 from convir.train.data import Pair, PairSet, group_unique_order
-from convir.train.run import quiet_trainer, Stopwatch, WorkFolder, progress_callback, set_seed
+from convir.train.run import Stopwatch, WorkFolder, progress_callback, quiet_trainer, set_seed, warmup_steps
 
 VISION_PREFIXES = ("visual", "vision_model", "visual_projection", "vision_")
 OPEN_CLIP_FILE = "open_clip_model.pt"
@@ -38,7 +38,7 @@ def _image_vectors(encoder: Any, data: PairSet, groups: list[str]) -> dict[str, 
     if not have:
         raise ConvirError(
             f"{encoder.spec} is an image-text encoder: its text tower learns against the target images, "
-            "but the training data names none (coco5k-sim: add --image-root; pairs JSONL: an \"image\" key; "
+            'but the training data names none (coco5k-sim: add --image-root; pairs JSONL: an "image" key; '
             "or use a flickr8k-sim folder, which has images)"
         )
     vecs, ok, bad = encode_images_skipping(encoder, [Path(data.images[g]) for g in have], 32)
@@ -74,10 +74,14 @@ class _Contrastive:
                 else:
                     from convir.encoders.hf import _features
 
-                    feats = _features(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+                    feats = _features(
+                        self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+                    )
                 return torch.nn.functional.normalize(feats.float(), dim=-1)
 
-            def forward(self, input_ids: Any, positive: Any, negative: Any = None, attention_mask: Any = None) -> Any:
+            def forward(
+                self, input_ids: Any, positive: Any, negative: Any = None, attention_mask: Any = None
+            ) -> Any:
                 t = self.text(input_ids, attention_mask)
                 cands = self.images[positive]
                 if negative is not None:
@@ -155,7 +159,7 @@ def train_text_tower(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: A
         num_train_epochs=1,
         per_device_train_batch_size=opts.batch_size,
         learning_rate=opts.lr,
-        warmup_steps=opts.warmup_ratio,  # a float < 1 is a share of the steps
+        warmup_steps=warmup_steps(len(dataset), opts.batch_size, opts.warmup_ratio),
         seed=opts.seed,
         save_strategy="steps",
         save_steps=opts.save_steps,
@@ -197,7 +201,11 @@ def train_text_tower(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: A
         "spec": spec,
         "base": opts.base,
         "objective": "InfoNCE of the text tower against frozen image embeddings (ChatIR)"
-        + (f" + hard negatives from ranks {opts.hard_negatives[0]}-{opts.hard_negatives[1]}" if opts.hard_negatives else ""),
+        + (
+            f" + hard negatives from ranks {opts.hard_negatives[0]}-{opts.hard_negatives[1]}"
+            if opts.hard_negatives
+            else ""
+        ),
         "examples": len(rows),
         "images": len(groups),
         "steps": int(trainer.state.global_step),
