@@ -152,13 +152,13 @@ def test_train_encoder_resumes_after_kill(tiny_st: Path, tmp_path: Path) -> None
         "--batch-size",
         "4",
         "--epochs",
-        "40",
+        "10",
         "--hard-negatives",
         "none",
         "--max-pairs",
         "0",
         "--save-steps",
-        "2",
+        "5",
         "--json",
     ]
     env = {**os.environ, "CONVIR_CACHE": str(tmp_path / "cache")}
@@ -186,8 +186,8 @@ def test_train_encoder_resumes_after_kill(tiny_st: Path, tmp_path: Path) -> None
     assert res.returncode == 0, res.stderr[-3000:]
     info = json.loads(res.stdout[res.stdout.index("{") :])
     assert info["resumed_from"] is not None and info["resumed_from"].startswith("checkpoint-")
-    assert int(info["resumed_from"].split("-")[1]) >= 2
-    assert info["steps"] == 40 * 16 // 4  # the resumed run finished the schedule, not a new one
+    assert int(info["resumed_from"].split("-")[1]) >= 5
+    assert info["steps"] == 10 * 16 // 4  # the resumed run finished the schedule, not a new one
     # the same options are required to resume, anything else is refused
     (tmp_path / "enc.partial").mkdir()
     (tmp_path / "enc.partial" / "train_config.json").write_text(json.dumps({"kind": "encoder", "lr": 1}))

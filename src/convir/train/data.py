@@ -358,7 +358,7 @@ def _near_misses(items: list[Any], seed: int) -> dict[str, str]:
 
 
 def sim_rewrite_records(
-    path: str | Path, split: str = "dev", seed: int = 0, dataset: str = "coco5k-sim"
+    path: str | Path, split: str = "dev", seed: int = 0, dataset: str = "coco5k-sim", for_eval: bool = False
 ) -> list[RewriteRecord]:
     """Rewriting records from the items of a simulated protocol, without an LLM.
 
@@ -367,10 +367,12 @@ def sim_rewrite_records(
     query to learn is captions[1], a caption the gallery holds for the target. T records are
     text only; each M record also shows, before the user's details, an image of another
     item (its caption, "[image: ...]") that the user rejects, so the rewrite must leave it out.
+    ``for_eval`` allows the test split: held-out records to measure a rewriter on.
     """
     if dataset not in SIM_BASE:
         raise ConvirError(f"unknown --dataset {dataset!r}; available: {', '.join(SIM_BASE)}")
-    _refuse_test(split, dataset)
+    if not for_eval:
+        _refuse_test(split, dataset)
     items = [it for it in _load_items(SIM_BASE[dataset], path, split) if len(it.captions) >= 4]
     if not items:
         raise ConvirError(f"{dataset} {path} --split {split}: no item has the 4 captions a record needs")

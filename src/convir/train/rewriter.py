@@ -94,7 +94,8 @@ def load_base(spec: str, device: str = "cpu") -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # the GGUF dequantisation bar; ours follows
+    hf_logging.disable_progress_bar()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF dequantisation bar (raw tqdm); ours follows
     kind, _, rest = spec.partition(":")
     kwargs: dict[str, Any] = {}
     if kind == "llamacpp":
