@@ -76,7 +76,7 @@ def main() -> None:
         "M (image in history)": [r for r in records if r.multimodal][: args.limit],
     }
 
-    def ranks(queries: list[str], recs: list) -> list[int]:  # noqa: ANN001
+    def ranks(queries: list[str], recs: list) -> list[int]:
         q = enc.encode_text(queries)
         return [int(x) for x in ranks_from_scores(q @ gallery.T, np.array([where[r.item] for r in recs]))]
 
@@ -96,7 +96,11 @@ def main() -> None:
             rows[f"{name} ({llm_spec})"] = [strat.rewrite(r.state())[0] for r in recs]
             timing[f"{name} {kind}"] = round((time.perf_counter() - t0) / len(recs), 2)
         table[kind] = {name: recall(ranks(qs, recs)) for name, qs in rows.items()}
-    print(json.dumps({"n": {k: len(v) for k, v in kinds.items()}, "table": table, "s_per_rewrite": timing}, indent=2))
+    print(
+        json.dumps(
+            {"n": {k: len(v) for k, v in kinds.items()}, "table": table, "s_per_rewrite": timing}, indent=2
+        )
+    )
     for kind, rows_ in table.items():
         print(f"\n{kind}, n={len(kinds[kind])}\n\n| query | R@1 | R@5 | R@10 |\n|---|---|---|---|")
         for name, m in rows_.items():

@@ -90,7 +90,7 @@ def encoder_cmd(
     lr: Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")] = 5e-5,
     max_pairs: Annotated[
         int, typer.Option(min=0, help="Train on at most N examples (seeded, spread over items); 0 = all.")
-    ] = 4000,
+    ] = 3000,
     hard_negatives: Annotated[
         str, typer.Option(help="Rank window LO-HI of mined hard negatives (QueryFormer: 50-70), or none.")
     ] = "50-70",

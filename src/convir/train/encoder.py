@@ -44,7 +44,7 @@ class EncoderOptions:
     epochs: int = 1
     batch_size: int = 64
     lr: float = 5e-5
-    max_pairs: int | None = 4000
+    max_pairs: int | None = 3000
     hard_negatives: tuple[int, int] | None = DEFAULT_WINDOW
     seed: int = 0
     save_steps: int = 10
