@@ -188,8 +188,8 @@ def rewriter_cmd(
     stages: Annotated[
         str, typer.Option(help="T (text-only records), then M (history with images, continues from T).")
     ] = "T,M",
-    max_t: Annotated[int, typer.Option(min=0, help="Records for stage T (seeded subset).")] = 160,
-    max_m: Annotated[int, typer.Option(min=0, help="Records for stage M (seeded subset).")] = 64,
+    max_t: Annotated[int, typer.Option(min=0, help="Records for stage T (seeded subset).")] = 80,
+    max_m: Annotated[int, typer.Option(min=0, help="Records for stage M (seeded subset).")] = 32,
     epochs: Annotated[int, typer.Option(min=1, help="Passes over each stage's records.")] = 1,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per step.")] = 4,
     lr: Annotated[float, typer.Option(help="LoRA learning rate.")] = 3e-4,

@@ -37,8 +37,8 @@ STAGES = ("T", "M")
 class RewriterOptions:
     base: str = "llamacpp:smollm2"
     stages: tuple[str, ...] = STAGES
-    max_t: int = 160
-    max_m: int = 64
+    max_t: int = 80
+    max_m: int = 32
     epochs: int = 1
     batch_size: int = 4
     lr: float = 3e-4
