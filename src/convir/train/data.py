@@ -437,12 +437,11 @@ def _split_turn(turn: str) -> tuple[str | None, str]:
     return None, turn.strip()
 
 
-def run_rewrite_records(run_dir: str | Path, split_check: bool = True) -> list[RewriteRecord]:
+def run_rewrite_records(run_dir: str | Path) -> list[RewriteRecord]:
     """Dialogues of a finished simulated run: its questions and the simulator's answers; the
     target query is the target's first gallery caption (captions[1])."""
     run_dir = Path(run_dir)
-    pairs = run_pairs(run_dir) if split_check else None  # validates the folder and the split
-    del pairs
+    run_pairs(run_dir)  # validates the folder, its records and its split
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     items = {it.id: it for it in _load_items(SIM_BASE[config["dataset"]], config["path"], "all")}
     out = []

@@ -11,7 +11,6 @@ caption encoders.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -214,5 +213,4 @@ def train_text_tower(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: A
         **clock.report(),
     }
     work.finish(save, info)
-    json.dumps(info)
     return info
