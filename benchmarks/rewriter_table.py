@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=100, help="records of each kind (T and M)")
     ap.add_argument("--rewriter", action="append", default=[], help="NAME=LLM_SPEC (repeatable)")
     ap.add_argument("--make-t", type=Path, help="build RW_T from RW/adapter-T, then exit")
-    ap.add_argument("--save-base", help="write this LLM base (e.g. llamacpp:smollm2) as an hf: folder, then exit")
+    ap.add_argument("--save-base", help="save this base (llamacpp:smollm2) as an hf: folder, exit")
     ap.add_argument("--out", type=Path, help="with --make-t / --save-base: where to write the folder")
     args = ap.parse_args()
     if args.save_base:  # the zero-shot baseline prompted exactly as the fine-tuned folders are
