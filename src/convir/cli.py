@@ -45,6 +45,9 @@ def _register_subcommands() -> None:
     from convir.eval.embed import embed_app
 
     app.add_typer(embed_app, name="embed")
+    from convir.train.cli import train_app
+
+    app.add_typer(train_app, name="train")
 
 
 def _console(stderr: bool = False) -> Any:

