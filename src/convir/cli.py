@@ -24,10 +24,13 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
+    from convir.datagen.cli import datagen_app, register_eval
     from convir.eval.cli import eval_app, report_app
 
+    register_eval(eval_app)
     app.add_typer(eval_app, name="eval")
     app.add_typer(report_app, name="report")
+    app.add_typer(datagen_app, name="datagen")
 
 
 def _console(stderr: bool = False) -> Any:
