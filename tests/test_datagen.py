@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.conftest import run_cli
+from tests.conftest import make_image, run_cli
 
 from convir.datagen.entities import SpacyEntities, load_entities, singular
 from convir.datagen.knowledge import (
@@ -56,8 +56,22 @@ def _field(text: str, name: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-def rule_reply(system: str, user: str) -> tuple[int, str]:
+def _colour_of(data_url: str) -> str:
+    """The dominant channel of a data-URL image's corner pixel (the VLM rule looks at pixels)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))).convert("RGB")
+    r, g, b = im.getpixel((im.width - 1, im.height - 1))
+    return max((r, "red"), (g, "green"), (b, "blue"))[1]
+
+
+def rule_reply(system: str, user: str, images: list[str] | None = None) -> tuple[int, str]:
     """(HTTP status, reply) for one chat request, by which prompt file it came from."""
+    if "describe photos" in system:
+        return 200, f"A {_colour_of(images[0])} square on a wooden table." if images else ""
     if "turn a photo caption" in system:
         caption = _field(user, "Caption")
         if "explode" in caption:
@@ -111,9 +125,22 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         msgs = body["messages"]
-        status, text = rule_reply(msgs[0]["content"], msgs[-1]["content"])
+        texts = [
+            m["content"]
+            if isinstance(m["content"], str)
+            else " ".join(p.get("text", "") for p in m["content"])
+            for m in msgs
+        ]
+        images = [
+            p["image_url"]["url"]
+            for m in msgs
+            if not isinstance(m["content"], str)
+            for p in m["content"]
+            if p.get("type") == "image_url"
+        ]
+        status, text = rule_reply(texts[0], texts[-1], images)
         with self.server.lock:
-            self.server.calls.append(msgs[0]["content"][:40])
+            self.server.calls.append(texts[0][:40])
         payload: dict[str, Any] = (
             {
                 "choices": [
@@ -469,6 +496,24 @@ def test_pipeline_builds_judges_pairs_and_resumes(
     assert s2.stage_one["done_before"] == 6 and [k for k, _ in s2.failed] == ["s1:boom.jpg"]
     assert len(server.calls) == 1  # the target-query call of boom.jpg, nothing else
     assert len(read_records(out)[0]) == len(before.splitlines())
+
+
+def test_images_without_captions_are_captioned_by_the_vlm(server: RuleServer, tmp_path: Path) -> None:
+    from convir.simulate.vlm import load_vlm
+
+    red = make_image(tmp_path / "img" / "red.png", (230, 20, 20))
+    blue = make_image(tmp_path / "img" / "blue.png", (20, 20, 230))
+    vlm = load_vlm(f"openai:{server.url}#rules", cache=tmp_path / "llm.sqlite", retries=0, timeout=5)
+    items = [SourceImage("red.png", str(red)), SourceImage("blue.png", str(blue)), SourceImage("none.png")]
+    out = tmp_path / "d.jsonl"
+    cfg = RecqrConfig(llm="unused", pairs=0, entities="rules")
+    s = run_recqr(cfg, items, out, llm=_llm(server, tmp_path), vlm=vlm, relation=EmbeddingRelation())
+    recs = {r["id"]: r for r in read_records(out)[0]}
+    assert recs["s1:red.png"]["caption"] == "A red square on a wooden table."
+    assert recs["s1:blue.png"]["caption"] == "A blue square on a wooden table."
+    assert recs["s1:red.png"]["caption_source"] == f"vlm:openai:{server.url}#rules"
+    assert recs["s1:red.png"]["target_query"] == "a red square on a wooden table"
+    assert [k for k, _ in s.failed] == ["s1:none.png"]  # neither a caption nor an image
 
 
 def test_a_torn_last_line_is_dropped_and_redone(server: RuleServer, tmp_path: Path) -> None:
