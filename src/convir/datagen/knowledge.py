@@ -22,6 +22,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from convir.errors import ConvirError
+
+log = logging.getLogger("convir")
 
 KINDS = {
     "conceptnet": "conceptnet:PATH, ConceptNet 5 assertions CSV (.csv or .csv.gz) as published",
@@ -122,6 +125,7 @@ def build_conceptnet_index(
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    log.warning("indexing ConceptNet %s into %s (once; minutes for the full 5.x file)", csv, target)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     conn = sqlite3.connect(tmp)
@@ -149,6 +153,7 @@ def build_conceptnet_index(
         conn.commit()
         conn.close()
         os.replace(tmp, target)
+        log.warning("ConceptNet index ready: %d English edges", n)
     finally:
         conn.close()
         tmp.unlink(missing_ok=True)
