@@ -642,3 +642,32 @@ def test_acceptance_commands_with_gemma(shared_data_dir: Path, tmp_path: Path) -
         "target query",
         "caption",
     ]
+
+
+def test_a_record_becomes_a_dialog_state_for_the_rewriter() -> None:
+    from convir.datagen.bench import base_queries, dialog_state
+
+    rec = {
+        "dialogue": [
+            {"role": "user", "text": "I want a dog photo."},
+            {"role": "system", "text": "What colour?"},
+            {"role": "user", "text": "Brown.", "image": "d.jpg", "image_caption": "a brown dog"},
+            {"role": "system", "text": "Where?"},
+        ],
+        "original_query": "on the beach",
+        "target_query": "a brown dog on the beach",
+        "caption": "A brown dog on a beach.",
+        "target": "x",
+    }
+    state = dialog_state(rec)
+    assert state.description == "I want a dog photo."
+    assert [(e.question, e.answer) for e in state.exchanges] == [
+        ("What colour?", "[photo: a brown dog] Brown."),
+        ("Where?", "on the beach"),
+    ]
+    q = base_queries(rec)
+    assert q["original query"] == "on the beach" and q["caption"] == "A brown dog on a beach."
+    assert (
+        q["dialogue + query"]
+        == "I want a dog photo., What colour? [photo: a brown dog] Brown., Where? on the beach"
+    )
