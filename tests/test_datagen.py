@@ -671,3 +671,22 @@ def test_a_record_becomes_a_dialog_state_for_the_rewriter() -> None:
         q["dialogue + query"]
         == "I want a dog photo., What colour? [photo: a brown dog] Brown., Where? on the beach"
     )
+
+
+def test_cli_rejects_bad_options_before_loading_anything(tmp_path: Path) -> None:
+    gal = tmp_path / "g.jsonl"
+    gal.write_text(json.dumps({"id": "a", "captions": ["a dog"]}) + "\n", encoding="utf-8")
+    base = ("datagen", "recqr", str(gal), "--llm", "llamacpp:smollm2", "--out", str(tmp_path / "d.jsonl"))
+    cases = {
+        ("--split-ratios", "0.5,0.5,0.5"): "summing to 1",
+        ("--kg", "wordnet"): "unknown --kg",
+        ("--kg", f"conceptnet:{tmp_path / 'none.csv.gz'}"): "not found",
+        ("--split", "dev"): "only coco5k has documented dev/test splits",
+        ("--entities", "nltk"): "unknown --entities",
+        ("--vlm", "llava"): "cannot understand spec",
+    }
+    for extra, message in cases.items():
+        res = run_cli(*base, *extra, cwd=tmp_path)
+        assert res.returncode == 2 and message in " ".join(res.stderr.split()), (extra, res.stderr)
+    res = run_cli("eval", "recqr", str(tmp_path / "missing.jsonl"), "--index", str(tmp_path), cwd=tmp_path)
+    assert res.returncode == 2 and "not found" in res.stderr

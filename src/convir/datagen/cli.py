@@ -238,7 +238,7 @@ def _print_summary(s: Any) -> None:
             f"({d.get('done_before', 0)} from earlier runs), "
             f"{d.get('invalid', 0)} invalid, {s.accepted.get(part, 0)} accepted"
             + (f" ({100 * rate:.0f}%)" if rate is not None else "")
-            + (f"; {sec:.1f} s per new record" if sec else "")
+            + (f"; {sec:.1f} s per uncached record" if sec else "")
             + (f"; {d['pairs_found']} pairs found" if "pairs_found" in d else "")
         )
     c.print("splits: " + ", ".join(f"{k} {v['text']}+{v['multimodal']}" for k, v in s.splits.items()))
