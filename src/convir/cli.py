@@ -33,9 +33,11 @@ app = typer.Typer(
 
 
 def _register_subcommands() -> None:
+    from convir.datagen.cli import datagen_app, register_eval
     from convir.eval.cli import eval_app, report_app
     from convir.index.cli import check_cmd
 
+    register_eval(eval_app)
     app.add_typer(eval_app, name="eval")
     app.add_typer(report_app, name="report")
     from convir.server.cli import tokens_app
@@ -48,6 +50,7 @@ def _register_subcommands() -> None:
     from convir.train.cli import train_app
 
     app.add_typer(train_app, name="train")
+    app.add_typer(datagen_app, name="datagen")
 
 
 def _console(stderr: bool = False) -> Any:
