@@ -17,6 +17,7 @@ from convir.index.ranker import Ranker
 
 class Gallery(Protocol):
     ids: list[str]
+    position: dict[str, int]  # item id -> position in ``ids`` (and in the ranker's vectors)
     ranker: Ranker
 
     @property
