@@ -73,16 +73,14 @@ def main() -> None:
 
     # replay: a DAR conversation run twice; the second run uses a fresh generator object
     from convir.dialog.engine import Conversation
-    from convir.dialog.gallery import MemoryGallery
     from convir.dialog.strategies import ConcatStrategy
     from convir.encoders import load_encoder
+    from convir.gallery.memory import MemoryGallery
     from convir.imagine.dar import DARImagination
 
     enc = load_encoder("caption:minilm")
     caps = [["a red sailboat at sunset"], ["a white sailboat"], ["a bus in a city"], ["a dog on a beach"]]
-    gallery = MemoryGallery(
-        [str(i) for i in range(len(caps))], caps, enc.encode_text([c[0] for c in caps]), enc
-    )
+    gallery = MemoryGallery.from_captions([str(i) for i in range(len(caps))], caps, enc)
 
     def dialogue(generator: DiffusersGenerator) -> tuple[int, float]:
         dar = DARImagination(generator, None, images_per_turn=3)

@@ -15,10 +15,9 @@ import numpy as np
 from _common import SHARED
 from convir.encoders import load_encoder
 from convir.eval.metrics import recall_at_k
-from convir.eval.retrieval import caption_vectors, load_items
+from convir.eval.retrieval import load_items
+from convir.gallery.memory import MemoryGallery
 from convir.index.bm25 import BM25Index
-from convir.index.ranker import Ranker
-from convir.index.vector import AnnIndex
 
 
 class CachedBM25:
@@ -38,9 +37,11 @@ def main() -> None:
     args = ap.parse_args()
     items = load_items("coco5k", SHARED / "coco5k", args.split)
     enc = load_encoder("caption:minilm")
-    gallery = caption_vectors(enc, [list(it.captions[1:3]) for it in items])
-    bm25 = CachedBM25(BM25Index.build([" . ".join(it.captions[1:3]) for it in items]))
-    ranker = Ranker(AnnIndex(gallery, "flat", None), bm25)
+    gallery = MemoryGallery.from_captions(
+        [it.id for it in items], [list(it.captions[1:3]) for it in items], enc
+    )
+    ranker = gallery.ranker
+    ranker._bm25 = CachedBM25(ranker.bm25)  # the gallery's own BM25, memoised per query
     queries = [it.captions[0] for it in items]
     qvecs = enc.encode_text(queries, batch_size=128)
 

@@ -246,3 +246,44 @@ def test_chat_cli_session_without_llm(tmp_path: Path) -> None:
 
 def test_vectors_are_unit(gallery: MemoryGallery) -> None:
     assert np.allclose(np.linalg.norm(gallery.ranker.vectors, axis=1), 1, atol=1e-5)
+
+
+def test_chat_explains_misused_commands_and_never_overwrites_a_session(tmp_path: Path) -> None:
+    from conftest import GALLERY, make_image
+
+    root = tmp_path / "g"
+    for rel, (color, caps) in GALLERY.items():
+        make_image(root / rel, color).with_suffix(".txt").write_text("\n".join(caps))
+    assert run_cli("index", str(root), "--out", str(tmp_path / "ix")).returncode == 0
+    import subprocess
+    import sys
+
+    session = tmp_path / "session.json"
+
+    def chat(lines: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "convir.cli",
+                "chat",
+                str(tmp_path / "ix"),
+                "--save",
+                str(session),
+                *extra,
+            ],
+            input=lines,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    res = chat("/found 1\na boat\n/say\n/skip\n/quit\n")
+    assert res.returncode == 0, res.stderr
+    assert "describe the image first" in res.stdout  # /found before there are results
+    assert "/say needs the detail" in res.stdout and "no question to skip" in res.stdout
+    saved = session.read_text()
+    again = chat("a dog\n/quit\n")  # a new session must not replace the saved one
+    assert again.returncode == 2 and "already exists" in again.stderr and session.read_text() == saved
+    assert chat("a dog\n/quit\n", "--overwrite").returncode == 0
+    assert json.loads(session.read_text())["description"] == "a dog"

@@ -22,6 +22,7 @@ from convir._compat import ensure_torchvision
 from convir.encoders import load_encoder, longtext
 from convir.encoders.base import ImageReadError, encode_images_skipping, load_image
 from convir.errors import SpecError
+from convir.specs import REGISTRY
 
 ensure_torchvision()
 torch = pytest.importorskip("torch")
@@ -83,11 +84,11 @@ def open_clip_ckpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
 @pytest.fixture(scope="module")
 def oc_encoder(open_clip_ckpt: tuple[Path, dict[str, Any]]) -> Iterator[OpenClipEncoder]:
     ckpt, _ = open_clip_ckpt
-    load_encoder.cache_clear()
+    REGISTRY.forget("encoder")
     enc = load_encoder(f"open_clip:{TINY_ARCH}/{ckpt}")
     assert isinstance(enc, OpenClipEncoder)
     yield enc
-    load_encoder.cache_clear()
+    REGISTRY.forget("encoder")
 
 
 def _byte_vocab() -> dict[str, int]:
@@ -160,13 +161,13 @@ def _load_hf(folder: Path) -> HFEncoder:
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("HF_HUB_OFFLINE", raising=False)
         mp.delenv("TRANSFORMERS_OFFLINE", raising=False)
-        load_encoder.cache_clear()
+        REGISTRY.forget("encoder")
         enc = load_encoder(f"hf:{folder}")
         assert isinstance(enc, HFEncoder)
         import os
 
         assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    load_encoder.cache_clear()
+    REGISTRY.forget("encoder")
     return enc
 
 

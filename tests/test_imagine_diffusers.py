@@ -21,6 +21,7 @@ import pytest
 
 from conftest import GALLERY, REPO, make_image, run_cli
 from convir._compat import ensure_torchvision
+from convir.specs import REGISTRY
 
 ensure_torchvision()
 pytest.importorskip("diffusers")
@@ -138,7 +139,7 @@ def test_dar_and_refiner_embed_generated_images_with_clip(
     tiny_pipe: Path, tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONVIR_CACHE", str(tmp_path / "cache"))
-    load_encoder.cache_clear()
+    REGISTRY.forget("encoder")
     enc = load_encoder(f"hf:{tiny_clip}")
     gen = load_generator(f"diffusers:{tiny_pipe}", steps=2, size=32)
     query = "a red sailboat at sunset"
@@ -170,7 +171,7 @@ def test_dar_and_refiner_embed_generated_images_with_clip(
     r1 = conv.say("on the sea", image_feedback="the sail is white")
     assert r1.images[0].prompt.endswith("the sail is white. Style: photorealistic.")
     assert r1.images[0].path != r0.images[0].path and conv.state.images[1][0]["path"] == r1.images[0].path
-    load_encoder.cache_clear()
+    REGISTRY.forget("encoder")
 
 
 def test_real_images_with_a_text_only_gallery_use_the_prompts(

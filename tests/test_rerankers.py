@@ -229,7 +229,7 @@ def test_chat_cli_cross_reranker_and_previews(cross_dir: Path, tmp_path: Path) -
     def chat(*extra: str) -> Any:
         return subprocess.run(
             [sys.executable, "-m", "convir.cli", "chat", str(tmp_path / "ix"),
-             "--save", str(tmp_path / "s.json"),
+             "--save", str(tmp_path / "s.json"), "--overwrite",
              "--strategy", "rerank", "--reranker", f"cross:{cross_dir}", *extra],
             input="a boat on the water\n/quit\n", capture_output=True, text=True, timeout=300, env=env,
         )  # fmt: skip

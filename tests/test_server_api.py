@@ -71,7 +71,8 @@ def test_a_whole_session_over_the_api(client: TestClient) -> None:
     v = res.json()
     sid = v["id"]
     assert v["version"] == 1 and v["turn"] == 0 and v["question"] is None and len(v["results"]) == 5
-    assert v["results"][0]["thumbnail"].startswith("/api/thumbnails/")
+    assert v["results"][0]["thumbnail"].startswith("/api/thumbnails?id=")
+    assert v["secret"] and client.cookies.get("convir_session_secret") == v["secret"]
     first = _ids(v)
 
     v = client.post(f"/api/sessions/{sid}/turns", json={"kind": "say", "text": "it is at sunset"}).json()
@@ -113,8 +114,10 @@ def test_search_endpoint(client: TestClient) -> None:
 def test_a_restart_continues_the_session(index_dir: Path) -> None:
     with TestClient(create_app(index_dir, warm=False)) as c1:
         v = c1.post("/api/sessions", json={"description": DESCRIPTION}).json()
+        secret = {"X-Session-Secret": v["secret"]}
         v = c1.post(f"/api/sessions/{v['id']}/turns", json={"kind": "say", "text": "it is at sunset"}).json()
-    with TestClient(create_app(index_dir, warm=False)) as c2:  # a new process would see the same
+    # a new process would see the same (a new client, so it sends the owner secret itself)
+    with TestClient(create_app(index_dir, warm=False), headers=secret) as c2:
         again = c2.get(f"/api/sessions/{v['id']}").json()
         assert again == v
         after = c2.post(
@@ -311,6 +314,7 @@ def test_llm_failure_is_a_503_and_the_session_is_unchanged(
     from convir.llm.base import LLMError
 
     v = client.post("/api/sessions", json={"description": DESCRIPTION}).json()
+    assert v.pop("secret")  # only the create response carries the owner secret
 
     def down(*args: Any, **kwargs: Any) -> Any:
         raise LLMError("connection refused (model server down)")
@@ -328,6 +332,10 @@ def test_llm_failure_is_a_503_and_the_session_is_unchanged(
 def test_generated_images_only_from_the_sessions_own_record(
     client: TestClient, index_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
     monkeypatch.setenv("CONVIR_CACHE", str(tmp_path / "cache"))
     made = make_image(tmp_path / "cache" / "images" / "abc.png", (200, 30, 30))
     stray = make_image(tmp_path / "elsewhere.png", (30, 30, 200))
@@ -339,7 +347,9 @@ def test_generated_images_only_from_the_sessions_own_record(
     with db:
         db.execute("UPDATE sessions SET state=? WHERE id=?", (json.dumps(state), v["id"]))
     res = client.get(f"/api/sessions/{v['id']}/images/0/0")
-    assert res.status_code == 200 and res.content == made.read_bytes()
+    assert res.status_code == 200 and res.headers["content-type"] == "image/png"
+    with Image.open(made) as want, Image.open(BytesIO(res.content)) as got:  # re-encoded, same pixels
+        assert got.size == want.size and got.convert("RGB").tobytes() == want.convert("RGB").tobytes()
     assert client.get(f"/api/sessions/{v['id']}/images/0/1").status_code == 404  # outside the cache
     assert client.get(f"/api/sessions/{v['id']}/images/0/2").status_code == 404
     assert client.get(f"/api/sessions/{v['id']}/images/1/0").status_code == 404

@@ -1,6 +1,7 @@
 """End to end in a real browser: Debian's chromium driven by Playwright (no browser download)
 through the page served by the real ``convir serve`` (SmolLM2 asking the questions, a
-bearer token passed in the URL fragment): describe, answer, add a detail, pick the image.
+bearer token passed in the URL fragment): describe, answer, add a detail, pick the image; the
+owner cookie, and a second browser that cannot open the first one's session.
 
 Missing chromium or playwright is a failure, not a skip, so CI cannot pass without running
 it; set CONVIR_SKIP_BROWSER=1 to skip on a machine without them. Saves a screenshot
@@ -134,6 +135,20 @@ def test_two_turn_conversation_in_chromium(server: Server, tmp_path: Path) -> No
             # a reload continues the session from the URL fragment
             page.reload()
             expect(page.locator("#found-banner")).to_contain_text(TARGET, timeout=30_000)
+
+            # the owner secret is an HttpOnly, SameSite=Strict cookie that the page cannot read
+            owner = {c["name"]: c for c in page.context.cookies()}["convir_session_secret"]
+            assert owner["httpOnly"] and owner["sameSite"] == "Strict" and owner["path"] == "/api"
+            assert "convir_session_secret" not in page.evaluate("document.cookie")
+            sid = page.url.split("#session=", 1)[1]
+            # another browser (no cookie) opening the same link sees nothing of the session
+            other = browser.new_context()
+            stranger = other.new_page()
+            stranger.goto(f"{server.url}/#token={TOKEN}&session={sid}")
+            expect(stranger.locator("#error")).to_contain_text("not available here", timeout=30_000)
+            assert stranger.locator("#conversation").is_hidden() and TARGET not in stranger.content()
+            assert "session=" not in stranger.url
+            other.close()
 
             # narrow screen: one column, no horizontal scrolling
             page.set_viewport_size({"width": 360, "height": 780})

@@ -29,6 +29,9 @@ pytestmark = pytest.mark.skipif(
 
 SCRIPT = ["it is at sunset", "the sail is red", "on the sea", "there is one boat", "no people"]
 SESSIONS = 20
+# one owner secret for all sessions of these tests (sent as a header, so concurrent creates do
+# not race on a cookie, and the restart test can list every session)
+OWNER = {"X-Session-Secret": "live-test-owner-secret-" + "0" * 20}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,9 @@ def run_session(client: httpx.Client, url: str) -> tuple[dict[str, Any], list[fl
 
 
 def test_20_concurrent_sessions_x_5_turns_lose_nothing(server: Server) -> None:
-    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=SESSIONS + 5)) as client:
+    with httpx.Client(
+        timeout=120, limits=httpx.Limits(max_connections=SESSIONS + 5), headers=OWNER
+    ) as client:
         t0 = time.perf_counter()
         warm, cold = run_session(client, server.url)  # fills the LLM cache
         warm_s = time.perf_counter() - t0
@@ -84,7 +89,7 @@ def test_20_concurrent_sessions_x_5_turns_lose_nothing(server: Server) -> None:
 
 def test_concurrent_turns_on_one_session_are_applied_one_by_one(server: Server) -> None:
     texts = [f"detail number {i}" for i in range(12)]
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers=OWNER) as client:
         sid = client.post(
             f"{server.url}/api/sessions", json={"description": DESCRIPTION, "questioner": "none"}
         ).json()["id"]
@@ -107,7 +112,7 @@ def test_concurrent_turns_on_one_session_are_applied_one_by_one(server: Server) 
 
 
 def test_a_restart_continues_every_session(server: Server) -> None:
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers=OWNER) as client:
         before = client.get(f"{server.url}/api/sessions", params={"limit": 500}).json()
         open_ids = [s["id"] for s in before["sessions"]]
         views = {sid: client.get(f"{server.url}/api/sessions/{sid}").json() for sid in open_ids}

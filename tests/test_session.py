@@ -65,8 +65,8 @@ def test_registry_names_docs_and_errors() -> None:
 def test_registry_shares_models_once_and_builds_the_rest_fresh() -> None:
     reg = Registry()
     reg.family("thing", "--thing")
-    reg.register("thing", "model", "a shared model", "collections:OrderedDict", takes_value=True, shared=True)
-    reg.register("thing", "part", "a fresh part", "collections:OrderedDict")
+    reg.register("thing", "model", "a shared model", "builtins:list", takes_value=True, shared=True)
+    reg.register("thing", "part", "a fresh part", "builtins:dict")
     a, b = reg.load("thing", "model:x"), reg.load("thing", "model:x")
     assert a is b and reg.load("thing", "model:y") is not a  # one per spec
     assert reg.load("thing", "part") is not reg.load("thing", "part")

@@ -34,9 +34,17 @@ app = typer.Typer(
 
 def _register_subcommands() -> None:
     from convir.eval.cli import eval_app, report_app
+    from convir.index.cli import check_cmd
 
     app.add_typer(eval_app, name="eval")
     app.add_typer(report_app, name="report")
+    from convir.server.cli import tokens_app
+
+    app.add_typer(tokens_app, name="tokens")
+    app.command("check")(check_cmd)
+    from convir.eval.embed import embed_app
+
+    app.add_typer(embed_app, name="embed")
 
 
 def _console(stderr: bool = False) -> Any:
@@ -101,16 +109,44 @@ def index_cmd(
         int, typer.Option(min=1, help="Items encoded per batch (and per saved transaction).")
     ] = 256,
     long_text: Annotated[
-        str, typer.Option(help="Captions over the encoder's context: chunk | truncate.")
+        str,
+        typer.Option(
+            help="Captions over the encoder's context: chunk | truncate. Captions are capped at "
+            "4,000 characters either way (with a warning)."
+        ),
     ] = "chunk",
     replace: Annotated[bool, typer.Option(help="Let OUT switch to mirroring a different gallery.")] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            help="Rebuild the search files even if nothing changed; if convir.sqlite is damaged, set "
+            "it aside and index the gallery from scratch."
+        ),
+    ] = False,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            show_default=False,
+            help="Skip (and list) images larger than this many pixels (width x height) before decoding "
+            "them [default: the index's own setting, else 100,000,000].",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            help="When another `convir index` run is writing OUT: wait for it (default) or, with "
+            "--no-wait, stop at once with an error."
+        ),
+    ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run report as JSON.")] = False,
 ) -> None:
     """Build or update a searchable index of a gallery.
 
     Re-running adds only new or changed items (content hash) and drops removed ones; a killed
-    run resumes where it stopped. Unreadable images, bad manifest lines and items without
-    usable text are skipped and listed; the exit code is 1 when any item failed.
+    run (even kill -9) is finished by the next one. One run at a time per OUT (a second waits).
+    Unreadable or oversized images, bad manifest lines and items without usable text are
+    skipped and listed; the exit code is 1 when any item failed, 2 for a usage error.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -140,7 +176,20 @@ def index_cmd(
 
     try:
         report = ingest(
-            gallery, out, encoder, ann, fmt, batch_size, replace, long_text, on_total, on_progress
+            gallery,
+            out,
+            encoder,
+            ann,
+            fmt,
+            batch_size,
+            replace,
+            long_text,
+            on_total,
+            on_progress,
+            rebuild=rebuild,
+            max_pixels=max_pixels,
+            wait=wait,
+            on_wait=lambda msg: console.print(msg, markup=False),
         )
     finally:
         progress.stop()
@@ -162,7 +211,15 @@ def _print_report(report: Any) -> None:
         + f" in {report.seconds:.1f}s"
         + (f" ({rate:,.0f} items/s encoding)" if rate else "")
     )
-    for title, rows in (("failed", report.failed), ("ignored", report.ignored)):
+    if report.rebuilt and not (report.added or report.updated or report.removed):
+        console.print(f"rebuilt the search files: {report.rebuild_reason}", markup=False)
+    if not report.bm25:
+        console.print(
+            "note: no caption text in this gallery, so the index has no BM25: search with --mode dense "
+            "(hybrid ranks as dense; bm25 is refused)"
+        )
+    sections = (("failed", report.failed), ("warnings", report.warnings), ("ignored", report.ignored))
+    for title, rows in sections:
         if rows:
             console.print(f"[bold red]{title}:[/]" if title == "failed" else f"[bold]{title}:[/]")
             for item_id, reason in rows[:30]:
@@ -330,6 +387,13 @@ def serve_cmd(
             "Prefer the environment variable: a command line is visible to other users.",
         ),
     ] = None,
+    tokens: Annotated[
+        Path | None,
+        typer.Option(
+            help="File of per-user hashed tokens instead of one shared --token (add users with "
+            "`convir tokens add FILE USER`); each user sees only their own sessions.",
+        ),
+    ] = None,
     llm: Annotated[
         str | None, typer.Option(help="LLM spec for questions and LLM strategies, e.g. llamacpp:smollm2")
     ] = None,
@@ -368,7 +432,9 @@ def serve_cmd(
             f"convir serve needs the server extra: pip install 'convir[server]' ({exc})"
         ) from exc
 
-    if not is_loopback(host) and not token:
+    if token and tokens:
+        raise ConvirError("give --token (or CONVIR_TOKEN) or --tokens, not both")
+    if not is_loopback(host) and not token and not tokens:
         _console(stderr=True).print(
             f"[bold yellow]warning:[/] serving on {host} without a token: anyone who can reach this "
             "port can use it (set CONVIR_TOKEN)"
@@ -378,6 +444,7 @@ def serve_cmd(
         host=host,
         port=port,
         token=token,
+        tokens=tokens,
         allowed_hosts=allow_host,
         llm=llm,
         strategy=strategy,
@@ -408,7 +475,7 @@ def main() -> None:
     except ConvirError as exc:
         console = _console(stderr=True)
         console.print("[bold red]error:[/] ", end="")
-        console.print(str(exc), markup=False)
+        console.print(str(exc), markup=False, soft_wrap=True)  # one line, however long
         sys.exit(2)
     except KeyboardInterrupt:
         _console(stderr=True).print("interrupted: work saved so far is kept; re-run the command to resume")

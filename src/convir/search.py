@@ -6,7 +6,6 @@ a query vector, or an image as the query. Results carry ids, scores and stored m
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,12 @@ from typing import Any
 import numpy as np
 
 from convir.errors import ConvirError, IndexMismatchError
-from convir.gallery.store import Store
+from convir.gallery.layer import TextRanking
+from convir.gallery.store import Store, index_command
 from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
+from convir.index.build import MMAP_ABOVE_BYTES, Build, BuildError
 
-MMAP_ABOVE_BYTES = 2 * 1024**3
+__all__ = ["MMAP_ABOVE_BYTES", "Hit", "SearchIndex", "open_index"]
 
 
 @dataclass
@@ -33,43 +34,76 @@ class Hit:
         return asdict(self)
 
 
-class SearchIndex:
-    """A published build of an index directory, opened read-only for searching."""
+class SearchIndex(TextRanking):
+    """A published build of an index directory, opened read-only for searching.
+
+    The build is pinned while the index is open, so a ``convir index`` run publishing a
+    newer one does not delete the files this reader serves (see :mod:`convir.index.build`)."""
 
     def __init__(self, root: Path, encoder: str | None = None, long_text: str = "chunk") -> None:
-        from convir.index.bm25 import BM25Index
+        from convir.encoders.base import LONG_TEXT_POLICIES
         from convir.index.ranker import Ranker
-        from convir.index.vector import AnnIndex
 
+        if long_text not in LONG_TEXT_POLICIES:
+            choices = ", ".join(LONG_TEXT_POLICIES)
+            raise ConvirError(f"unknown long-text policy {long_text!r}; choose one of: {choices}")
         self.root = Path(root)
         self.store = Store(self.root)
-        build = self.store.current_build()
-        if build is None:
-            raise ConvirError(
-                f"index {self.root} has no finished build (an interrupted run?): "
-                "re-run the same `convir index` command to resume and finish it"
-            )
+        try:
+            self._build = self._open_build()
+        except BaseException:
+            self.store.close()
+            raise
+        build = self._build.path
         self.build_dir = build
-        self.info = json.loads((build / "build.json").read_text(encoding="utf-8"))
+        self.info = self._build.info
         self.encoder_spec: str = self.info["encoder"]
         if encoder is not None and encoder != self.encoder_spec:
+            self.close()
             raise IndexMismatchError(
                 f"index {self.root} was built with encoder {self.encoder_spec!r}, not {encoder!r}: "
                 "queries must use the same encoder (omit --encoder, or index again into a new folder)"
             )
         self.long_text = long_text
-        vec_file = build / "vectors.npy"
-        # in RAM when it fits comfortably (a memory map makes every exact search ~6x slower);
-        # memory-mapped beyond that so huge galleries still open
-        big = vec_file.stat().st_size > MMAP_ABOVE_BYTES
-        self.vectors = np.load(vec_file, mmap_mode="r" if big else None)
-        self.ids: list[str] = json.loads((build / "ids.json").read_text(encoding="utf-8"))
+        self.vectors = self._build.vectors
+        self.ids: list[str] = self._build.ids
         self.position = {item_id: i for i, item_id in enumerate(self.ids)}
         self.ann_kind: str = self.info["ann"]
-        ann_file = build / "ann.faiss"
-        ann = AnnIndex.load(self.vectors, self.ann_kind, ann_file if ann_file.exists() else None)
-        self.ranker = Ranker(ann, lambda: BM25Index.load(build / "bm25"))
+        self.has_bm25 = self._build.has_bm25
+        self.ranker = Ranker(self._build.ann, self._load_bm25)
+        saved = self.store.get("max_pixels")
+        self.max_pixels: int | None = int(saved) if saved and saved.isdigit() else None
         self._encoder: Any = None
+
+    def _open_build(self) -> Build:
+        """The published build, pinned; a clear error naming the repair when it is damaged."""
+        for _attempt in range(3):
+            gen = self.store.published
+            if gen is None:
+                raise ConvirError(
+                    f"index {self.root} has no finished build (an interrupted run?): "
+                    f"re-run `{index_command(self.root, self.store.get('source'))}` to resume and finish it"
+                )
+            try:
+                return Build(self.store.builds_dir / gen)
+            except BuildError as exc:
+                if self.store.published != gen:
+                    continue  # a writer published a newer build meanwhile: open that one
+                raise BuildError(self._damaged(str(exc))) from exc
+        raise ConvirError(f"index {self.root} keeps changing while being opened; try again")
+
+    def _damaged(self, problem: str) -> str:
+        return (
+            f"index {self.root}: the published build is damaged ({problem}). Repair it with "
+            f"`{index_command(self.root, self.store.get('source'), rebuild=True)}` (rebuilds the "
+            f"search files from convir.sqlite, no re-encoding); `convir check {self.root}` lists all problems"
+        )
+
+    def _load_bm25(self) -> Any:
+        try:
+            return self._build.load_bm25()
+        except BuildError as exc:
+            raise BuildError(self._damaged(str(exc))) from exc
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -95,16 +129,9 @@ class SearchIndex:
     def encode_text(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode_text(texts)
 
-    def rank_text(
-        self, text: str, k: int, mode: str = "dense", **options: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, scores) for a text query: the gallery protocol of the conversation loop."""
-        from convir.dialog.gallery import rank_text
-
-        return rank_text(self, text, k, mode, **options)
-
     def encode_image(self, path: Path) -> np.ndarray:
         from convir.encoders import ImageReadError, has_image_tower
+        from convir.encoders.base import encode_images_skipping
 
         if not has_image_tower(self.encoder):
             raise ConvirError(
@@ -112,9 +139,12 @@ class SearchIndex:
                 "with an image-text encoder such as open_clip:ViT-B-32/openai"
             )
         try:
-            return self.encoder.encode_images([Path(path)])[0]
+            vecs, _ok, bad = encode_images_skipping(self.encoder, [Path(path)], 1, self.max_pixels)
         except ImageReadError as exc:
             raise ConvirError(f"cannot use {path} as a query image: {exc.reason}") from exc
+        if bad:
+            raise ConvirError(f"cannot use {path} as a query image: {bad[0][1]}")
+        return vecs[0]
 
     def _query_vector(self, query: str | np.ndarray | None, image: Path | None) -> np.ndarray:
         if image is not None:
@@ -139,10 +169,14 @@ class SearchIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(positions, scores) of the top ``k``; the metadata-free core used by eval loops.
 
-        ``query_text`` gives the BM25 side of a vector query in hybrid mode.
+        Text goes through :meth:`rank_text`; ``query_text`` gives the BM25 side of a vector or
+        image query in hybrid mode.
         """
-        if isinstance(query, str) and not query.strip():
-            raise ConvirError("the query is empty")
+        from convir.index.ranker import check_mode
+
+        if isinstance(query, str) and image is None:
+            return self.rank_text(query, k, mode, fusion, alpha, pool)
+        check_mode(mode, fusion)
         text = query if isinstance(query, str) else query_text
         qvec = None if mode == "bm25" else self._query_vector(query, image)
         return self.ranker.rank(qvec, text, k, mode, fusion, alpha, pool)
@@ -178,6 +212,9 @@ class SearchIndex:
         return hits
 
     def close(self) -> None:
+        build = getattr(self, "_build", None)
+        if build is not None:
+            build.close()
         self.store.close()
 
 

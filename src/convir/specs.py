@@ -258,7 +258,7 @@ def _declare_builtins(r: Registry) -> None:
         "open_clip",
         "open_clip model, e.g. open_clip:ViT-B-32/openai (ARCH/PRETRAINED tag or checkpoint path)",
         "convir.encoders.openclip:OpenClipEncoder",
-        options={"long_text", "device"},
+        options={"long_text", "device", "dtype"},
         takes_value=True,
         shared=True,
         example="open_clip:ViT-B-32/openai",
@@ -268,10 +268,21 @@ def _declare_builtins(r: Registry) -> None:
         "hf",
         "transformers CLIP/SigLIP model, e.g. hf:openai/clip-vit-base-patch32 or hf:/path/to/model",
         "convir.encoders.hf:HFEncoder",
-        options={"long_text", "device"},
+        options={"long_text", "device", "dtype"},
         takes_value=True,
         shared=True,
         example="hf:openai/clip-vit-base-patch32",
+    )
+    r.register(
+        "encoder",
+        "blip",
+        "BLIP retrieval (ITC) model, e.g. blip:Salesforce/blip-itm-base-coco, or an original "
+        "checkpoint: blip:/path/chatir_weights.ckpt?image_size=224",
+        "convir.encoders.blip:BlipEncoder",
+        options={"long_text", "device", "dtype"},
+        takes_value=True,
+        shared=True,
+        example="blip:MODEL_OR_CHECKPOINT",
     )
 
     r.family("llm", "--llm")

@@ -1,8 +1,9 @@
 """What the conversation loop needs from a gallery, for an index directory or in memory.
 
 A gallery has item ids, a :class:`Ranker` (dense / BM25 / hybrid), the text encoder of its
-vector space and the captions of any item. :class:`convir.search.SearchIndex` provides this
-for an index directory; :class:`MemoryGallery` for evaluation galleries built on the fly.
+vector space, ``rank_text`` (encode unless BM25, then rank: :mod:`convir.gallery.layer`) and
+the captions of any item. :class:`convir.search.SearchIndex` provides this for an index
+directory; :class:`~convir.gallery.memory.MemoryGallery` for evaluation galleries built on the fly.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from convir.gallery.memory import MemoryGallery
+from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
 from convir.index.ranker import Ranker
+
+__all__ = ["Gallery", "MemoryGallery"]
 
 
 class Gallery(Protocol):
@@ -26,45 +31,12 @@ class Gallery(Protocol):
     def captions(self, positions: Sequence[int]) -> list[list[str]]: ...
 
     def rank_text(
-        self, text: str, k: int, mode: str = "dense", **options: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, scores) of the top ``k`` for a text query (see :func:`rank_text`)."""
-        ...
-
-
-def rank_text(
-    gallery: Any, text: str, k: int, mode: str = "dense", **options: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """The one rule for a text query: encode it (unless BM25 alone ranks), then rank.
-    ``options`` go to :meth:`Ranker.rank` (fusion, alpha, pool, weights)."""
-    vec = None if mode == "bm25" else gallery.encoder.encode_text([text])[0]
-    return gallery.ranker.rank(vec, text, k, mode, **options)
-
-
-class MemoryGallery:
-    """Items held in memory: vectors (one per item), captions, ids."""
-
-    def __init__(self, ids: list[str], captions: list[list[str]], vectors: np.ndarray, encoder: Any) -> None:
-        from convir.index.bm25 import BM25Index
-        from convir.index.vector import AnnIndex
-
-        self.ids = ids
-        self._captions = captions
-        self._encoder = encoder
-        docs = [" . ".join(c) for c in captions]
-        self.ranker = Ranker(
-            AnnIndex(np.asarray(vectors, dtype=np.float32), "flat", None), lambda: BM25Index.build(docs)
-        )
-        self.position = {item_id: i for i, item_id in enumerate(ids)}
-
-    @property
-    def encoder(self) -> Any:
-        return self._encoder
-
-    def captions(self, positions: Sequence[int]) -> list[list[str]]:
-        return [self._captions[int(p)] for p in positions]
-
-    def rank_text(
-        self, text: str, k: int, mode: str = "dense", **options: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return rank_text(self, text, k, mode, **options)
+        self,
+        text: str,
+        k: int,
+        mode: str = "dense",
+        fusion: str = DEFAULT_FUSION,
+        alpha: float = DEFAULT_ALPHA,
+        pool: int = 100,
+        weights: dict[str, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]: ...

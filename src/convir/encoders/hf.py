@@ -23,6 +23,7 @@ from convir.encoders.base import (
     LongTextPolicy,
     l2_normalize,
     resolve_device,
+    torch_dtype,
 )
 from convir.errors import SpecError
 from convir.specs import local_or_hub
@@ -83,47 +84,51 @@ def _load_processing(path: str) -> tuple[Any, Any, dict[str, Any]]:
     return tokenizer, image_processor, defaults
 
 
+def offline_if_local(local: bool) -> None:
+    """A local model folder never needs the hub: switch it off so nothing is looked up."""
+    if local:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
 class HFEncoder(ImageTextEncoder):
-    """Joint text/image encoder backed by a transformers model."""
+    """Joint text/image encoder backed by a transformers model.
+
+    Subclasses (BLIP) load their model their own way, then call :meth:`_setup` and override
+    :meth:`_text_features` / :meth:`_image_features`; batching, long text, dtype and device
+    handling stay here.
+    """
 
     supports_images = True
 
-    def __init__(self, name: str, long_text: LongTextPolicy = "chunk", device: str = "cpu") -> None:
+    def __init__(
+        self, name: str, long_text: LongTextPolicy = "chunk", device: str = "cpu", dtype: str = "auto"
+    ) -> None:
         from convir._compat import ensure_torchvision
 
         ensure_torchvision()
         name = name.strip()
         path, local = _resolve(name)
-        if local:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import torch
+        offline_if_local(local)
         from transformers import AutoModel
 
         self.device = resolve_device(device)
         self.long_text = long_text
         self.spec = f"hf:{path}"
-        # Half precision on CPU is slow or unsupported; on GPUs keep the checkpoint dtype.
-        dtype: Any = torch.float32 if self.device == "cpu" else "auto"
         where = "local folder" if local else "hub id (needs network the first time)"
         try:
-            model = AutoModel.from_pretrained(path, dtype=dtype)
+            model = AutoModel.from_pretrained(path, dtype=torch_dtype(dtype, self.device) or "auto")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SpecError(f"cannot load {self.spec} as a {where}: {type(exc).__name__}: {exc}") from exc
+        if getattr(model.config, "model_type", "") == "blip":
+            # AutoModel gives BlipModel, whose projections are not the retrieval checkpoints' ITC ones.
+            raise SpecError(f"{self.spec} is a BLIP model: use blip:{name} (BLIP's retrieval embeddings)")
         if not (hasattr(model, "get_text_features") and hasattr(model, "get_image_features")):
             raise SpecError(
                 f"{self.spec} loads as {type(model).__name__}, which has no joint text/image embedding "
                 "(get_text_features/get_image_features); use a CLIP or SigLIP model"
             )
-        try:
-            tokenizer, image_processor, defaults = _load_processing(path)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise SpecError(
-                f"cannot load the tokenizer/image processor of {self.spec}: {type(exc).__name__}: {exc}"
-            ) from exc
-        self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
+        tokenizer, image_processor, defaults = self._processing(path)
         config = model.config
         text_cfg = getattr(config, "text_config", config)
         max_len = int(defaults.get("max_length") or getattr(text_cfg, "max_position_embeddings", 0) or 0)
@@ -132,12 +137,36 @@ class HFEncoder(ImageTextEncoder):
             max_len = min(max_len, tok_max) if max_len else tok_max
         if not max_len:
             raise SpecError(f"{self.spec}: cannot tell the text context length (no max_position_embeddings)")
-        self.context_length = max_len
         pad_to_max = getattr(config, "model_type", "") in _PAD_TO_MAX
         padding = defaults.get("padding") or ("max_length" if pad_to_max else "longest")
-        self._text_kwargs: dict[str, Any] = {"padding": padding, "truncation": True, "max_length": max_len}
-        self.max_tokens = max_len - int(tokenizer.num_special_tokens_to_add())
+        self._setup(model, tokenizer, image_processor, max_len, padding)
+
+    def _processing(self, path: str) -> tuple[Any, Any, dict[str, Any]]:
+        try:
+            return _load_processing(path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SpecError(
+                f"cannot load the tokenizer/image processor of {self.spec}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _setup(
+        self, model: Any, tokenizer: Any, image_processor: Any, max_length: int, padding: str = "longest"
+    ) -> None:
+        """Move the model to the device and fix the text settings; ``dim`` comes from one real call."""
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.context_length = int(max_length)
+        self._text_kwargs: dict[str, Any] = {"padding": padding, "truncation": True, "max_length": max_length}
+        self.max_tokens = max_length - int(tokenizer.num_special_tokens_to_add())
         self.dim = int(self._encode_text_batch([""]).shape[1])
+
+    # -- model hooks ---------------------------------------------------------------------------
+    def _text_features(self, inputs: Any) -> torch.Tensor:
+        return _features(self.model.get_text_features(**inputs))
+
+    def _image_features(self, inputs: Any) -> torch.Tensor:
+        return _features(self.model.get_image_features(**inputs))
 
     # -- text ---------------------------------------------------------------------------------
     def count_tokens(self, text: str) -> int:
@@ -149,7 +178,7 @@ class HFEncoder(ImageTextEncoder):
 
         inputs = self.tokenizer(texts, return_tensors="pt", **self._text_kwargs).to(self.device)
         with torch.inference_mode():
-            feats = _features(self.model.get_text_features(**inputs))
+            feats = self._text_features(inputs)
         return l2_normalize(feats.float().cpu().numpy())
 
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -161,7 +190,7 @@ class HFEncoder(ImageTextEncoder):
         inputs = self.image_processor(images=list(images), return_tensors="pt")
         inputs = inputs.to(self.device).to(self.model.dtype)  # .to(dtype) casts float tensors only
         with torch.inference_mode():
-            feats = _features(self.model.get_image_features(**inputs))
+            feats = self._image_features(inputs)
         return l2_normalize(feats.float().cpu().numpy())
 
 

@@ -31,20 +31,28 @@ def may_exceed(text: str, max_tokens: int) -> bool:
 
 def split_to_fit(text: str, count_tokens: Callable[[str], int], max_tokens: int) -> list[str]:
     """Greedy word-window split so each piece has <= max_tokens tokens (a single overlong
-    word becomes its own piece and is truncated by the model)."""
+    word becomes its own piece and is truncated by the model).
+
+    Each piece is the longest run of words from where the previous one ended that still fits,
+    found by binary search: a word is at least one token, so a piece has at most
+    ``max_tokens`` words, and ``count_tokens`` is called O(log max_tokens) times per piece on
+    at most that many words. (Adding words one by one re-tokenised the growing piece every
+    time: minutes for one pasted page.)"""
     if not may_exceed(text, max_tokens) or count_tokens(text) <= max_tokens:
         return [text]
+    words = text.split()
     pieces: list[str] = []
-    current: list[str] = []
-    for word in text.split():
-        trial = " ".join([*current, word])
-        if current and count_tokens(trial) > max_tokens:
-            pieces.append(" ".join(current))
-            current = [word]
-        else:
-            current.append(word)
-    if current:
-        pieces.append(" ".join(current))
+    start = 0
+    while start < len(words):
+        lo, hi = start + 1, min(len(words), start + max(1, max_tokens))  # lo always fits (own piece)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count_tokens(" ".join(words[start:mid])) <= max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        pieces.append(" ".join(words[start:lo]))
+        start = lo
     return pieces
 
 

@@ -24,6 +24,7 @@ from convir.encoders.base import (
     ImageReadError,
     ImageTextEncoder,
     LongTextPolicy,
+    check_dtype,
     l2_normalize,
     resolve_device,
 )
@@ -95,7 +96,9 @@ class OpenClipEncoder(ImageTextEncoder):
 
     supports_images = True
 
-    def __init__(self, rest: str, long_text: LongTextPolicy = "chunk", device: str = "cpu") -> None:
+    def __init__(
+        self, rest: str, long_text: LongTextPolicy = "chunk", device: str = "cpu", dtype: str = "auto"
+    ) -> None:
         from convir._compat import ensure_torchvision
 
         ensure_torchvision()
@@ -110,6 +113,9 @@ class OpenClipEncoder(ImageTextEncoder):
         params = inspect.signature(open_clip.create_model_and_transforms).parameters
         flag = "pretrained_text" if "pretrained_text" in params else "pretrained_hf"
         kwargs: dict[str, Any] = {flag: False}
+        precision = {"float16": "fp16", "bfloat16": "bf16"}.get(check_dtype(dtype, self.device))
+        if precision:
+            kwargs["precision"] = precision
         if name.startswith(_SCHEMAS):
             if name.startswith("local-dir:") and not Path(name[len("local-dir:") :]).expanduser().is_dir():
                 raise SpecError(f"open_clip {name}: folder does not exist")
@@ -173,7 +179,8 @@ class OpenClipEncoder(ImageTextEncoder):
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
-            pixels = torch.stack([self.preprocess(img) for img in images]).to(self.device)
+            dtype = next(self.model.parameters()).dtype
+            pixels = torch.stack([self.preprocess(img) for img in images]).to(self.device, dtype)
             feats = self.model.encode_image(pixels)
         return l2_normalize(feats.float().cpu().numpy())
 

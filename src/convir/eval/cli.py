@@ -137,54 +137,131 @@ def _select(dialogues: list[Any], split: str, limit: int | None, dataset: str | 
 
 @eval_app.command("chatir")
 def chatir_cmd(
-    dialogues: Annotated[Path, typer.Option(help="ChatIR dialogue file, e.g. ChatGPT_BLIP2.json.")],
-    corpus_embeddings: Annotated[
-        Path, typer.Option(help="[N, d] image embeddings (.npy or .pt), row i = search-space image i.")
+    dialogues: Annotated[
+        list[Path],
+        typer.Option(
+            help="ChatIR dialogue file, e.g. ChatGPT_BLIP2.json. Repeat for several: one run folder "
+            "each (--out/<file name>), models loaded once."
+        ),
     ],
-    text_encoder: Annotated[str, typer.Option(help="Text tower of the model that embedded the corpus.")],
+    corpus_embeddings: Annotated[
+        Path,
+        typer.Option(
+            help="Image embeddings, row i = search-space image i: .npy [N, d] (convir embed corpus), "
+            ".pt/.pth tensor, or the official ChatIR cache torch.save((ids, vectors), path)."
+        ),
+    ],
+    text_encoder: Annotated[
+        str,
+        typer.Option(
+            help="Text tower of the model that embedded the corpus (blip:..., open_clip:..., hf:...)."
+        ),
+    ],
     search_space: Annotated[
         Path | None,
         typer.Option(help="Search-space list (default: Search_Space_val_50k.json next to --dialogues)."),
     ] = None,
-    split: Annotated[str, typer.Option(help="dev (0-1499) | test (1500-2063) | all")] = "test",
+    split: Annotated[
+        str, typer.Option(help="dev (0-1499) | test (1500-2063) | all (the official 2,064-dialogue numbers)")
+    ] = "test",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N dialogues of the split.")] = None,
+    long_text: Annotated[
+        str,
+        typer.Option(
+            help="Queries longer than the text tower's context: truncate (as the official baselines: "
+            "CLIP 77 tokens, BLIP max_length 200) | chunk (encode word windows, average)."
+        ),
+    ] = "truncate",
+    k: Annotated[
+        list[int] | None,
+        typer.Option("--k", min=1, help="Cut-off K of Hits@K / Recall@K (repeatable; default 1, 5, 10)."),
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Question rounds after the caption (turns 0..N; default: all, 10 for ChatIR)."
+        ),
+    ] = None,
+    query: Annotated[
+        str,
+        typer.Option(
+            help="concat: turn t searches ', '.join(dialog[:t+1]) (ChatIR) | per-turn: dialog\\[t] alone "
+            "(PlugIR's --split)."
+        ),
+    ] = "concat",
+    device: Annotated[str, typer.Option(help="Text encoder device: cpu, cuda, cuda:1, mps.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(min=1, help="Queries encoded per batch.")] = 64,
+    imagine: Annotated[
+        str | None, typer.Option(help="dar: search with text + generated images (DAR's fused query).")
+    ] = None,
+    generator: GeneratorOpt = "text:",
+    generator_option: GeneratorOptionOpt = None,
+    images_per_turn: ImagesPerTurnOpt = None,
+    dar_schedule: Annotated[
+        str, typer.Option(help="DAR a/b weights per turn (the last pair holds for later turns).")
+    ] = "0.7/0.3,0.7/0.3,0.5/0.5",
+    llm: Annotated[
+        str | None,
+        typer.Option(help="With --imagine dar: LLM writing the diffusion prompts (else templates)."),
+    ] = None,
     out: OutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The exact ChatIR protocol: query at turn t = ", ".join(dialog[:t+1]); Hits@10 per turn 0..10."""
-    from convir.dialog.strategies import load_strategy
-    from convir.eval.datasets import load_chatir
-    from convir.eval.replay import embedding_backend, run_replay
+    """The ChatIR protocol as the official eval.py runs it: Hits@K (first hit) per turn 0..10.
 
-    space_file = search_space or dialogues.parent / "Search_Space_val_50k.json"
-    dlgs, space = load_chatir(dialogues, space_file)
-    assert space is not None
-    dataset = "chatir" if len(dlgs) == 2064 else None
-    chosen = _select(dlgs, split, limit, dataset)
-    where = {p: i for i, p in enumerate(space)}
-    backend = embedding_backend(corpus_embeddings, space, text_encoder)
-    config = {
-        "command": "eval chatir",
-        "dialogues": str(dialogues),
-        "search_space": str(space_file),
-        "corpus_embeddings": str(corpus_embeddings),
-        "text_encoder": text_encoder,
-        "split": split,
-        "strategy": "concat",
-    }
-    report, run_dir = run_replay(
-        "chatir",
-        config,
-        chosen,
-        [where[d.target] for d in chosen],
-        backend,
-        load_strategy("concat"),
-        None,
-        out,
-        _progress("dialogues"),
-        limit=limit,
-    )
-    _print_metrics(report, run_dir, json_out)
+    Query at turn t = ", ".join(dialog[:t+1]), truncated by the text tower, inner product against
+    the normalised corpus. Ties are broken by search-space index (deterministic; the official
+    torch.argsort is not). See docs/evaluation.md for what matches the official code exactly.
+    """
+    from convir.eval import chatir
+    from convir.eval.runs import run_dir_for
+    from convir.imagine.options import imagine_settings
+
+    settings = imagine_settings(imagine, generator, generator_option, images_per_turn, dar_schedule)
+    protocol = chatir.Protocol(query=query, rounds=rounds, long_text=long_text)
+    stems = [f.stem for f in dialogues]
+    if len(set(stems)) != len(stems):
+        raise ConvirError("several --dialogues files share a name; their run folders would collide")
+    plans = [  # every file is checked before any model loads
+        chatir.plan(f, corpus_embeddings, text_encoder, search_space, split, limit, protocol, k, device,
+                    batch_size, settings, llm)
+        for f in dialogues
+    ]  # fmt: skip
+    if len(plans) == 1:
+        run_dir = run_dir_for(out, "chatir", plans[0].config)
+        dirs = [run_dir]
+    else:
+        base = out or run_dir_for(None, "chatir", {"runs": [p.config for p in plans]})
+        dirs = [base / stem for stem in stems]
+    reports = []
+    with _progress("dialogues") as progress:
+        for plan, run_dir in zip(plans, dirs, strict=True):
+            task = progress.add_task("chatir", total=len(plan.dialogues))
+            reports.append(chatir.run(plan, run_dir, on_done=lambda n, t=task: progress.advance(t, n)))
+    if len(plans) == 1:
+        _print_metrics(reports[0], dirs[0], json_out)
+        return
+    if json_out:
+        runs = [
+            {"dialogues": str(f), "run_dir": str(d), "metrics": r["metrics"]}
+            for f, d, r in zip(dialogues, dirs, reports, strict=True)
+        ]
+        typer.echo(json.dumps({"runs": runs}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    cut = max(plans[0].ks)
+    table = Table(title=f"Hits@{cut} (%) per turn, {text_encoder}")
+    table.add_column("dialogues", no_wrap=True)
+    n_turns = len(reports[0]["metrics"][f"hits@{cut}"])
+    for t in range(n_turns):
+        table.add_column(str(t), justify="right")
+    for f, r in zip(dialogues, reports, strict=True):
+        table.add_row(f.stem, *(f"{100 * v:.1f}" for v in r["metrics"][f"hits@{cut}"]))
+    console = Console(highlight=False)
+    console.print(table)
+    console.print("written: " + ", ".join(str(d / "report.json") for d in dirs), markup=False)
 
 
 @eval_app.command("dialog")
@@ -409,7 +486,7 @@ def replay_cmd(
         from convir.search import open_index
 
         idx = open_index(index)
-        backend: Any = RankerBackend(idx.ranker, idx.encoder, mode)
+        backend: Any = RankerBackend(idx, mode)
         where = idx.position
         config |= {"index": str(index), "encoder": idx.encoder_spec, "mode": mode}
     else:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from convir.errors import ConvirError
+from convir.gallery.items import item_vectors
 from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
 
 DATASETS = {
@@ -61,16 +62,8 @@ def load_items(dataset: str, path: str | Path, split: str, image_root: str | Non
     return items
 
 
-def caption_vectors(encoder: Any, caption_lists: list[list[str]]) -> np.ndarray:
-    """Per item: normalised mean of its caption vectors (same rule as indexing)."""
-    from convir.encoders.base import l2_normalize
-
-    flat = [c for caps in caption_lists for c in caps]
-    vecs = encoder.encode_text(flat, batch_size=128)
-    owner = np.repeat(np.arange(len(caption_lists)), [len(c) for c in caption_lists])
-    out = np.zeros((len(caption_lists), vecs.shape[1]), dtype=np.float32)
-    np.add.at(out, owner, vecs)
-    return l2_normalize(out)
+# the item-vector rule lives in convir.gallery.items; this name is kept for existing callers
+caption_vectors = item_vectors
 
 
 def run_retrieval(cfg: RetrievalConfig, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
@@ -78,34 +71,36 @@ def run_retrieval(cfg: RetrievalConfig, log: Callable[[str], None] = lambda s: N
     from convir.encoders import has_image_tower, load_encoder
     from convir.eval.backends import RankerBackend
     from convir.eval.report import single_metrics
-    from convir.index.bm25 import BM25Index
-    from convir.index.ranker import Ranker
-    from convir.index.vector import AnnIndex
+    from convir.gallery.layer import query_vectors
+    from convir.gallery.memory import MemoryGallery
+    from convir.index.ranker import check_mode
+
+    check_mode(cfg.mode, cfg.fusion)
 
     t0 = time.perf_counter()
     items = load_items(cfg.dataset, cfg.path, cfg.split, cfg.image_root)
     encoder = load_encoder(cfg.encoder, long_text=cfg.long_text)  # type: ignore[arg-type]
     t_load = time.perf_counter() - t0
     images = [it.image for it in items]
+    surrogate_caps = [list(it.captions[1:3]) for it in items]
     use_images = has_image_tower(encoder) and all(p and Path(p).exists() for p in images)
     if use_images:
         from convir.encoders.base import encode_images_skipping
 
-        gallery, _ok, bad = encode_images_skipping(encoder, [Path(p) for p in images], 32)
+        vectors, _ok, bad = encode_images_skipping(encoder, [Path(p) for p in images], 32)
         if bad:
             raise ConvirError(
                 f"{len(bad)} gallery images could not be read, e.g. {images[bad[0][0]]}: {bad[0][1]}"
             )
+        gallery = MemoryGallery([it.id for it in items], surrogate_caps, vectors, encoder)
         surrogate = "images"
     else:
-        gallery = caption_vectors(encoder, [list(it.captions[1:3]) for it in items])
+        gallery = MemoryGallery.from_captions([it.id for it in items], surrogate_caps, encoder)
         surrogate = "captions[1:3]"
     log(f"gallery: {len(items)} items as {surrogate}")
     queries = [it.captions[0] for it in items]
-    docs = [" . ".join(it.captions[1:3]) for it in items]
-    ranker = Ranker(AnnIndex(gallery, "flat", None), lambda: BM25Index.build(docs))
-    backend = RankerBackend(ranker, encoder, cfg.mode, cfg.fusion, cfg.alpha, cfg.depth)
-    qvecs = None if cfg.mode == "bm25" else encoder.encode_text(queries, batch_size=128)
+    backend = RankerBackend(gallery, cfg.mode, cfg.fusion, cfg.alpha, cfg.depth)
+    qvecs = query_vectors(gallery, queries, cfg.mode)
     t_enc = time.perf_counter() - t0 - t_load
     ranks: list[int] = []
     for start in range(0, len(queries), 500):  # bounded (500 x n) score blocks

@@ -116,12 +116,10 @@ def _description(caption: str, words: int | None) -> str:
 def _sim_from_items(
     items: list[Any], encoder: Any, targets: set[str] | None = None, words: int | None = None
 ) -> SimData:
-    from convir.dialog.gallery import MemoryGallery
-    from convir.eval.retrieval import caption_vectors
+    from convir.gallery.memory import MemoryGallery
 
     gallery_caps = [list(it.captions[1:3]) for it in items]
-    vectors = caption_vectors(encoder, gallery_caps)
-    gallery = MemoryGallery([it.id for it in items], gallery_caps, vectors, encoder)
+    gallery = MemoryGallery.from_captions([it.id for it in items], gallery_caps, encoder)
     sim_targets = [
         SimTarget(it.id, i, _description(it.captions[0], words))
         for i, it in enumerate(items)
@@ -134,9 +132,8 @@ def _sim_from_items(
 
 def _sim_from_records(records: list[Any], encoder: Any, words: int | None) -> SimData:
     """A jsonl-sim collection: gallery text (or images) per item, targets with a description."""
-    from convir.dialog.gallery import MemoryGallery
     from convir.encoders import has_image_tower
-    from convir.eval.retrieval import caption_vectors
+    from convir.gallery.memory import MemoryGallery
 
     use_images = has_image_tower(encoder)
     if not use_images and any(not r.text for r in records):
@@ -149,9 +146,11 @@ def _sim_from_records(records: list[Any], encoder: Any, words: int | None) -> Si
         from pathlib import Path
 
         vectors = encoder.encode_images([Path(r.image) for r in records])
+        gallery = MemoryGallery([r.id for r in records], [list(r.text) for r in records], vectors, encoder)
     else:
-        vectors = caption_vectors(encoder, [list(r.text) for r in records])
-    gallery = MemoryGallery([r.id for r in records], [list(r.text) for r in records], vectors, encoder)
+        gallery = MemoryGallery.from_captions(
+            [r.id for r in records], [list(r.text) for r in records], encoder
+        )
     targets = [
         SimTarget(r.id, i, _description(r.description, words)) for i, r in enumerate(records) if r.description
     ]

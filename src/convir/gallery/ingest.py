@@ -1,20 +1,29 @@
-"""Turn a gallery into an index directory, incrementally and resumably.
+"""Turn a gallery into an index directory, incrementally, resumably and one writer at a time.
 
-Each run: read the source, fingerprint every item (image bytes + captions), encode only new
-or changed items in batches (one SQLite transaction per batch, so a killed run resumes
-where it stopped), drop items that left the gallery, then publish a fresh build of the
-search artifacts. Bad items are skipped and reported, never fatal.
+Each run: check every option, read the source, take the index lock (:mod:`convir.gallery.lock`),
+fingerprint every item (image bytes + captions), encode only new or changed items in
+batches (one SQLite transaction per batch, so a killed run resumes where it stopped), drop
+items that left the gallery, then publish a fresh build of the search files whenever the
+published one was not built from exactly the current items (:mod:`convir.gallery.store`
+explains the items version). Bad items are skipped and reported, never fatal; a run that
+fails before storing anything leaves no index folder behind.
 
-Item vectors with a caption encoder are the normalised mean of the item's caption vectors:
-captions are independent paraphrases of one image, their centroid sits closer to an
-unseen paraphrase (the query) than any single caption does, and one vector per item keeps
-ranking per image without a max-over-captions de-duplication step.
+Item vectors and BM25 documents follow :mod:`convir.gallery.items`.
+
+Test hook: with ``CONVIR_TEST_KILL_AT=STAGE`` the process SIGKILLs itself at that point of
+the run (``encode``: after the first batch is saved; ``remove``: after removed items are
+deleted; ``build``: half-way through writing a build; ``publish``: build complete on disk,
+not yet published; ``cleanup``: published, old builds not yet removed), so tests can check
+that a run killed at any stage is finished by the next one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -23,12 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from convir.atomic import atomic_dir, write_json
+from convir.atomic import write_json
 from convir.errors import ConvirError
-from convir.gallery.sources import SourceItem, open_source
-from convir.gallery.store import Store, StoredItem
+from convir.gallery.items import MAX_CAPTION_CHARS, cap_captions, item_documents, item_vectors
+from convir.gallery.lock import LOCK_NAME, IndexLock
+from convir.gallery.sources import FORMATS, SourceItem, open_source
+from convir.gallery.store import DB_NAME, IndexCorruptError, Store, StoredItem
 
 REPORT_NAME = "last_index_report.json"
+KILL_ENV = "CONVIR_TEST_KILL_AT"
+KILL_STAGES = ("encode", "remove", "build", "publish", "cleanup")
 
 
 @dataclass
@@ -43,8 +56,11 @@ class IngestReport:
     removed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     total: int = 0
     rebuilt: bool = False
+    rebuild_reason: str | None = None
+    bm25: bool = True
     seconds: float = 0.0
     encode_seconds: float = 0.0
 
@@ -59,6 +75,50 @@ class IngestReport:
 ProgressFn = Callable[[int], None]
 
 
+def checkpoint(stage: str) -> None:
+    """The kill test hook (see the module docstring); a no-op unless the variable names ``stage``."""
+    if os.environ.get(KILL_ENV) == stage:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def validate_options(
+    out: Path,
+    encoder_spec: str | None,
+    ann: str | None,
+    fmt: str,
+    batch_size: int,
+    long_text: str,
+    max_pixels: int | None,
+) -> None:
+    """Every option of a run, checked before the gallery is read or a model loaded."""
+    from convir.encoders.base import LONG_TEXT_POLICIES
+    from convir.index.vector import ANN_KINDS
+    from convir.specs import REGISTRY
+
+    if ann is not None and ann not in ANN_KINDS:
+        raise ConvirError(f"unknown --ann {ann!r}; choose one of: {', '.join(ANN_KINDS)}")
+    if fmt not in FORMATS:
+        raise ConvirError(f"unknown --format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if long_text not in LONG_TEXT_POLICIES:
+        raise ConvirError(
+            f"unknown --long-text {long_text!r}; choose one of: {', '.join(LONG_TEXT_POLICIES)}"
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConvirError(f"--batch-size must be a positive integer, not {batch_size!r}")
+    if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
+        raise ConvirError(f"--max-pixels must be a positive integer, not {max_pixels!r}")
+    if encoder_spec is not None:
+        REGISTRY.parse("encoder", encoder_spec)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConvirError(f"--out {out} is a file; give a folder for the index (new or existing)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConvirError(f"--out {out}: {parent} is a file, not a folder")
+            break
+
+
 def _image_digest(path: Path, previous: str | None) -> tuple[str, str]:
     """(digest, stat string); reuse the stored digest when size and mtime are unchanged."""
     st = path.stat()
@@ -69,23 +129,13 @@ def _image_digest(path: Path, previous: str | None) -> tuple[str, str]:
     return digest, f"{key}:{digest}"
 
 
-def _check_image(path: Path) -> str | None:
-    """Reason the file is not a usable image, or None."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return f"unreadable or corrupt image ({type(exc).__name__}: {exc})"
-    return None
-
-
-def _unusable(item: SourceItem, use_images: bool) -> str | None:
+def _unusable(item: SourceItem, use_images: bool, max_pixels: int | None) -> str | None:
     """Why ``item`` cannot be encoded, or None. A caption encoder still checks the image is sound."""
+    from convir.encoders.base import check_image
+
     if use_images:
         return None if item.image is not None or item.captions else "no image and no caption"
-    if item.image is not None and (reason := _check_image(item.image)):
+    if item.image is not None and (reason := check_image(item.image, max_pixels)):
         return reason
     if not item.captions:
         return "no caption (the caption encoder needs text: add a name.txt sidecar or use an image encoder)"
@@ -101,11 +151,9 @@ def _fingerprint(item: SourceItem, previous_stat: str | None) -> tuple[str, str 
 
 
 def _encode_batch(
-    encoder: Any, batch: list[SourceItem], use_images: bool
+    encoder: Any, batch: list[SourceItem], use_images: bool, max_pixels: int | None
 ) -> tuple[list[tuple[SourceItem, np.ndarray, str]], list[tuple[str, str]]]:
-    """Vectors for a batch: image tower where available, else the mean of caption vectors."""
-    from convir.encoders.base import l2_normalize
-
+    """Vectors for a batch: image tower where available, else the item's caption vector."""
     done: list[tuple[SourceItem, np.ndarray, str]] = []
     failed: list[tuple[str, str]] = []
     text_items = batch
@@ -115,20 +163,13 @@ def _encode_batch(
         with_img = [it for it in batch if it.image is not None]
         text_items = [it for it in batch if it.image is None]
         if with_img:
-            vecs, ok, bad = encode_images_skipping(encoder, [it.image for it in with_img], 32)
+            vecs, ok, bad = encode_images_skipping(encoder, [it.image for it in with_img], 32, max_pixels)
             for row, i in enumerate(ok):
                 done.append((with_img[i], vecs[row], "image"))
             failed += [(with_img[i].id, reason) for i, reason in bad]
     if text_items:
-        flat = [c for it in text_items for c in it.captions]
-        vecs = encoder.encode_text(flat, batch_size=128)
-        start = 0
-        for it in text_items:
-            n = len(it.captions)
-            done.append(
-                (it, l2_normalize(vecs[start : start + n].mean(axis=0, keepdims=True))[0], "captions")
-            )
-            start += n
+        vecs = item_vectors(encoder, [it.captions for it in text_items])
+        done += [(it, vecs[row], "captions") for row, it in enumerate(text_items)]
     return done, failed
 
 
@@ -143,118 +184,253 @@ def ingest(
     long_text: str = "chunk",
     on_total: Callable[[int], None] | None = None,
     on_progress: ProgressFn | None = None,
+    *,
+    rebuild: bool = False,
+    max_pixels: int | None = None,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> IngestReport:
-    """Index (or update) ``gallery`` into ``out``; see the module docstring."""
-    from convir.encoders import DEFAULT_ENCODER, has_image_tower, load_encoder
-    from convir.index.vector import ANN_KINDS
+    """Index (or update) ``gallery`` into ``out``; see the module docstring.
 
+    ``rebuild`` rebuilds the search files even when nothing changed and, when convir.sqlite
+    is damaged, sets it aside (``convir.sqlite.corrupt-TIME``) and indexes from scratch;
+    ``max_pixels`` skips larger images; ``wait=False`` refuses instead of waiting when another
+    run holds the index (``on_wait`` hears that it waits)."""
     t0 = time.perf_counter()
-    if ann is not None and ann not in ANN_KINDS:
-        raise ConvirError(f"unknown --ann {ann!r}; choose one of: {', '.join(ANN_KINDS)}")
-    store = Store(out, create=True)
-    source_key = json.dumps([str(Path(gallery).expanduser().resolve()), fmt])
-    have_source = store.get("source")
-    if have_source and have_source != source_key and not replace and store.count():
-        raise ConvirError(
-            f"{out} indexes another gallery ({json.loads(have_source)[0]}); "
-            "use a new --out folder, or --replace to make it mirror this gallery instead"
-        )
-    spec = encoder_spec or store.encoder_spec or DEFAULT_ENCODER
-    if store.encoder_spec and spec != store.encoder_spec:
-        # the stored spec is canonical (absolute model paths); a different kind can be refused
-        # at once, the same kind only after loading shows it resolves to something else
-        same_kind = spec.split(":", 1)[0] == store.encoder_spec.split(":", 1)[0]
-        if not same_kind or load_encoder(spec, long_text=long_text).spec != store.encoder_spec:  # type: ignore[arg-type]
-            store.bind_encoder(spec, -1)  # raises the mismatch error
-        spec = store.encoder_spec
-    ann_kind = ann or store.get("ann") or "flat"
-    report = IngestReport(str(out), spec, ann_kind)  # spec may become canonical once loaded
-
+    out = Path(out).expanduser()
+    validate_options(out, encoder_spec, ann, fmt, batch_size, long_text, max_pixels)
     ignored: list[tuple[str, str]] = []
-    items = list(open_source(gallery, fmt, ignored))
-    report.ignored = ignored
-    report.seen = len(items)
-    previous = store.fingerprints()
-    pending: list[tuple[SourceItem, str, str | None]] = []
-    keep: set[str] = set()
-    stat_updates: list[tuple[str, str]] = []
-    for it in items:
-        if it.error:
-            report.failed.append((it.id, it.error))
-            continue
-        if it.image is not None and not it.image.exists():
-            report.failed.append((it.id, f"image file not found: {it.image}"))
-            continue
-        try:
-            h, stat = _fingerprint(it, previous.get(it.id, (None, None))[1])
-        except OSError as exc:
-            report.failed.append((it.id, f"cannot read image: {exc}"))
-            continue
-        old = previous.get(it.id)
-        if old and old[0] == h:
-            keep.add(it.id)
-            report.unchanged += 1
-            if stat and stat != old[1]:
-                stat_updates.append((it.id, stat))
-            continue
-        pending.append((it, h, stat))
-    if stat_updates:
-        store.update_stat(stat_updates)
-
-    if pending:
-        encoder = load_encoder(spec, long_text=long_text)  # type: ignore[arg-type]
-        store.bind_encoder(encoder.spec, encoder.dim)  # canonical: reopens from any folder
-        use_images = has_image_tower(encoder)
-        ready = []
-        for it, h, st in pending:
-            reason = _unusable(it, use_images)
-            if reason:
-                report.failed.append((it.id, reason))
-            else:
-                ready.append((it, h, st))
-        pending = ready
-        if on_total:
-            on_total(len(pending))
-        te = time.perf_counter()
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start : start + batch_size]
-            meta = {it.id: (h, st) for it, h, st in chunk}
-            done, failed = _encode_batch(encoder, [c[0] for c in chunk], use_images)
-            report.failed += failed
-            store.upsert(
-                (
-                    StoredItem(it.id, str(it.image) if it.image else None, it.captions, it.meta, src),
-                    *meta[it.id],
-                    v,
-                )
-                for it, v, src in done
-            )
-            for it, _, _ in done:
-                keep.add(it.id)
-                if it.id in previous:
-                    report.updated += 1
-                else:
-                    report.added += 1
-            if on_progress:
-                on_progress(len(chunk))
-        report.encode_seconds = time.perf_counter() - te
-    elif on_total:
-        on_total(0)
-
-    stale = [i for i in previous if i not in keep]  # left the gallery, or now broken
-    report.removed = store.delete(stale)
-    store.set("source", source_key)
-    changed = bool(report.added or report.updated or report.removed)
-    if changed or store.current_build() is None or store.get("ann") != ann_kind:
-        if store.count() == 0:
-            raise ConvirError(_empty_message(report))
-        build(store, ann_kind)
-        report.rebuilt = True
-    report.total = store.count()
-    report.seconds = time.perf_counter() - t0
-    write_json(Path(out) / REPORT_NAME, report.to_dict())
-    store.close()
+    items = list(open_source(gallery, fmt, ignored))  # gallery problems: before anything is created
+    existed = out.exists()
+    lock = IndexLock(out, wait=wait, on_wait=on_wait)
+    lock.acquire()
+    fresh = not (out / DB_NAME).exists()  # after waiting: the other run may have created it
+    try:
+        report = _ingest_locked(
+            gallery, out, items, ignored, encoder_spec, ann, fmt, batch_size, replace, long_text,
+            on_total, on_progress, rebuild, max_pixels, t0,
+        )  # fmt: skip
+    except BaseException:
+        if fresh:
+            _discard_if_empty(out, existed)
+        raise
+    finally:
+        lock.release()
     return report
+
+
+def _discard_if_empty(out: Path, existed: bool) -> None:
+    """A first run that stored nothing leaves nothing: no empty index to confuse later runs."""
+    db = out / DB_NAME
+    if db.exists():
+        try:
+            store = Store(out)
+            try:
+                if store.count():
+                    return  # resumable work is kept
+            finally:
+                store.close()
+        except ConvirError:
+            pass
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", REPORT_NAME, LOCK_NAME):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "builds", ignore_errors=True)
+
+
+def _open_store(out: Path, rebuild: bool) -> tuple[Store, str | None]:
+    """The writable store; with ``rebuild`` a damaged database is set aside and started afresh."""
+    try:
+        store = Store(out, create=True)
+    except IndexCorruptError:
+        if not rebuild:
+            raise
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = out / f"{DB_NAME}.corrupt-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            src = out / f"{DB_NAME}{suffix}"
+            if src.exists():
+                os.replace(src, out / f"{aside.name}{suffix}")
+        store = Store(out, create=True)  # old builds stay until no reader serves them
+        note = f"convir.sqlite was damaged: set aside as {aside.name}; indexing the gallery from scratch"
+        store.upgrade()
+        return store, note
+    store.upgrade()
+    return store, None
+
+
+def _ingest_locked(
+    gallery: Path,
+    out: Path,
+    items: list[SourceItem],
+    ignored: list[tuple[str, str]],
+    encoder_spec: str | None,
+    ann: str | None,
+    fmt: str,
+    batch_size: int,
+    replace: bool,
+    long_text: str,
+    on_total: Callable[[int], None] | None,
+    on_progress: ProgressFn | None,
+    rebuild: bool,
+    max_pixels: int | None,
+    t0: float,
+) -> IngestReport:
+    from convir.encoders import DEFAULT_ENCODER, has_image_tower, load_encoder
+
+    store, note = _open_store(out, rebuild)
+    try:
+        source_key = json.dumps([str(Path(gallery).expanduser().resolve()), fmt])
+        have_source = store.get("source")
+        if have_source and have_source != source_key and not replace and store.count():
+            raise ConvirError(
+                f"{out} indexes another gallery ({json.loads(have_source)[0]}); "
+                "use a new --out folder, or --replace to make it mirror this gallery instead"
+            )
+        spec = encoder_spec or store.encoder_spec or DEFAULT_ENCODER
+        if store.encoder_spec and spec != store.encoder_spec:
+            # the stored spec is canonical (absolute model paths); a different kind can be refused
+            # at once, the same kind only after loading shows it resolves to something else
+            same_kind = spec.split(":", 1)[0] == store.encoder_spec.split(":", 1)[0]
+            if not same_kind or load_encoder(spec, long_text=long_text).spec != store.encoder_spec:  # type: ignore[arg-type]
+                store.bind_encoder(spec, -1)  # raises the mismatch error
+            spec = store.encoder_spec
+        ann_kind = ann or store.get("ann") or "flat"
+        if max_pixels is None and (saved := store.get("max_pixels")):
+            max_pixels = int(saved)
+        report = IngestReport(str(out), spec, ann_kind)  # spec may become canonical once loaded
+        if note:
+            report.warnings.append(("convir.sqlite", note))
+        report.ignored = ignored
+        report.seen = len(items)
+
+        def claim() -> None:
+            """Just before the first change: this folder now mirrors this gallery."""
+            if store.get("source") != source_key:
+                store.set("source", source_key)
+            if max_pixels is not None and store.get("max_pixels") != str(max_pixels):
+                store.set("max_pixels", str(max_pixels))
+
+        previous = store.fingerprints()
+        pending: list[tuple[SourceItem, str, str | None]] = []
+        keep: set[str] = set()
+        stat_updates: list[tuple[str, str]] = []
+        for it in items:
+            if it.error:
+                report.failed.append((it.id, it.error))
+                continue
+            it.captions, cut = cap_captions(it.captions)
+            if cut:
+                report.warnings.append(
+                    (it.id, f"{cut} caption(s) longer than {MAX_CAPTION_CHARS:,} characters were cut")
+                )
+            try:
+                if it.image is not None and not it.image.is_file():
+                    report.failed.append((it.id, f"image file not found: {it.image}"))
+                    continue
+                h, stat = _fingerprint(it, previous.get(it.id, (None, None))[1])
+            except (OSError, ValueError) as exc:
+                report.failed.append((it.id, f"cannot read image: {exc}"))
+                continue
+            old = previous.get(it.id)
+            if old and old[0] == h:
+                keep.add(it.id)
+                report.unchanged += 1
+                if stat and stat != old[1]:
+                    stat_updates.append((it.id, stat))
+                continue
+            pending.append((it, h, stat))
+        if stat_updates:
+            store.update_stat(stat_updates)
+
+        if pending:
+            encoder = load_encoder(spec, long_text=long_text)  # type: ignore[arg-type]
+            store.bind_encoder(encoder.spec, encoder.dim)  # canonical: reopens from any folder
+            report.encoder = encoder.spec
+            use_images = has_image_tower(encoder)
+            ready = []
+            for it, h, st in pending:
+                reason = _unusable(it, use_images, max_pixels)
+                if reason:
+                    report.failed.append((it.id, reason))
+                else:
+                    ready.append((it, h, st))
+            pending = ready
+            if on_total:
+                on_total(len(pending))
+            if pending:
+                claim()
+            te = time.perf_counter()
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start : start + batch_size]
+                meta = {it.id: (h, st) for it, h, st in chunk}
+                done, failed = _encode_batch(encoder, [c[0] for c in chunk], use_images, max_pixels)
+                report.failed += failed
+                store.upsert(
+                    (
+                        StoredItem(it.id, str(it.image) if it.image else None, it.captions, it.meta, src),
+                        *meta[it.id],
+                        v,
+                    )
+                    for it, v, src in done
+                )
+                for it, _, _ in done:
+                    keep.add(it.id)
+                    if it.id in previous:
+                        report.updated += 1
+                    else:
+                        report.added += 1
+                if on_progress:
+                    on_progress(len(chunk))
+                checkpoint("encode")
+            report.encode_seconds = time.perf_counter() - te
+        elif on_total:
+            on_total(0)
+
+        if not keep:  # never empty an index because the gallery looks empty (unmounted disk?)
+            raise ConvirError(_empty_message(report))
+        stale = [i for i in previous if i not in keep]  # left the gallery, or now broken
+        if stale:
+            claim()
+        report.removed = store.delete(stale)
+        checkpoint("remove")
+        claim()
+        report.rebuild_reason = _build_needed(store, ann_kind, rebuild)
+        if report.rebuild_reason:
+            build(store, ann_kind)
+            report.rebuilt = True
+        from convir.index.build import has_bm25, read_info, remove_unused_builds
+
+        published = store.current_build()
+        remove_unused_builds(store.builds_dir, published.name if published else "")
+        report.bm25 = bool(published and has_bm25(published, read_info(published)))
+        report.total = store.count()
+        report.seconds = time.perf_counter() - t0
+        write_json(out / REPORT_NAME, report.to_dict())
+        return report
+    finally:
+        store.close()
+
+
+def _build_needed(store: Store, ann_kind: str, rebuild: bool) -> str | None:
+    """Why the published build cannot serve the current items as they are, or None."""
+    from convir.index.build import read_info, verify_build
+
+    if rebuild:
+        return "--rebuild"
+    path = store.current_build()
+    if path is None:
+        return "no build published yet"
+    if store.build_items_version != store.items_version:
+        return "the items changed since the published build (or its build was interrupted)"
+    problems = verify_build(path, expected_count=store.count(), expected_dim=store.dim)
+    if problems:
+        return "the published build is damaged: " + "; ".join(problems)
+    if read_info(path).get("ann") != ann_kind:
+        return f"--ann {ann_kind}"
+    return None
 
 
 def _empty_message(report: IngestReport) -> str:
@@ -267,42 +443,28 @@ def _empty_message(report: IngestReport) -> str:
 
 
 def build(store: Store, ann_kind: str) -> Path:
-    """Write a new build generation of the search artifacts and publish it atomically."""
-    from convir.index.bm25 import BM25Index
-    from convir.index.vector import build_ann, save_ann
+    """Write a new build generation of the search files and publish it atomically."""
+    from convir.index.build import write_build
 
-    ids: list[str] = []
-    vecs: list[np.ndarray] = []
-    docs: list[str] = []
-    for item_id, vec, caps in store.iter_vectors():
-        ids.append(item_id)
-        vecs.append(vec)
-        docs.append(" . ".join(caps))
-    matrix = np.vstack(vecs).astype(np.float32)
-    gen = store.next_generation()
+    gen = store.reserve_generation()
+    while (store.builds_dir / gen).exists():  # folders of a database set aside by --rebuild
+        gen = store.reserve_generation()
+    version, ids, matrix, caps = store.snapshot()
     target = store.builds_dir / gen
-    with atomic_dir(target) as tmp:
-        np.save(tmp / "vectors.npy", matrix)
-        (tmp / "ids.json").write_text(json.dumps(ids, ensure_ascii=False), encoding="utf-8")
-        if ann_kind != "flat":
-            save_ann(build_ann(matrix, ann_kind), tmp / "ann.faiss")
-        BM25Index.build(docs).save(tmp / "bm25")
-        (tmp / "build.json").write_text(
-            json.dumps(
-                {
-                    "generation": gen,
-                    "count": len(ids),
-                    "dim": int(matrix.shape[1]),
-                    "encoder": store.encoder_spec,
-                    "ann": ann_kind,
-                    "created": time.time(),
-                },
-                indent=2,
-            ),
-            encoding="utf-8",
-        )
-    store.set("ann", ann_kind)
-    store.publish_build(gen)
+    write_build(
+        target,
+        ids,
+        matrix,
+        item_documents(caps),
+        ann_kind=ann_kind,
+        encoder=store.encoder_spec,
+        items_version=version,
+        source=store.get("source"),
+        checkpoint=checkpoint,
+    )
+    checkpoint("publish")
+    store.publish_build(gen, version, ann_kind)
+    checkpoint("cleanup")
     return target
 
 

@@ -51,6 +51,13 @@ def iter_folder(root: Path, ignored: list[tuple[str, str]]) -> Iterator[SourceIt
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
+        try:
+            rel.as_posix().encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes in a file name (not UTF-8 on disk)
+            shown = rel.as_posix().encode("utf-8", "backslashreplace").decode("ascii", "replace")
+            if path.suffix.lower() in IMAGE_EXTS:
+                yield SourceItem(shown, error="file name is not valid UTF-8: rename the file")
+            continue
         if path.suffix.lower() not in IMAGE_EXTS:
             if path.suffix.lower() != ".txt" or not any(
                 path.with_suffix(e).exists() or path.with_suffix(e.upper()).exists() for e in IMAGE_EXTS
@@ -63,43 +70,68 @@ def iter_folder(root: Path, ignored: list[tuple[str, str]]) -> Iterator[SourceIt
         yield SourceItem(rel.as_posix(), path, caps, {}, err)
 
 
+def _manifest_record(rec: Any, where: str, base: Path) -> SourceItem:
+    """One manifest record as an item; wrong JSON types become the item's error."""
+    if not isinstance(rec, dict):
+        return SourceItem(f"<{where}>", error=f"{where}: a record must be a JSON object")
+    rid = rec.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or not str(rid).strip():
+        return SourceItem(f"<{where}>", error=f'{where}: record needs an "id" (string)')
+    item_id = str(rid)
+    caps = rec.get("captions", [])
+    if isinstance(caps, str):
+        caps = [caps]
+    if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+        return SourceItem(item_id, error=f'{where}: "captions" must be a string or a list of strings')
+    meta = rec.get("meta", {})
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict):
+        return SourceItem(item_id, error=f'{where}: "meta" must be an object')
+    image = rec.get("image")
+    img_path = None
+    if image is not None:
+        if not isinstance(image, str) or not image.strip() or "\x00" in image:
+            return SourceItem(item_id, error=f'{where}: "image" must be a file path (string)')
+        img_path = Path(image).expanduser()
+        if not img_path.is_absolute():
+            img_path = base / img_path
+    return SourceItem(item_id, img_path, _clean(caps), meta)
+
+
 def iter_manifest(path: Path) -> Iterator[SourceItem]:
+    """Records of a JSONL manifest; every bad line (invalid JSON or UTF-8, wrong types,
+    duplicate id) is an item with ``error`` set, never an exception."""
     base = path.parent
     seen: set[str] = set()
     any_line = False
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{path.name} line {lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                any_line = True
+                why = f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                yield SourceItem(f"<{where}>", error=why)
+                continue
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark from Windows editors
             if not line.strip():
                 continue
             any_line = True
-            where = f"{path.name} line {lineno}"
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 yield SourceItem(f"<{where}>", error=f"{where}: invalid JSON ({exc.msg})")
                 continue
-            if not isinstance(rec, dict) or not isinstance(rec.get("id"), (str, int)):
-                yield SourceItem(f"<{where}>", error=f'{where}: record needs an "id" (string)')
-                continue
-            item_id = str(rec["id"])
-            if item_id in seen:
-                yield SourceItem(f"<{where}>", error=f"{where}: duplicate id {item_id!r}")
-                continue
-            seen.add(item_id)
-            caps = rec.get("captions", [])
-            if isinstance(caps, str):
-                caps = [caps]
-            meta = rec.get("meta", {})
-            if not isinstance(caps, list) or not isinstance(meta, dict):
-                yield SourceItem(item_id, error=f'{where}: "captions" must be a list and "meta" an object')
-                continue
-            image = rec.get("image")
-            img_path = None
-            if image is not None:
-                img_path = Path(image).expanduser()
-                if not img_path.is_absolute():
-                    img_path = base / img_path
-            yield SourceItem(item_id, img_path, _clean(caps), meta)
+            item = _manifest_record(rec, where, base)
+            if item.error is None or not item.id.startswith("<"):
+                if item.id in seen:
+                    yield SourceItem(f"<{where}>", error=f"{where}: duplicate id {item.id!r}")
+                    continue
+                seen.add(item.id)
+            yield item
     if not any_line:
         raise ConvirError(f"manifest {path} is empty: nothing to index")
 

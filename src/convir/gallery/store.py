@@ -3,36 +3,100 @@
 Layout (everything below INDEX_DIR)::
 
     convir.sqlite        items (id, path, captions, meta, content hash, vector) + settings
-    builds/<gen>/        derived, read-only search artifacts of one build generation:
-        vectors.npy      (n, dim) float32, row i = item ids[i]
-        ids.json         position -> item id
-        ann.faiss        the ANN index (absent for 'flat', which searches vectors.npy)
-        bm25/            bm25s index over the captions
-        build.json       what was built and with which parameters
+    convir.lock          the writer lock (one ``convir index`` at a time; holder's pid inside)
+    builds/<gen>/        derived, read-only search artifacts of one build generation
+                         (files: :mod:`convir.index.build`)
+    last_index_report.json   what the last run did
 
 SQLite is the source of truth and is updated one batch per transaction, so a killed
-``convir index`` run loses at most the batch in flight and the next run resumes. Each
-build generation is written into a temporary folder and renamed into place before the
-settings row points at it, so readers always see a complete build.
+``convir index`` run loses at most the batch in flight and the next run resumes. Every
+transaction that changes the item set also bumps ``items_version``; a build records the
+version it was built from, and publishing it (pointing readers at ``builds/<gen>``) is one
+transaction that checks that version is still current. A run therefore knows for certain
+whether the published build matches the items: a run killed anywhere between changing the
+items and publishing is redone by the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
-import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from convir.errors import ConvirError, IndexMismatchError
 
 DB_NAME = "convir.sqlite"
-SCHEMA_VERSION = 1
+# 2: items_version / build_items_version (a build knows which item set it was built from)
+SCHEMA_VERSION = 2
+T = TypeVar("T")
+
+
+class IndexCorruptError(ConvirError):
+    """convir.sqlite cannot be read: damaged, truncated, or not a convir database."""
+
+
+def source_from_builds(root: Path) -> str | None:
+    """The gallery named in the newest build.json: the repair hint when SQLite is unreadable."""
+    found: list[tuple[float, str]] = []
+    for info in Path(root).glob("builds/*/build.json"):
+        try:
+            src = json.loads(info.read_text(encoding="utf-8")).get("source")
+            if isinstance(src, str):
+                found.append((info.stat().st_mtime, src))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return max(found)[1] if found else None
+
+
+def corrupt_message(root: Path, exc: BaseException | str) -> str:
+    return (
+        f"{Path(root) / DB_NAME} is damaged or not a convir database (sqlite: {exc}). "
+        f"`convir check {root}` lists the problems; "
+        f"`{index_command(root, source_from_builds(root), rebuild=True)}` "
+        "sets the damaged file aside and indexes the gallery again"
+    )
+
+
+def index_command(root: Path, source: str | None = None, rebuild: bool = False) -> str:
+    """The ``convir index`` command that (re)builds ``root`` from its gallery, for messages."""
+    import shlex
+
+    gallery, fmt = "GALLERY", "auto"
+    if source:
+        with contextlib.suppress(ValueError, TypeError):
+            gallery, fmt = json.loads(source)
+    cmd = f"convir index {shlex.quote(str(gallery))} --out {shlex.quote(str(root))}"
+    if fmt != "auto":
+        cmd += f" --format {fmt}"
+    return cmd + (" --rebuild" if rebuild else "")
+
+
+def _guard(method: Callable[..., T]) -> Callable[..., T]:
+    """sqlite3 errors from a damaged file become one clear IndexCorruptError."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise ConvirError(f"{self.root / DB_NAME} is busy ({exc}); try again") from exc
+            if "unable to open" in str(exc) or "readonly" in str(exc):
+                raise ConvirError(f"cannot open {self.root / DB_NAME}: {exc}") from exc
+            raise IndexCorruptError(corrupt_message(self.root, exc)) from exc
+        except sqlite3.DatabaseError as exc:
+            raise IndexCorruptError(corrupt_message(self.root, exc)) from exc
+
+    return wrapper
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -62,8 +126,10 @@ class StoredItem:
 class Store:
     """SQLite metadata + vectors of one index directory."""
 
+    @_guard
     def __init__(self, root: Path, create: bool = False) -> None:
         self.root = Path(root)
+        self.db: sqlite3.Connection | None = None
         db = self.root / DB_NAME
         if not db.exists():
             if not create:
@@ -73,21 +139,37 @@ class Store:
                     f"no index at {self.root}: build one with `convir index GALLERY --out {self.root}`"
                 )
             self.root.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(db, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-        version = self.get("schema_version")
-        if version is None:
+        self.db = sqlite3.connect(db, check_same_thread=False, timeout=30)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+            version = self.get("schema_version")
+            if version is None:
+                self.set("schema_version", str(SCHEMA_VERSION))
+            elif not version.isdigit():
+                raise IndexCorruptError(corrupt_message(self.root, f"schema_version {version!r}"))
+            elif int(version) > SCHEMA_VERSION:
+                raise ConvirError(
+                    f"{self.root} was written by a newer convir (schema {version}); upgrade convir"
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def upgrade(self) -> None:
+        """Writers only: record the current schema (older indexes gain items_version = 0 and,
+        having no build_items_version, get their build redone once by the next run)."""
+        if self.get("schema_version") != str(SCHEMA_VERSION):
             self.set("schema_version", str(SCHEMA_VERSION))
-        elif int(version) > SCHEMA_VERSION:
-            raise ConvirError(f"{self.root} was written by a newer convir (schema {version}); upgrade convir")
 
     # settings -------------------------------------------------------------------------------
+    @_guard
     def get(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
+    @_guard
     def set(self, key: str, value: str) -> None:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, value))
@@ -101,6 +183,7 @@ class Store:
         d = self.get("dim")
         return int(d) if d else None
 
+    @_guard
     def bind_encoder(self, spec: str, dim: int) -> None:
         """Record the encoder on first use; refuse a different one afterwards."""
         have, have_dim = self.encoder_spec, self.dim
@@ -117,14 +200,20 @@ class Store:
             )
 
     # items ----------------------------------------------------------------------------------
+    @_guard
     def fingerprints(self) -> dict[str, tuple[str, str | None]]:
         """id -> (content hash, stat string) for change detection."""
         return {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT id, hash, stat FROM items")}
 
+    @_guard
     def upsert(self, rows: Iterable[tuple[StoredItem, str, str | None, np.ndarray]]) -> None:
-        """Write one batch (item, hash, stat, vector) in a single transaction."""
+        """Write one batch (item, hash, stat, vector) in a single transaction (bumps the items version)."""
         now = time.time()
+        rows = list(rows)
+        if not rows:
+            return
         with self.db:
+            self._bump_version()
             self.db.executemany(
                 "INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?,?,?,?)",
                 [
@@ -143,24 +232,73 @@ class Store:
                 ],
             )
 
+    @_guard
     def update_stat(self, updates: list[tuple[str, str]]) -> None:
         with self.db:
             self.db.executemany("UPDATE items SET stat=? WHERE id=?", [(s, i) for i, s in updates])
 
+    @_guard
     def delete(self, ids: Iterable[str]) -> int:
         ids = list(ids)
+        if not ids:
+            return 0
         with self.db:
+            self._bump_version()
             self.db.executemany("DELETE FROM items WHERE id=?", [(i,) for i in ids])
         return len(ids)
+
+    @_guard
+    def _bump_version(self) -> None:
+        """Inside the caller's transaction: the item set changed."""
+        self.db.execute(
+            "INSERT INTO settings VALUES ('items_version', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+    @property
+    def items_version(self) -> int:
+        return int(self.get("items_version") or 0)
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
-    def iter_vectors(self) -> Iterator[tuple[str, np.ndarray, list[str]]]:
-        """(id, vector, captions) in id order: the order of every build."""
-        for i, blob, caps in self.db.execute("SELECT id, vec, captions FROM items ORDER BY id"):
-            yield i, np.frombuffer(blob, dtype=np.float32), json.loads(caps)
+    @_guard
+    def snapshot(self) -> tuple[int, list[str], np.ndarray, list[list[str]]]:
+        """(items version, ids, vectors, captions) in id order (the order of every build),
+        read in one transaction so the version names exactly this item set."""
+        with self.db:
+            self.db.execute("BEGIN")  # a read transaction: one consistent view
+            version = int(
+                (self.db.execute("SELECT value FROM settings WHERE key='items_version'").fetchone() or [0])[0]
+            )
+            ids: list[str] = []
+            vecs: list[np.ndarray] = []
+            caps: list[list[str]] = []
+            for i, blob, c in self.db.execute("SELECT id, vec, captions FROM items ORDER BY id"):
+                ids.append(i)
+                vecs.append(np.frombuffer(blob, dtype=np.float32))
+                caps.append(json.loads(c))
+        dim = self.dim or (len(vecs[0]) if vecs else 0)
+        matrix = np.vstack(vecs).astype(np.float32) if vecs else np.zeros((0, dim), np.float32)
+        return version, ids, matrix, caps
 
+    @_guard
+    def ids(self) -> list[str]:
+        """All item ids in build order."""
+        return [r[0] for r in self.db.execute("SELECT id FROM items ORDER BY id")]
+
+    @_guard
+    def iter_rows(self) -> Iterator[tuple[str, bytes, str, str]]:
+        """(id, vector blob, captions json, meta json) of every item (``convir check``)."""
+        yield from self.db.execute("SELECT id, vec, captions, meta FROM items ORDER BY id")
+
+    @_guard
+    def integrity_check(self) -> list[str]:
+        """SQLite's own PRAGMA integrity_check; [] when the database is sound."""
+        rows = [r[0] for r in self.db.execute("PRAGMA integrity_check")]
+        return [] if rows == ["ok"] else rows
+
+    @_guard
     def items(self, ids: list[str]) -> dict[str, StoredItem]:
         out: dict[str, StoredItem] = {}
         for start in range(0, len(ids), 500):
@@ -174,27 +312,55 @@ class Store:
     # builds ---------------------------------------------------------------------------------
     @property
     def builds_dir(self) -> Path:
-        return self.root / "builds"
+        from convir.index.build import BUILDS_DIR
+
+        return self.root / BUILDS_DIR
+
+    @property
+    def published(self) -> str | None:
+        """Generation readers are pointed at (its files may have been damaged since)."""
+        return self.get("build")
 
     def current_build(self) -> Path | None:
-        gen = self.get("build")
-        if gen is None:
-            return None
-        path = self.builds_dir / gen
-        return path if (path / "build.json").exists() else None
+        """Folder of the published build, or None if none was ever published."""
+        gen = self.published
+        return None if gen is None else self.builds_dir / gen
 
-    def next_generation(self) -> str:
-        return str(int(self.get("build_counter") or 0) + 1)
+    @property
+    def build_items_version(self) -> int | None:
+        """Items version the published build was made from (None: unknown, older index)."""
+        v = self.get("build_items_version")
+        return int(v) if v is not None and v.isdigit() else None
 
-    def publish_build(self, gen: str) -> None:
-        """Point readers at builds/<gen> (already complete on disk), then drop older builds."""
+    @_guard
+    def reserve_generation(self) -> str:
+        """A fresh generation name, never reused (a killed build's folder is just debris)."""
         with self.db:
-            self.db.execute("INSERT OR REPLACE INTO settings VALUES ('build', ?)", (gen,))
-            self.db.execute("INSERT OR REPLACE INTO settings VALUES ('build_counter', ?)", (gen,))
-            self.db.execute("INSERT OR REPLACE INTO settings VALUES ('dirty', '0')")
-        for old in self.builds_dir.iterdir():
-            if old.name != gen:
-                shutil.rmtree(old, ignore_errors=True)
+            self.db.execute(
+                "INSERT INTO settings VALUES ('build_counter', '1') "
+                "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            )
+            return str(self.db.execute("SELECT value FROM settings WHERE key='build_counter'").fetchone()[0])
+
+    @_guard
+    def publish_build(self, gen: str, items_version: int, ann: str) -> None:
+        """Point readers at builds/<gen> (already complete on disk), in one transaction that
+        also records the item set it was built from; refuses if the items changed since."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = self.db.execute("SELECT value FROM settings WHERE key='items_version'").fetchone()
+            now = int(row[0]) if row else 0
+            if now != items_version:
+                raise ConvirError(
+                    f"the items of {self.root} changed while building (version {items_version} -> {now}); "
+                    "re-run the command"
+                )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                [("build", gen), ("build_items_version", str(items_version)), ("ann", ann)],
+            )
 
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
+            self.db = None

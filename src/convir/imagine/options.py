@@ -74,9 +74,12 @@ def imagination_report(writer: Any, spec: Any, targets: list[str] | None = None)
             for key, by_turn in per_turn.items():
                 if key in turn:
                     by_turn.setdefault(t, []).append(float(turn[key]))
-    out: dict[str, Any] = {**settings, "images_shown": images, "targets_without_imagination": len(off)}
-    if off:
-        out["disabled"] = off[0]
+    out: dict[str, Any] = {
+        **settings,
+        "images_shown": images,
+        "targets_without_imagination": len(off),
+        "disabled": off[0] if off else None,  # why a failed generator switched it off
+    }
     generator = _generator_counters(settings)
     out |= generator
     for key, by_turn in per_turn.items():

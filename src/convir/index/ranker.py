@@ -17,10 +17,26 @@ from convir.index.hybrid import FUSIONS, fuse
 from convir.index.vector import AnnIndex
 
 MODES = ("dense", "bm25", "hybrid")
+NO_TEXT = (
+    "this gallery has no caption text, so BM25 has nothing to rank: use --mode dense "
+    "(--mode hybrid falls back to dense), or add captions (name.txt sidecars, manifest captions) and re-index"
+)
+
+
+def check_mode(mode: str, fusion: str = DEFAULT_FUSION) -> None:
+    """Reject an unknown mode or fusion before anything is encoded."""
+    if mode not in MODES:
+        raise ConvirError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if mode == "hybrid" and fusion not in FUSIONS:
+        raise ConvirError(f"unknown fusion {fusion!r}; choose one of: {', '.join(FUSIONS)}")
 
 
 class Ranker:
-    """``rank()`` -> (positions, scores) best first; ties by lower position (deterministic)."""
+    """``rank()`` -> (positions, scores) best first; ties by lower position (deterministic).
+
+    ``bm25`` is a BM25 index (or a loader called on the first BM25/hybrid query); an empty
+    one (:class:`convir.index.bm25.EmptyBM25`, a gallery without caption text) makes
+    ``bm25`` mode a clear error and ``hybrid`` mode rank exactly as ``dense``."""
 
     def __init__(self, ann: AnnIndex, bm25: Any | Callable[[], Any]) -> None:
         self.ann = ann
@@ -49,14 +65,15 @@ class Ranker:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k``. Hybrid fuses the union of both top-``pool`` lists, each candidate with
         its exact cosine and its BM25 score; ``weights`` are per-term BM25 weights."""
-        if mode not in MODES:
-            raise ConvirError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+        check_mode(mode, fusion)
         if k <= 0:
             raise ConvirError("k must be at least 1")
-        if mode == "hybrid" and fusion not in FUSIONS:
-            raise ConvirError(f"unknown fusion {fusion!r}; choose one of: {', '.join(FUSIONS)}")
         if mode != "dense" and not text:
             raise ConvirError(f"--mode {mode} needs a text query (BM25 ranks captions by words)")
+        if mode != "dense" and getattr(self.bm25, "empty", False):
+            if mode == "bm25":
+                raise ConvirError(NO_TEXT)
+            mode = "dense"
         if mode == "bm25":
             scores = self.bm25.scores(text, weights)
             return top_k(scores, np.arange(len(scores)), k)

@@ -1,7 +1,8 @@
 """HTTP service and web page for conversational search (``convir serve``, ``convir[server]``).
 
-``create_app(index_dir, token=...)`` is the FastAPI app; :func:`serve` runs it with uvicorn.
-See docs/server.md for the API, curl examples and the security model.
+``create_app(index_dir, token=... | tokens=FILE)`` is the FastAPI app; :func:`serve` runs it
+with uvicorn. See docs/server.md for the API, curl examples and the security model (sessions
+private to their owner secret, per-user tokens, what leaves the server in a thumbnail).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def serve(
     token: str | None = None,
     allowed_hosts: list[str] | None = None,
     log_level: str = "info",
+    tokens: str | Path | None = None,
     **options: Any,
 ) -> None:
     """Run the app with uvicorn until interrupted.
@@ -41,5 +43,5 @@ def serve(
         hosts = [*LOOPBACK_HOSTS, host, *(allowed_hosts or [])]
     elif allowed_hosts:
         hosts = list(allowed_hosts)
-    app = create_app(index_dir, token=token, allowed_hosts=hosts, **options)
+    app = create_app(index_dir, token=token, tokens=tokens, allowed_hosts=hosts, **options)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=512)

@@ -1,6 +1,10 @@
 """The FastAPI app: JSON API under ``/api``, the web page at ``/``, OpenAPI at ``/openapi.json``.
 
 ``create_app(index_dir, token=...)`` builds everything; ``convir serve`` runs it with uvicorn.
+Sessions are private: ``POST /api/sessions`` returns an owner secret (and sets it as an
+HttpOnly, SameSite=Strict cookie for the page); every other session route needs it back
+(``X-Session-Secret`` header or that cookie) and answers 404 without it. No docs UI is
+served (Swagger UI and ReDoc load their code from a CDN); the schema is ``/openapi.json``.
 Blocking work (encoder, LLM, SQLite) runs in the thread pool; turns of one session wait
 for each other on an asyncio lock (first come, first applied), other sessions run in
 parallel. Errors are JSON ``{"error": code, "detail": sentence}``: 4xx for anything a
@@ -17,7 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Cookie, Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -28,8 +32,19 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from convir import __version__
 from convir.errors import ConvirError
 from convir.server import models as m
-from convir.server.security import Guard
+from convir.server.security import (
+    COOKIE_MAX_AGE,
+    SECRET_COOKIE,
+    SECRET_HEADER,
+    SECRET_PATTERN,
+    USER_KEY,
+    Guard,
+    new_secret,
+    secret_key,
+    valid_secret,
+)
 from convir.server.service import ApiError, Service
+from convir.server.sessions import Owner
 
 log = logging.getLogger("convir.server")
 STATIC = Path(__file__).parent / "static"
@@ -37,6 +52,50 @@ SessionId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$", descripti
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": m.ErrorOut} for s in (400, 401, 404, 409, 413, 415, 422, 429, 503)
 }
+
+
+class Caller:
+    """The client behind a request: its token's user and the owner secret it sent, if any."""
+
+    def __init__(self, user: str, secret: str | None, from_cookie: bool) -> None:
+        self.user, self.secret, self.from_cookie = user, secret, from_cookie
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.user, secret_key(self.secret) if self.secret else None)
+
+
+# typed ``str`` with a None default (not ``str | None``): a header is absent or a string, and
+# the schema then says just that (a nullable header would be fuzzed with the text "null")
+SecretHeader = Annotated[
+    str,
+    Header(
+        alias=SECRET_HEADER,
+        pattern=SECRET_PATTERN,
+        description="owner secret from the create response (browsers send the cookie instead)",
+    ),
+]
+SecretCookie = Annotated[
+    str, Cookie(alias=SECRET_COOKIE, description="owner secret cookie set by the create response")
+]
+
+
+def caller(
+    request: Request,
+    header: SecretHeader = None,  # type: ignore[assignment]
+    cookie: SecretCookie = None,  # type: ignore[assignment]
+) -> Caller:
+    """The header wins over the cookie; a malformed cookie (another app's?) is ignored."""
+    user = str(request.scope.get(USER_KEY, ""))
+    if header is not None:
+        return Caller(user, header, False)
+    if valid_secret(cookie):
+        return Caller(user, cookie, True)
+    return Caller(user, None, False)
+
+
+Who = Annotated[Caller, Depends(caller)]
+Size = Annotated[int, Query(ge=32, le=1024, description="longest edge in pixels")]
 
 
 class SessionLocks:
@@ -62,6 +121,7 @@ class SessionLocks:
 def create_app(
     index_dir: str | Path,
     token: str | None = None,
+    tokens: str | Path | None = None,
     llm: str | Any | None = None,
     strategy: str = "concat",
     questioner: str | None = None,
@@ -75,9 +135,15 @@ def create_app(
     max_turns: int = 100,
     warm: bool = True,
 ) -> FastAPI:
-    """The app for ``index_dir``. ``token``: bearer token every API call must send.
+    """The app for ``index_dir``. ``token``: one bearer token every API call must send;
+    ``tokens``: a file of per-user hashed tokens instead (see :mod:`convir.server.tokens`).
     ``allowed_hosts``: Host header values to accept (None = any; ``convir serve`` on a
     loopback address passes the loopback names so DNS rebinding cannot reach it)."""
+    from convir.server.tokens import TokenTable
+
+    if token and tokens:
+        raise ConvirError("give --token or --tokens, not both")
+    table = TokenTable(tokens) if tokens else None  # a bad file fails before any model loads
     try:
         service = Service(
             Path(index_dir),
@@ -104,6 +170,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.sessions.ensure_open()
         yield
         service.close()
 
@@ -112,6 +179,11 @@ def create_app(
         version=__version__,
         summary="Conversational image retrieval over HTTP: describe, answer, refine, find.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a CDN: no docs UI; /openapi.json
+        # (behind the token) can be opened in any local OpenAPI tool
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     api.state.service = service
     locks = SessionLocks()
@@ -144,38 +216,58 @@ def create_app(
         results = service.search(q, k, mode)
         return {"query": q, "mode": mode, "took_ms": (time.perf_counter() - t0) * 1000, "results": results}
 
-    @r.post("/sessions", response_model=m.SessionView, status_code=201, tags=["sessions"])
-    async def create_session(body: m.SessionCreate) -> dict[str, Any]:
-        """Start a conversation with the first description; returns the first ranking and question."""
-        return await run_in_threadpool(service.create, body)
+    @r.post("/sessions", response_model=m.SessionCreated, status_code=201, tags=["sessions"])
+    async def create_session(
+        body: m.SessionCreate, request: Request, response: Response, who: Who
+    ) -> dict[str, Any]:
+        """Start a conversation with the first description; returns the first ranking and
+        question, and the owner secret (``secret``, shown only here) that every later call on
+        this session must send as ``X-Session-Secret`` (a browser gets it as an HttpOnly
+        cookie). A client that sends a secret it already has keeps one secret for all its
+        sessions, and then ``GET /api/sessions`` lists them together."""
+        secret = who.secret or new_secret()
+        view = await run_in_threadpool(service.create, body, Owner(who.user, secret_key(secret)))
+        if who.secret is None or who.from_cookie:  # a header client keeps its own secret
+            response.set_cookie(
+                SECRET_COOKIE,
+                secret,
+                max_age=COOKIE_MAX_AGE,
+                path="/api",
+                httponly=True,
+                samesite="strict",
+                secure=request.url.scheme == "https",
+            )
+        return {**view, "secret": secret}
 
     @r.get("/sessions", response_model=m.SessionList, tags=["sessions"])
     def list_sessions(
-        limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0)] = 0
+        who: Who,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0, le=m.MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
-        """Sessions, most recently updated first."""
-        return service.list_sessions(limit, offset)
+        """The caller's sessions (those created with its owner secret), most recently updated first."""
+        return service.list_sessions(limit, offset, who.owner)
 
     @r.get("/sessions/{session_id}", response_model=m.SessionView, tags=["sessions"])
-    def get_session(session_id: SessionId) -> dict[str, Any]:
+    def get_session(session_id: SessionId, who: Who) -> dict[str, Any]:
         """Current ranking, pending question, generated images and history."""
-        return service.view(service.get(session_id))
+        return service.view(service.get(session_id, who.owner))
 
     @r.post("/sessions/{session_id}/turns", response_model=m.SessionView, tags=["sessions"])
-    async def post_turn(session_id: SessionId, body: m.TurnIn) -> dict[str, Any]:
+    async def post_turn(session_id: SessionId, body: m.TurnIn, who: Who) -> dict[str, Any]:
         """Answer the question, add a detail, skip the question, or mark the wanted image."""
         async with locks.hold(session_id):
-            return await run_in_threadpool(service.turn, session_id, body)
+            return await run_in_threadpool(service.turn, session_id, body, who.owner)
 
     @r.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
-    async def delete_session(session_id: SessionId) -> Response:
+    async def delete_session(session_id: SessionId, who: Who) -> Response:
         async with locks.hold(session_id):
-            await run_in_threadpool(service.delete, session_id)
+            await run_in_threadpool(service.delete, session_id, who.owner)
         return Response(status_code=204)
 
     @r.get(
         "/sessions/{session_id}/images/{turn}/{index}",
-        response_class=FileResponse,
+        response_class=Response,
         tags=["media"],
         responses={200: {"content": {"image/png": {}}}},
     )
@@ -183,9 +275,31 @@ def create_app(
         session_id: SessionId,
         turn: Annotated[int, PathParam(ge=0, le=10_000)],
         index: Annotated[int, PathParam(ge=0, le=100)],
-    ) -> FileResponse:
-        """An image generated in this session (only files the session recorded)."""
-        return FileResponse(service.generated_image(session_id, turn, index))
+        who: Who,
+    ) -> Response:
+        """An image generated in this session (only files the session recorded), as a PNG
+        re-encoded from its pixels."""
+        data = service.generated_image(session_id, turn, index, who.owner)
+        return Response(data, media_type="image/png", headers={"cache-control": "private, max-age=3600"})
+
+    def thumbnail_response(item_id: str, size: int) -> Response:
+        data = service.thumbnail(item_id, size)
+        return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
+
+    @r.get(
+        "/thumbnails",
+        response_class=Response,
+        tags=["media"],
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    def thumbnail(
+        id: Annotated[str, Query(min_length=1, max_length=m.MAX_ID, description="item id")],
+        size: Size = 256,
+    ) -> Response:
+        """JPEG thumbnail of a gallery item, by id (never by path), re-encoded from its pixels
+        only. The id is a query parameter so any id survives URL normalisation (the
+        ``thumbnail`` URLs in results use this form)."""
+        return thumbnail_response(id, size)
 
     @r.get(
         "/thumbnails/{item_id:path}",
@@ -193,13 +307,13 @@ def create_app(
         tags=["media"],
         responses={200: {"content": {"image/jpeg": {}}}},
     )
-    def thumbnail(
+    def thumbnail_by_path(
         item_id: Annotated[str, PathParam(max_length=m.MAX_ID)],
-        size: Annotated[int, Query(ge=32, le=1024, description="longest edge in pixels")] = 256,
+        size: Size = 256,
     ) -> Response:
-        """JPEG thumbnail of a gallery item, by id (never by path)."""
-        data = service.thumbnail(item_id, size)
-        return Response(data, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
+        """The same thumbnail with the id in the path (handy with curl; a browser rewrites ids
+        with "." or ".." segments, so the page uses ``/api/thumbnails?id=``)."""
+        return thumbnail_response(item_id, size)
 
     api.include_router(r)
 
@@ -208,7 +322,13 @@ def create_app(
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
-    api.add_middleware(Guard, token=token, allowed_hosts=allowed_hosts, max_body=max_body)  # type: ignore[arg-type]
+    api.add_middleware(
+        Guard,  # type: ignore[arg-type]
+        token=token,
+        tokens=table,
+        allowed_hosts=allowed_hosts,
+        max_body=max_body,
+    )
     return api
 
 

@@ -3,9 +3,13 @@
 A thumbnail is looked up by item id: the file is the path the index recorded for that id,
 resolved and checked to be inside the gallery folder (or to be exactly the recorded file,
 for manifests that point elsewhere), so neither ``..`` in an id nor a symlink planted in
-the gallery reaches other files. It is re-encoded by Pillow, so only pixels ever leave.
-Generated images are served only when the session's own state recorded them and they lie
-in the image cache.
+the gallery reaches other files. Generated images are served only when the session's own
+state recorded them and they lie in the image cache.
+
+Both are re-encoded from their pixels alone (:func:`pixels_only`): the decoded pixels are
+copied into a new image with no metadata, after applying the EXIF orientation and
+converting an embedded ICC profile to sRGB, so no JPEG comment, EXIF (camera, GPS, time),
+ICC profile, XMP, PNG text chunk or C2PA manifest of the original file leaves the server.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
 
@@ -78,7 +83,8 @@ def safe_generated_path(stored: str, images_dir: Path) -> Path | None:
 class ThumbnailCache:
     """JPEG thumbnails in memory, least recently used dropped first (bounded by total bytes).
 
-    Keyed by (path, mtime, size, edge) so an image changed on disk gets a new thumbnail."""
+    Keyed by (path, mtime, size, edge) so an image changed on disk gets a new thumbnail;
+    ``edge`` 0 is the full-size PNG of a generated image."""
 
     def __init__(self, max_bytes: int = 32 * 1024**2) -> None:
         self.max_bytes = max_bytes
@@ -95,7 +101,7 @@ class ThumbnailCache:
             if data is not None:
                 self._data.move_to_end(key)
                 return data
-        data = make_thumbnail(path, edge)
+        data = make_thumbnail(path, edge) if edge else make_png(path)
         with self._lock:
             if key not in self._data:
                 self._data[key] = data
@@ -106,13 +112,58 @@ class ThumbnailCache:
         return data
 
 
-def make_thumbnail(path: Path, edge: int) -> bytes:
+def pixels_only(im: Any) -> Any:
+    """An RGB copy of ``im`` that carries its pixels and nothing else.
+
+    The EXIF orientation is applied and an ICC profile converted to sRGB first, so the picture
+    looks the same without them; then the pixels go into a fresh image whose ``info`` is
+    empty, so Pillow's encoders (which fall back to ``im.info`` for comments and profiles)
+    have nothing to copy."""
     from PIL import Image, ImageOps
+
+    icc = im.info.get("icc_profile")
+    im = ImageOps.exif_transpose(im)
+    if im.mode not in ("RGB", "CMYK", "L"):
+        im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
+        if im.mode == "RGBA":  # flatten onto white: JPEG and the page's tiles have no alpha
+            flat = Image.new("RGB", im.size, (255, 255, 255))
+            flat.paste(im, mask=im.getchannel("A"))
+            im = flat
+    if icc:
+        im = _to_srgb(im, icc)
+    im = im.convert("RGB")
+    return Image.frombytes("RGB", im.size, im.tobytes())
+
+
+def _to_srgb(im: Any, icc: bytes) -> Any:
+    from PIL import ImageCms
+
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return im  # a broken profile: keep the pixels as they are
+
+
+def make_thumbnail(path: Path, edge: int) -> bytes:
+    """JPEG of the image's pixels, longest side at most ``edge``."""
+    from PIL import Image
 
     with Image.open(path) as im:
         im.draft("RGB", (edge, edge))  # JPEG: decode at reduced size, much faster
-        im = ImageOps.exif_transpose(im).convert("RGB")
-        im.thumbnail((edge, edge))
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=82, optimize=True)
+        clean = pixels_only(im)
+    clean.thumbnail((edge, edge))
+    buf = io.BytesIO()
+    clean.save(buf, "JPEG", quality=82, optimize=True)
+    return buf.getvalue()
+
+
+def make_png(path: Path) -> bytes:
+    """PNG of the image's pixels at full size (a generated image)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        clean = pixels_only(im)
+    buf = io.BytesIO()
+    clean.save(buf, "PNG")
     return buf.getvalue()

@@ -1,7 +1,8 @@
 """Request and response bodies of the HTTP API (pydantic; they also make the OpenAPI schema).
 
-Inputs forbid unknown fields and bound every text, so a typo'd field or a megabyte of text
-is a clear 422, not a silent default or a slow turn.
+Inputs forbid unknown fields, bound every text and number, and are strict (``"k": true`` or
+``"k": "5"`` is a 422, not 1 or 5), so a typo'd field, a wrong type or a megabyte of text is
+a clear 422, not a silent default or a slow turn.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_TEXT = 1000  # one answer / detail (a long caption is ~30 words)
 MAX_DESCRIPTION = 2000
 MAX_ID = 512
+MAX_OFFSET = 1_000_000  # far above any session count (max_sessions), far below SQLite's int64
+MAX_VERSION = 1_000_000
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 class SessionCreate(_In):
@@ -41,7 +44,10 @@ class TurnIn(_In):
         None, max_length=MAX_TEXT, description="how the generated images differ from the target"
     )
     version: int | None = Field(
-        None, ge=1, description="apply only if the session is still at this version (else 409)"
+        None,
+        ge=1,
+        le=MAX_VERSION,
+        description="apply only if the session is still at this version (else 409)",
     )
 
 
@@ -95,6 +101,14 @@ class SessionView(BaseModel):
     timings: dict[str, float]
 
 
+class SessionCreated(SessionView):
+    secret: str = Field(
+        description="the owner secret: send it back as the X-Session-Secret header to read, continue, "
+        "list or delete this session (browsers get it as an HttpOnly cookie instead); it is "
+        "shown only here and the server keeps only its hash"
+    )
+
+
 class SessionSummary(BaseModel):
     id: str
     version: int
@@ -105,8 +119,8 @@ class SessionSummary(BaseModel):
 
 
 class SessionList(BaseModel):
-    sessions: list[SessionSummary]
-    total: int
+    sessions: list[SessionSummary] = Field(description="the caller's sessions only")
+    total: int = Field(description="how many sessions the caller owns")
 
 
 class SearchOut(BaseModel):

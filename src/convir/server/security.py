@@ -1,15 +1,24 @@
-"""ASGI guards in front of every route: Host check, bearer token, request size, page headers.
+"""ASGI guards in front of every route: Host check, bearer token(s), request size, headers;
+and the owner secrets that make each session private to the client that created it.
 
 Plain ASGI (not Starlette ``BaseHTTPMiddleware``) so a rejected request is answered before
-its body is read and nothing is buffered beyond the limit.
+its body is read and nothing is buffered beyond the limit. The guard records the token's
+user in the scope (``USER_KEY``); the routes combine it with the owner secret.
+Neither a token nor a secret is ever logged: both travel in headers (or an HttpOnly
+cookie), never in a URL, so uvicorn's access log (request line and status) cannot show them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from convir.server.tokens import TokenTable
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -31,6 +40,32 @@ PAGE_HEADERS = [
     (b"x-frame-options", b"DENY"),
 ]
 COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+# session views (and the create response, which carries the owner secret) must not be kept
+# by a browser or proxy cache; routes that set their own cache-control (thumbnails) keep it
+NO_STORE = (b"cache-control", b"no-store")
+USER_KEY = "convir.user"  # scope key: the bearer token's user ("" without per-user tokens)
+
+# owner secrets: returned once by POST /api/sessions, sent back in this header or cookie
+SECRET_HEADER = "X-Session-Secret"
+SECRET_COOKIE = "convir_session_secret"
+SECRET_PATTERN = r"^[A-Za-z0-9_-]{32,128}$"
+_SECRET_RE = re.compile(SECRET_PATTERN)
+COOKIE_MAX_AGE = 400 * 24 * 3600  # the most browsers keep a cookie
+
+
+def new_secret() -> str:
+    """An owner secret: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def valid_secret(value: str | None) -> bool:
+    return bool(value) and _SECRET_RE.match(value or "") is not None
+
+
+def secret_key(secret: str) -> str:
+    """What the session store keeps of a secret: its SHA-256 (a random 256-bit secret needs
+    no slow hash; the database alone gives no access)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 async def send_json(
@@ -69,7 +104,8 @@ def is_loopback(host: str) -> bool:
 
 class Guard:
     """Host allow-list (DNS-rebinding protection for a loopback server), bearer token on
-    every non-public path, request body limit (413), and security headers."""
+    every non-public path (one shared ``token``, or per-user ``tokens``), request body limit
+    (413), and security headers."""
 
     def __init__(
         self,
@@ -77,18 +113,29 @@ class Guard:
         token: str | None = None,
         allowed_hosts: Iterable[str] | None = None,
         max_body: int = 64 * 1024,
+        tokens: TokenTable | None = None,
     ) -> None:
+        if token and tokens is not None:
+            raise ValueError("give a shared token or a tokens table, not both")
         self.app = app
         self.token = token.encode() if token else None
+        self.tokens = tokens
         self.allowed_hosts = {h.lower().strip("[]") for h in allowed_hosts} if allowed_hosts else None
         self.max_body = max_body
 
-    def _authorised(self, scope: Scope) -> bool:
-        if self.token is None:
-            return True
+    def _user(self, scope: Scope) -> str | None:
+        """The caller's user ("" for an open server or the shared token), None if refused."""
+        if self.token is None and self.tokens is None:
+            return ""
         value = _header(scope, b"authorization") or b""
         scheme, _, given = value.partition(b" ")
-        return scheme.lower() == b"bearer" and secrets.compare_digest(given.strip(), self.token)
+        given = given.strip()
+        if scheme.lower() != b"bearer" or not given:
+            return None
+        if self.tokens is not None:
+            return self.tokens.user(given)
+        assert self.token is not None
+        return "" if secrets.compare_digest(given, self.token) else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -101,7 +148,8 @@ class Guard:
                 await send_json(send, 400, "bad_host", f"host {host!r} is not served here")
                 return
         public = path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
-        if not public and not self._authorised(scope):
+        user = self._user(scope)
+        if not public and user is None:
             await send_json(
                 send,
                 401,
@@ -110,11 +158,16 @@ class Guard:
                 [(b"www-authenticate", b'Bearer realm="convir"')],
             )
             return
+        scope[USER_KEY] = user or ""
         extra = COMMON_HEADERS + (PAGE_HEADERS if public else [])
+        api = path.startswith("/api/")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
+                headers = [*message.get("headers", []), *extra]
+                if api and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    headers.append(NO_STORE)
+                message = {**message, "headers": headers}
             await send(message)
 
         if scope.get("method") in ("POST", "PUT", "PATCH"):

@@ -17,14 +17,14 @@ from urllib.parse import quote
 
 from convir import __version__
 from convir.dialog.engine import Conversation, TurnResult
-from convir.dialog.gallery import rank_text
 from convir.dialog.session import SessionSpec, build_conversation
 from convir.dialog.state import DialogState
 from convir.errors import ConvirError
+from convir.gallery.layer import TextRanking
 from convir.llm.base import LLMError
 from convir.server.media import ThumbnailCache, gallery_root, safe_generated_path, safe_item_path
 from convir.server.models import SessionCreate, TurnIn
-from convir.server.sessions import SessionRow, SessionStore, VersionConflict
+from convir.server.sessions import Owner, SessionRow, SessionStore, VersionConflict
 from convir.specs import REGISTRY, NeedsLLMError
 
 log = logging.getLogger("convir.server")
@@ -62,7 +62,7 @@ class _LockedEncoder:
         return getattr(self._inner, name)
 
 
-class ServerGallery:
+class ServerGallery(TextRanking):
     """A :class:`~convir.search.SearchIndex` shared by request threads. faiss and numpy
     searches are safe to run concurrently; the tokenizer and the index's SQLite connection
     are not, so those go through locks. Anything else is the index's own attribute."""
@@ -87,9 +87,6 @@ class ServerGallery:
     def captions(self, positions: Any) -> list[list[str]]:
         with self._db_lock:
             return self._idx.captions(positions)
-
-    def rank_text(self, text: str, k: int, mode: str = "dense", **options: Any) -> Any:
-        return rank_text(self, text, k, mode, **options)  # through the locked encoder
 
     def items(self, ids: list[str]) -> dict[str, Any]:
         with self._db_lock:
@@ -208,7 +205,9 @@ class Service:
         return conv
 
     # sessions -------------------------------------------------------------------------------
-    def create(self, body: SessionCreate) -> dict[str, Any]:
+    # Every session method takes the caller's Owner; a session of another owner is a 404 with
+    # the same sentence as one that does not exist, so its existence is not revealed.
+    def create(self, body: SessionCreate, owner: Owner) -> dict[str, Any]:
         spec = self._resolve(body)
         if self.sessions.count() >= self.max_sessions:
             raise ApiError(429, "too_many_sessions", f"{self.max_sessions} sessions exist; delete some first")
@@ -216,21 +215,21 @@ class Service:
         res = _run_turn(conv.start, body.description)
         state = conv.state
         assert state is not None
-        row = self.sessions.create(spec.to_dict(), state.to_dict(), self._last(res, state, conv.k))
+        row = self.sessions.create(spec.to_dict(), state.to_dict(), self._last(res, state, conv.k), owner)
         return self.view(row)
 
-    def get(self, session_id: str) -> SessionRow:
-        row = self.sessions.get(session_id)
+    def get(self, session_id: str, owner: Owner) -> SessionRow:
+        row = self.sessions.get(session_id, owner)
         if row is None:
-            raise ApiError(404, "no_session", f"no session {session_id!r} (deleted, or never created)")
+            raise _no_session(session_id)
         return row
 
-    def turn(self, session_id: str, body: TurnIn) -> dict[str, Any]:
+    def turn(self, session_id: str, body: TurnIn, owner: Owner) -> dict[str, Any]:
         """Apply one user turn. Callers serialise turns per session (the app holds a lock per
         id); the version check additionally catches a second process on the same index,
         in which case the turn is re-applied to the newer state rather than lost."""
         for _ in range(5):
-            row = self.get(session_id)
+            row = self.get(session_id, owner)
             if body.version is not None and body.version != row.version:
                 raise ApiError(
                     409,
@@ -274,12 +273,13 @@ class Service:
             return self.view(row)
         raise ApiError(409, "conflict", "the session kept changing during this turn; try again")
 
-    def delete(self, session_id: str) -> None:
-        if not self.sessions.delete(session_id):
-            raise ApiError(404, "no_session", f"no session {session_id!r}")
+    def delete(self, session_id: str, owner: Owner) -> None:
+        if not self.sessions.delete(session_id, owner):
+            raise _no_session(session_id)
 
-    def list_sessions(self, limit: int, offset: int) -> dict[str, Any]:
-        rows = self.sessions.recent(limit, offset)
+    def list_sessions(self, limit: int, offset: int, owner: Owner) -> dict[str, Any]:
+        """Only the caller's sessions (none when it sent no owner secret)."""
+        rows = self.sessions.recent(owner, limit, offset)
         return {
             "sessions": [
                 {
@@ -292,7 +292,7 @@ class Service:
                 }
                 for r in rows
             ],
-            "total": self.sessions.count(),
+            "total": self.sessions.count(owner),
         }
 
     # views ---------------------------------------------------------------------------------
@@ -324,7 +324,9 @@ class Service:
                     "score": score,
                     "caption": item.captions[0] if item.captions else "",
                     "captions": item.captions[:5],
-                    "thumbnail": f"/api/thumbnails/{quote(item_id, safe='/')}" if item.path else None,
+                    # the id as a query parameter, every character encoded: an id with "." or
+                    # ".." segments would be rewritten by the browser's URL normalisation in a path
+                    "thumbnail": f"/api/thumbnails?id={quote(item_id, safe='')}" if item.path else None,
                 }
             )
         return out
@@ -400,10 +402,11 @@ class Service:
                 415, "bad_image", f"cannot read the image of {item_id!r}: {type(exc).__name__}"
             ) from exc
 
-    def generated_image(self, session_id: str, turn: int, index: int) -> Path:
+    def generated_image(self, session_id: str, turn: int, index: int, owner: Owner) -> bytes:
+        """The PNG of an image this session recorded, re-encoded from its pixels."""
         from convir.paths import cache_dir
 
-        row = self.get(session_id)
+        row = self.get(session_id, owner)
         per_turn = DialogState.from_dict(row.state).images
         try:
             stored = per_turn[turn][index]["path"]
@@ -412,7 +415,12 @@ class Service:
         path = safe_generated_path(stored, cache_dir() / "images")
         if path is None:
             raise ApiError(404, "no_image", "the generated image is no longer available")
-        return path
+        try:
+            return self.thumbs.get(path, 0)
+        except Exception as exc:  # Pillow: OSError, ValueError, DecompressionBombError, ...
+            raise ApiError(
+                415, "bad_image", f"cannot read the generated image: {type(exc).__name__}"
+            ) from exc
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "items": len(self.gallery), "sessions": self.sessions.count()}
@@ -447,6 +455,16 @@ PUBLIC_OPTIONS = ("strategy", "questioner", "k", "llm", "imagine", "generator")
 def _public_options(spec: dict[str, Any]) -> dict[str, Any]:
     """What the API shows of a session's spec (models.Options)."""
     return {key: spec.get(key) for key in PUBLIC_OPTIONS}
+
+
+def _no_session(session_id: str) -> ApiError:
+    """The one answer for a missing session and for another owner's: nothing tells them apart."""
+    return ApiError(
+        404,
+        "no_session",
+        f"no session {session_id!r} for this client: deleted, never created, or created with another "
+        "owner secret (send the X-Session-Secret the create response gave)",
+    )
 
 
 def _run_turn(fn: Any, *args: Any) -> TurnResult:

@@ -1,7 +1,9 @@
 // convir web page: plain JavaScript over the JSON API (no build step).
-// The session id lives in the URL fragment (#session=ID) so a reload or a shared link
-// continues the conversation; a token given as #token=... is moved to sessionStorage and
-// removed from the address bar, then sent as "Authorization: Bearer" on every API call.
+// The session id lives in the URL fragment (#session=ID) so a reload continues the
+// conversation. Sessions are private: creating one sets the owner secret as an HttpOnly,
+// SameSite=Strict cookie that this script cannot read and the browser sends with every API
+// call, so the link works in this browser only. A token given as #token=... is moved to
+// sessionStorage and removed from the address bar, then sent as "Authorization: Bearer".
 "use strict";
 
 (() => {
@@ -24,6 +26,11 @@
 
   function hashParams() {
     return new URLSearchParams(location.hash.slice(1));
+  }
+
+  // adds a query parameter to a URL that may already have some (thumbnail URLs do: ?id=...)
+  function withParam(url, key, value) {
+    return url + (url.includes("?") ? "&" : "?") + encodeURIComponent(key) + "=" + encodeURIComponent(value);
   }
 
   function writeHash() {
@@ -131,7 +138,7 @@
       if (r.thumbnail) {
         const img = el("img", { alt: label, width: "320", height: "240", decoding: "async" });
         figure.append(img);
-        loadImage(img, r.thumbnail + "?size=320");
+        loadImage(img, withParam(r.thumbnail, "size", 320));
       } else {
         figure.append(el("div", { class: "placeholder", text: "no image" }));
       }
@@ -338,6 +345,10 @@
           if (e.status === 404) {
             session = null;
             writeHash();
+            throw new Error(
+              "That search is not available here: it was deleted, or it was started in another browser " +
+                "(searches are private to the browser that started them)."
+            );
           }
           throw e;
         }

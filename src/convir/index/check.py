@@ -1,0 +1,169 @@
+"""``convir check INDEX_DIR``: is this index sound, and if not, which command repairs it.
+
+Checks SQLite itself (``PRAGMA integrity_check``), every stored item (vector size and
+values, captions and metadata JSON), the published build (every file present and loadable,
+its ids exactly the stored items, built from the current item set) and reports leftovers.
+Two repairs exist: re-running ``convir index`` rebuilds a damaged or stale build from
+SQLite without re-encoding; ``--rebuild`` also sets a damaged convir.sqlite aside and
+indexes the gallery from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convir.errors import ConvirError
+
+
+@dataclass
+class CheckReport:
+    index_dir: str
+    ok_lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    repair: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def check_index(root: Path) -> CheckReport:
+    """Every problem of the index at ``root``; ConvirError if it is not an index at all."""
+    from convir.gallery.lock import is_locked, lock_holder
+    from convir.gallery.store import DB_NAME, IndexCorruptError, Store, index_command, source_from_builds
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ConvirError(f"no index at {root}: give the folder written by `convir index ... --out`")
+    report = CheckReport(str(root))
+    if not (root / DB_NAME).exists():
+        raise ConvirError(f"{root} is not a convir index (no {DB_NAME} inside)")
+    if is_locked(root):
+        holder = lock_holder(root)
+        report.notes.append(
+            f"a `convir index` run{f' (pid {holder})' if holder else ''} is writing this index now; "
+            "the published build stays the last good one until it finishes"
+        )
+    try:
+        store = Store(root)
+    except IndexCorruptError as exc:
+        report.problems.append(str(exc).split(". `convir check")[0])
+        report.repair = index_command(root, source_from_builds(root), rebuild=True)
+        return report
+    source = None
+    try:
+        source = store.get("source")
+        _check_sqlite(store, report)
+        if report.problems:
+            report.repair = index_command(root, source, rebuild=True)
+            return report
+        needs = _check_build(store, report)
+        if needs:
+            report.repair = index_command(root, source, rebuild=needs == "rebuild")
+        leftovers = _leftovers(store)
+        if leftovers:
+            report.notes.append(leftovers)
+    except IndexCorruptError as exc:
+        report.problems.append(str(exc).split(". `convir check")[0])
+        report.repair = index_command(root, source, rebuild=True)
+    finally:
+        store.close()
+    return report
+
+
+def _check_sqlite(store: Any, report: CheckReport) -> None:
+    problems = store.integrity_check()
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... {len(problems) - 5} more" if len(problems) > 5 else "")
+        report.problems.append(f"convir.sqlite fails PRAGMA integrity_check: {shown}")
+        return
+    dim = store.dim
+    spec = store.encoder_spec
+    bad: list[str] = []
+    n = 0
+    for item_id, blob, caps, meta in store.iter_rows():
+        n += 1
+        why = None
+        if dim is not None and len(blob) != 4 * dim:
+            why = f"vector of {len(blob)} bytes, expected {4 * dim}"
+        elif not np.all(np.isfinite(np.frombuffer(blob, dtype=np.float32))):
+            why = "vector has NaN or infinite values"
+        else:
+            try:
+                if not isinstance(json.loads(caps), list) or not isinstance(json.loads(meta), dict):
+                    why = "captions or metadata of the wrong JSON type"
+            except ValueError:
+                why = "captions or metadata are not JSON"
+        if why:
+            bad.append(f"{item_id}: {why}")
+    if bad:
+        report.problems.append(f"{len(bad)} damaged item rows in convir.sqlite, e.g. {bad[0]}")
+        return
+    report.ok_lines.append(
+        f"convir.sqlite: integrity ok, {n} items, encoder {spec or '(none yet)'}"
+        + (f" (dim {dim})" if dim else "")
+        + f", items version {store.items_version}"
+    )
+
+
+def _check_build(store: Any, report: CheckReport) -> str | None:
+    """Check the published build: "rerun" when re-running `convir index` finishes it,
+    "rebuild" when its files are damaged (``--rebuild`` remakes them from SQLite), else None."""
+    from convir.gallery.lock import is_locked
+    from convir.index.build import has_bm25, read_info, verify_build
+
+    path = store.current_build()
+    if path is None:
+        report.problems.append("no build was ever published (the first `convir index` run did not finish)")
+        return "rerun"
+    problems = verify_build(path, expected_ids=store.ids(), expected_dim=store.dim, full=True)
+    if problems:
+        report.problems += [f"build {path.name}: {p}" for p in problems]
+        return "rebuild"
+    info = read_info(path)
+    built_from, now = store.build_items_version, store.items_version
+    if built_from != now:
+        what = (
+            f"build {path.name} was made from items version {built_from}, convir.sqlite is at {now}"
+            if built_from is not None
+            else f"build {path.name} does not record which item set it was built from (an older convir)"
+        )
+        if is_locked(store.root):
+            report.notes.append(what + " (the running index run will publish a new build)")
+        else:
+            report.problems.append(what + ": an interrupted run left it stale")
+            return "rerun"
+    bm25 = "no BM25 (no caption text)"
+    if has_bm25(path, info):
+        tok = (info.get("bm25") or {}).get("tokenizer") or {}
+        stem = tok.get("stemmer") if tok.get("stemmed", True) else None
+        bm25 = f"BM25 ({'stemmed: ' + stem if stem else 'not stemmed'})" if tok else "BM25"
+    report.ok_lines.append(f"build {path.name}: {info['count']} items, ann {info['ann']}, {bm25}")
+    return None
+
+
+def _leftovers(store: Any) -> str | None:
+    builds = store.builds_dir
+    published = store.published
+    extra = [p.name for p in builds.iterdir() if p.name != published] if builds.is_dir() else []
+    aside = sorted(
+        p.name for p in store.root.glob("convir.sqlite.corrupt-*") if not p.name.endswith(("-wal", "-shm"))
+    )
+    parts = []
+    if extra:
+        parts.append(
+            f"{len(extra)} unused folder(s) in builds/ ({', '.join(sorted(extra)[:5])}): an older build a "
+            "reader still serves or debris of a killed run; the next `convir index` run removes them"
+        )
+    if aside:
+        parts.append(f"damaged databases set aside by --rebuild: {', '.join(aside)} (safe to delete)")
+    return "; ".join(parts) or None

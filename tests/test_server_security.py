@@ -1,0 +1,411 @@
+"""The service's security model under attack (issue 13), with the real app in-process on a real
+index: sessions private to their owner secret, per-user tokens, strict and bounded input,
+thumbnails that carry pixels only, ids with dot segments, no docs UI; and the real
+``convir serve`` with a tokens file whose logs must not show a token or a secret."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+import httpx
+from fastapi.testclient import TestClient
+
+from conftest import REPO, run_cli
+from convir.errors import ConvirError
+from convir.server import create_app
+from convir.server.sessions import Owner, SessionStore
+from convir.server.tokens import TokenTable, hash_token, read_tokens
+from server_helpers import (
+    DOT_IDS,
+    SECRETS_IN_FILES,
+    Server,
+    jpeg_markers,
+    median_colour,
+    metadata_jpeg,
+    png_chunks,
+    tiny_index,
+)
+
+COOKIE = "convir_session_secret"
+HEADER = "X-Session-Secret"
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_index(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def app(index_dir: Path) -> Any:
+    return create_app(index_dir, warm=False)
+
+
+def _client(app: Any, **kw: Any) -> TestClient:
+    return TestClient(app, raise_server_exceptions=False, **kw)
+
+
+def _create(c: TestClient, **kw: Any) -> dict[str, Any]:
+    res = c.post("/api/sessions", json={"description": "a red square", **kw})
+    assert res.status_code == 201, res.text
+    return res.json()
+
+
+def _same_404(res: httpx.Response, missing: httpx.Response, sid: str) -> None:
+    """Another owner's session answers exactly like a session that does not exist."""
+    assert res.status_code == missing.status_code == 404
+    assert res.json() == json.loads(missing.text.replace("AAAAAAAAAAAAAAAA", sid))
+
+
+# --- sessions private to their owner -----------------------------------------------------------
+
+
+def test_a_session_is_private_to_the_client_that_created_it(app: Any, index_dir: Path) -> None:
+    """The acceptance check: two clients, and the second neither lists nor reads the first's."""
+    alice, bob = _client(app), _client(app)
+    v = _create(alice)
+    sid, secret = v["id"], v["secret"]
+    cookie = alice.post("/api/sessions", json={"description": "x"}).headers["set-cookie"].lower()
+    assert f"{COOKIE}=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert "path=/api" in cookie
+
+    listed = bob.get("/api/sessions").json()
+    assert listed == {"sessions": [], "total": 0}
+    assert sid in [s["id"] for s in alice.get("/api/sessions").json()["sessions"]]
+
+    missing = "/api/sessions/AAAAAAAAAAAAAAAA"
+    _same_404(bob.get(f"/api/sessions/{sid}"), bob.get(missing), sid)
+    say = {"kind": "say", "text": "it is blue"}
+    _same_404(bob.post(f"/api/sessions/{sid}/turns", json=say), bob.post(f"{missing}/turns", json=say), sid)
+    _same_404(bob.get(f"/api/sessions/{sid}/images/0/0"), bob.get(f"{missing}/images/0/0"), sid)
+    _same_404(bob.delete(f"/api/sessions/{sid}"), bob.delete(missing), sid)
+    # a wrong (well-formed) secret is no better than none
+    wrong = {HEADER: "w" * 43}
+    assert bob.get(f"/api/sessions/{sid}", headers=wrong).status_code == 404
+    assert bob.get("/api/sessions", headers=wrong).json()["total"] == 0
+
+    mine = alice.get(f"/api/sessions/{sid}")
+    assert mine.status_code == 200 and mine.json()["version"] == 1  # bob's turn did not land
+    assert "secret" not in mine.json()  # shown once, in the create response only
+    # the secret is the key: whoever holds it (another device) may continue the session
+    assert bob.post(f"/api/sessions/{sid}/turns", json=say, headers={HEADER: secret}).status_code == 200
+
+    # only a hash of the secret is stored
+    db = sqlite3.connect(index_dir / "sessions.sqlite")
+    (owner,) = db.execute("SELECT owner FROM sessions WHERE id=?", (sid,)).fetchone()
+    assert owner == hashlib.sha256(secret.encode()).hexdigest()
+    db.close()
+    stored = b"".join(p.read_bytes() for p in index_dir.glob("sessions.sqlite*"))
+    assert secret.encode() not in stored
+
+
+def test_a_header_client_keeps_one_secret_for_all_its_sessions(app: Any) -> None:
+    mine = {HEADER: "k" * 20 + "Q_-" * 5 + "0" * 10}
+    c = _client(app, headers=mine)
+    first, second = _create(c), _create(c)
+    assert first["secret"] == second["secret"] == mine[HEADER]
+    res = c.post("/api/sessions", json={"description": "x"})
+    assert "set-cookie" not in res.headers  # a header client manages its own secret
+    listed = c.get("/api/sessions").json()
+    assert listed["total"] == 3 and {first["id"], second["id"]} <= {s["id"] for s in listed["sessions"]}
+    assert c.get("/api/sessions", params={"limit": 1, "offset": 1}).json()["total"] == 3
+
+    other = _client(app)
+    for bad in ("short", "has space" * 5, "!" * 40, "a" * 129):
+        for res in (
+            other.get("/api/sessions", headers={HEADER: bad}),
+            other.post("/api/sessions", json={"description": "x"}, headers={HEADER: bad}),
+        ):
+            assert res.status_code == 422, (bad, res.text)
+    # a malformed cookie (another app on this host?) is ignored: a new secret is issued
+    res = _client(app).post(
+        "/api/sessions", json={"description": "x"}, headers={"Cookie": f"{COOKIE}=not-a-secret"}
+    )
+    assert res.status_code == 201 and res.json()["secret"] != "not-a-secret"
+    assert f"{COOKIE}={res.json()['secret']};" in res.headers["set-cookie"]
+
+
+def test_session_responses_are_not_cached(app: Any) -> None:
+    c = _client(app)
+    res = c.post("/api/sessions", json={"description": "a blue square"})
+    assert res.headers["cache-control"] == "no-store"  # it carries the owner secret
+    assert c.get(f"/api/sessions/{res.json()['id']}").headers["cache-control"] == "no-store"
+    assert c.get("/api/sessions").headers["cache-control"] == "no-store"
+
+
+def test_old_sessions_database_gets_owner_columns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = sqlite3.connect(tmp_path / "sessions.sqlite")
+    db.executescript(
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, created REAL NOT NULL, updated REAL NOT NULL, "
+        "version INTEGER NOT NULL, status TEXT NOT NULL, options TEXT NOT NULL, state TEXT NOT NULL, "
+        "last TEXT NOT NULL); CREATE INDEX sessions_updated ON sessions (updated);"
+        "INSERT INTO sessions VALUES ('oldsession000001', 1, 1, 3, 'open', '{}', '{}', '{}');"
+    )
+    db.commit()
+    db.close()
+    stores: list[SessionStore] = []
+    with caplog.at_level(logging.WARNING, logger="convir.server"):
+        # two servers starting at once on one old database: one migrates, neither fails
+        threads = [threading.Thread(target=lambda: stores.append(SessionStore(tmp_path))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(stores) == 2
+    assert "1 sessions from before owner secrets" in caplog.text
+    store = stores[0]
+    cols = [
+        r[1] for r in sqlite3.connect(tmp_path / "sessions.sqlite").execute("PRAGMA table_info(sessions)")
+    ]
+    assert cols[-2:] == ["owner", "username"]
+    me = Owner("", "f" * 64)
+    assert store.get("oldsession000001", me) is None and store.recent(me) == []
+    assert store.count() == 1 and store.count(me) == 0
+    row = store.create({"k": 1}, {"description": "d"}, {}, me)
+    assert store.get(row.id, me) == row and store.get(row.id, Owner("bob", me.key)) is None
+    assert [r.id for r in store.recent(me)] == [row.id] and store.count(me) == 1
+    assert not store.delete(row.id, Owner("", "e" * 64)) and store.delete(row.id, me)
+    for s in stores:
+        s.close()
+
+
+# --- per-user tokens -----------------------------------------------------------------------------
+
+
+def _tokens_file(path: Path, users: dict[str, str]) -> Path:
+    path.write_text("# users\n" + "".join(f"{u} {hash_token(t)}\n" for u, t in users.items()))
+    return path
+
+
+def test_per_user_tokens_scope_sessions_to_their_user(index_dir: Path, tmp_path: Path) -> None:
+    alice_t, bob_t = "alice-token-" + "a" * 30, "bob-token-" + "b" * 30
+    app = create_app(
+        index_dir, tokens=_tokens_file(tmp_path / "tokens", {"alice": alice_t, "bob": bob_t}), warm=False
+    )
+    anon = _client(app)
+    assert anon.get("/api/health").status_code == 401
+    assert anon.get("/api/health", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert (
+        anon.get("/api/health", headers={"Authorization": f"Bearer {hash_token(alice_t)}"}).status_code == 401
+    )
+    alice = _client(app, headers={"Authorization": f"Bearer {alice_t}"})
+    bob = _client(app, headers={"Authorization": f"Bearer {bob_t}"})
+    v = _create(alice)
+    # even with alice's owner secret, bob (another user) cannot reach her session
+    stolen = {HEADER: v["secret"]}
+    assert bob.get(f"/api/sessions/{v['id']}", headers=stolen).status_code == 404
+    assert bob.get("/api/sessions", headers=stolen).json()["total"] == 0
+    assert alice.get(f"/api/sessions/{v['id']}", headers=stolen).status_code == 200
+    assert alice.get(f"/api/sessions/{v['id']}").status_code == 200  # her cookie
+    with pytest.raises(ConvirError, match="not both"):
+        create_app(index_dir, token="t", tokens=tmp_path / "tokens", warm=False)
+
+
+def test_tokens_file_is_parsed_strictly_and_reloaded(tmp_path: Path) -> None:
+    f = _tokens_file(tmp_path / "tokens", {"alice": "ta", "bob": "tb"})
+    table = TokenTable(f, recheck_s=0)
+    assert table.user(b"ta") == "alice" and table.user(b"tb") == "bob" and table.user(b"tc") is None
+    assert table.user(b"") is None
+    _tokens_file(f, {"alice": "ta", "carol": "tc"})  # bob revoked, carol added: no restart
+    assert table.user(b"tb") is None and table.user(b"tc") == "carol"
+    f.write_text("carol not-a-hash\n")  # a broken edit keeps the last good list
+    assert table.user(b"tc") == "carol"
+    for text, msg in (
+        ("alice\n", "line 1"),
+        ("# c\nal ice sha256:" + "0" * 64 + "\n", "line 2"),
+        ("alice sha256:" + "0" * 63 + "\n", "line 1"),
+        (f"alice {hash_token('x')}\nbob {hash_token('x')}\n", "already given to 'alice'"),
+    ):
+        f.write_text(text)
+        with pytest.raises(ConvirError, match=msg):
+            TokenTable(f)
+    f.write_text("# nobody\n")
+    with pytest.raises(ConvirError, match="lists no user"):
+        TokenTable(f)
+    with pytest.raises(ConvirError, match="does not exist"):
+        TokenTable(tmp_path / "missing")
+
+
+def test_tokens_command_and_the_documented_one_liner(tmp_path: Path, index_dir: Path) -> None:
+    f = tmp_path / "tokens.txt"
+    res = run_cli("tokens", "add", str(f), "alice", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    token = res.stdout.strip()
+    assert len(token) >= 40 and "shown only now" in res.stderr
+    assert read_tokens(f) == {hash_token(token): "alice"}
+    assert oct(f.stat().st_mode & 0o777) == "0o600"
+    assert run_cli("tokens", "add", str(f), "alice", cwd=tmp_path).returncode == 0  # a second device
+    # the one-liner of docs/server.md, for a token you already have
+    doc = (REPO / "docs" / "server.md").read_text()
+    line = next(ln for ln in doc.splitlines() if "sha256sum" in ln and ">>" in ln)
+    cmd = line.strip().replace("tokens.txt", str(f))
+    subprocess.run(["bash", "-c", f"TOKEN=my-own-token-123; USER_NAME=bob; {cmd}"], check=True)
+    assert TokenTable(f).user(b"my-own-token-123") == "bob"
+    res = run_cli("tokens", "list", str(f), cwd=tmp_path)
+    assert res.returncode == 0 and res.stdout.split("\n")[:2] == ["alice\t2", "bob\t1"]
+    res = run_cli("tokens", "remove", str(f), "alice", cwd=tmp_path)
+    assert res.returncode == 0 and "removed 2" in res.stderr
+    assert set(read_tokens(f).values()) == {"bob"}
+
+    for args, msg in (
+        (("tokens", "add", str(f), "bad name"), "bad user name"),
+        (("tokens", "remove", str(f), "nobody"), "no token for 'nobody'"),
+        (("tokens", "list", str(tmp_path / "none")), "does not exist"),
+        (("serve", str(index_dir), "--token", "x", "--tokens", str(f), "--port", "0"), "not both"),
+        (("serve", str(index_dir), "--tokens", str(tmp_path / "none"), "--port", "0"), "does not exist"),
+    ):
+        res = run_cli(*args, cwd=tmp_path)
+        assert res.returncode == 2 and msg in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+
+
+# --- hardening -------------------------------------------------------------------------------------
+
+
+def test_huge_and_negative_numbers_are_a_4xx(app: Any) -> None:
+    c = _client(app)
+    sid = _create(c)["id"]
+    for path in (
+        f"/api/sessions?offset={2**63}",
+        f"/api/sessions?offset={10**30}",
+        "/api/sessions?offset=-1",
+        f"/api/sessions?limit={2**63}",
+        f"/api/search?q=red&k={2**63}",
+        f"/api/thumbnails?id=b.png&size={2**63}",
+        f"/api/thumbnails/b.png?size={-(2**63)}",
+        f"/api/sessions/{sid}/images/{2**63}/0",
+        f"/api/sessions/{sid}/images/0/{2**64}",
+    ):
+        res = c.get(path)
+        assert 400 <= res.status_code < 500, (path, res.status_code, res.text)
+        assert res.json()["detail"]
+    res = c.post(f"/api/sessions/{sid}/turns", json={"kind": "say", "text": "x", "version": 2**63})
+    assert res.status_code == 422
+
+
+def test_numbers_in_json_must_be_integers(app: Any) -> None:
+    c = _client(app)
+    for k in (True, False, "5", 5.0, "many", [5]):
+        res = c.post("/api/sessions", json={"description": "a red square", "k": k})
+        assert res.status_code == 422, (k, res.text)
+        assert res.json()["errors"][0]["loc"] == ["body", "k"]
+    v = _create(c, k=2)
+    assert len(v["results"]) == 2
+    for version in (True, "1", 1.0):
+        res = c.post(f"/api/sessions/{v['id']}/turns", json={"kind": "say", "text": "x", "version": version})
+        assert res.status_code == 422, (version, res.text)
+    assert c.post(
+        f"/api/sessions/{v['id']}/turns", json={"kind": "say", "text": "x", "version": 1}
+    ).is_success
+
+
+def test_thumbnails_and_generated_images_carry_pixels_only(
+    app: Any, index_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    c = _client(app)
+    res = c.get("/api/thumbnails", params={"id": "meta.jpg", "size": 64})
+    assert res.status_code == 200 and res.headers["content-type"] == "image/jpeg"
+    # SOI, then only JFIF (APP0), tables, frame and scan: no APP1 (EXIF/XMP), APP2 (ICC), COM
+    markers = jpeg_markers(res.content)
+    assert set(markers) <= {0xE0, 0xDB, 0xC0, 0xC2, 0xC4, 0xDD, 0xDA}, [hex(m) for m in markers]
+    assert not any(s in res.content for s in SECRETS_IN_FILES)
+    with Image.open(BytesIO(res.content)) as im:
+        assert im.size == (30, 60)  # the EXIF orientation was applied to the 60x30 pixels
+        assert not {"exif", "icc_profile", "comment", "xmp"} & set(im.info)
+    res = c.get("/api/thumbnails", params={"id": "text.png"})
+    assert res.status_code == 200 and SECRETS_IN_FILES[3] not in res.content
+
+    # a generated image (e.g. from a remote image API) is re-encoded too
+    monkeypatch.setenv("CONVIR_CACHE", str(tmp_path / "cache"))
+    made = metadata_jpeg(tmp_path / "cache" / "images" / "gen.jpg")
+    v = _create(c)
+    db = sqlite3.connect(index_dir / "sessions.sqlite")
+    state = json.loads(db.execute("SELECT state FROM sessions WHERE id=?", (v["id"],)).fetchone()[0])
+    state["images"] = [[{"path": str(made), "prompt": "p"}]]
+    with db:
+        db.execute("UPDATE sessions SET state=? WHERE id=?", (json.dumps(state), v["id"]))
+    db.close()
+    res = c.get(f"/api/sessions/{v['id']}/images/0/0")
+    assert res.status_code == 200 and res.headers["content-type"] == "image/png"
+    assert png_chunks(res.content) == [b"IHDR", b"IDAT", b"IEND"]
+    assert not any(s in res.content for s in SECRETS_IN_FILES)
+
+
+def test_ids_with_dot_segments_survive_the_round_trip(app: Any) -> None:
+    """httpx, like a browser, removes "." and ".." path segments from a URL: the thumbnail URLs
+    the server hands out must still name the same item after that."""
+    c = _client(app)
+    for item_id, colour in DOT_IDS.items():
+        name = {0: "blue", 1: "red", 2: "green", 3: "yellow"}[list(DOT_IDS).index(item_id)]
+        out = c.get("/api/search", params={"q": f"a {name} square", "k": 10, "mode": "bm25"}).json()
+        (hit,) = [r for r in out["results"] if r["id"] == item_id]
+        url = hit["thumbnail"]
+        assert httpx.URL("http://h" + url).params["id"] == item_id  # survives URL normalisation
+        res = c.get(url + "&size=32")
+        assert res.status_code == 200, (item_id, url, res.text)
+        assert all(abs(a - b) < 40 for a, b in zip(median_colour(res.content), colour, strict=True)), item_id
+    # the path form works for ids whose "/" is encoded (curl users)
+    res = c.get("/api/thumbnails/a%2F..%2Fb.png", params={"size": 32})
+    assert res.status_code == 200 and median_colour(res.content)[0] > 150  # red, not b.png's blue
+    assert c.get("/api/thumbnails", params={"id": "nope"}).status_code == 404
+    assert c.get("/api/thumbnails", params={"id": ""}).status_code == 422
+
+
+def test_no_docs_ui_and_nothing_from_a_cdn(app: Any, index_dir: Path) -> None:
+    for a in (app, create_app(index_dir, token="s3cret-token", warm=False)):
+        c = _client(a)
+        for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+            assert c.get(path).status_code in (401, 404), path
+            authed = c.get(path, headers={"Authorization": "Bearer s3cret-token"})
+            assert authed.status_code == 404, path
+    c = _client(app)
+    schema = c.get("/openapi.json")
+    assert schema.status_code == 200 and "cdn" not in schema.text
+    assert HEADER in schema.text  # the owner secret is documented in the schema
+    page = c.get("/").text + "".join(c.get(f"/static/{f}").text for f in ("app.js", "style.css"))
+    assert "http://" not in page and "https://" not in page and "//cdn" not in page
+
+
+# --- the real server: two users over HTTP, and logs without secrets -----------------------------------
+
+
+def test_real_server_keeps_sessions_private_and_logs_no_secret(index_dir: Path, tmp_path: Path) -> None:
+    tokens = {"alice": "alice-" + "A" * 40, "bob": "bob-" + "B" * 40}
+    f = _tokens_file(tmp_path / "tokens.txt", tokens)
+    srv = Server(index_dir, tmp_path / "cache", "--tokens", str(f), bearer=tokens["alice"])
+    srv.start()
+    try:
+        alice = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {tokens['alice']}"})
+        bob = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {tokens['bob']}"})
+        v = alice.post("/api/sessions", json={"description": "a red square"}).json()
+        sid, secret = v["id"], v["secret"]
+        mine = {HEADER: secret}
+        assert alice.get(f"/api/sessions/{sid}").status_code == 200  # cookie
+        assert bob.get("/api/sessions").json()["total"] == 0
+        assert bob.get(f"/api/sessions/{sid}", headers=mine).status_code == 404
+        assert bob.post(f"/api/sessions/{sid}/turns", json={"kind": "skip"}, headers=mine).status_code == 404
+        assert alice.post(f"/api/sessions/{sid}/turns", json={"kind": "say", "text": "x"}).status_code == 200
+        assert (
+            httpx.get(f"{srv.url}/api/sessions", headers={"Authorization": "Bearer guess"}).status_code == 401
+        )
+        assert alice.get(f"/api/sessions/{sid}", headers={HEADER: "x" * 50}).status_code == 404
+        assert alice.delete(f"/api/sessions/{sid}", headers=mine).status_code == 204
+    finally:
+        srv.stop()
+    log = srv.log.read_text()
+    assert f'"POST /api/sessions/{sid}/turns HTTP/1.1" 200' in log  # the access log was on
+    for value in (*tokens.values(), secret, hash_token(tokens["alice"])[7:]):
+        assert value not in log
