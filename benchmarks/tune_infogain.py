@@ -43,6 +43,24 @@ class RuleUser(CaptionAnswerer):
         return Answer("yes" if attr and content_stems(attr) <= held else "unknown")
 
 
+def cached_sim(enc: object, gallery: str, start: str) -> object:
+    """The dev protocol, with the gallery's item vectors cached on disk between tuning runs
+    (encoding 5,000 items is most of a short run's time)."""
+    import convir.gallery.memory as memory
+
+    cache = Path("/tmp") / f"convir-tune-dev-{gallery}.npy"
+    original = memory.item_vectors
+    if cache.exists():
+        memory.item_vectors = lambda encoder, captions: np.load(cache)  # type: ignore[assignment]
+    try:
+        sim = load_sim("coco5k-sim", str(SHARED / "coco5k"), "dev", enc, gallery, start)
+    finally:
+        memory.item_vectors = original
+    if not cache.exists():
+        np.save(cache, np.asarray(sim.gallery.ranker.vectors))
+    return sim
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=100)
@@ -57,7 +75,7 @@ def main() -> None:
     args = ap.parse_args()
 
     enc = load_encoder("caption:minilm")
-    sim = load_sim("coco5k-sim", str(SHARED / "coco5k"), "dev", enc, args.gallery, args.start)
+    sim = cached_sim(enc, args.gallery, args.start)
     targets = sim.targets[: args.limit]
     llm = None
     if args.user == "llm":
