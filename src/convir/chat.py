@@ -17,9 +17,11 @@ from convir.errors import ConvirError
 
 HELP = """Type an answer to the question, or any extra detail. Commands:
   /found N   result N is the image you wanted (ends the session)
+  /more N    more like result N            /less N   not like result N
   /say TEXT  add a detail without answering the question
   /skip      skip the question (it is not asked again and adds nothing to the search)
-  /save      save the session now        /quit  save and leave        /help  this text"""
+  /save      save the session now        /quit  save and leave        /help  this text
+An image-choice question is answered with the option's number, or none."""
 
 
 def run_chat(
@@ -102,7 +104,15 @@ def run_chat(
                 f"found {shown[int(arg) - 1]} after {len(conv.state.exchanges)} turns; saved to {save}"
             )
             return conv.state  # type: ignore[return-value]
-        if text == "/skip":
+        if text.startswith(("/more", "/less")):
+            cmd, _, arg = text.partition(" ")
+            shown = conv.state.rankings[-1] if conv.state and conv.state.rankings else []
+            if cmd not in ("/more", "/less") or not arg.strip().isdigit() or not 1 <= int(arg) <= len(shown):
+                console.print(f"give the result number, 1-{len(shown)}: {cmd} 2", markup=False)
+                continue
+            fn = conv.more if cmd == "/more" else conv.less
+            new = _turn(console, conv, save, fn, shown[int(arg) - 1], None)
+        elif text == "/skip":
             if not res.question:
                 console.print("there is no question to skip: type a detail, or /found N")
                 continue
@@ -185,8 +195,29 @@ def _show(console: Any, idx: Any, res: TurnResult, k: int, previews: str = "auto
         preview_results(console, [(f"#{r} {i}", paths.get(i)) for r, i in enumerate(top, 1)], mode=previews)
     if res.images:
         _show_images(console, res, previews)
-    if res.question:
+    if res.options:
+        _show_options(console, idx, res, previews)
+    elif res.question:
         console.print(f"[bold cyan]Q:[/] {res.question}", highlight=False)
+
+
+def _show_options(console: Any, idx: Any, res: TurnResult, previews: str) -> None:
+    """An image-choice question: the options, numbered, with their captions (and thumbnails)."""
+    from convir.dialog.infogain import CHOICE_QUESTION
+
+    console.print(f"[bold cyan]Q:[/] {CHOICE_QUESTION}", highlight=False)
+    pos = [idx.position[o] for o in res.options]
+    caps = idx.captions(pos)
+    for n, (item_id, c) in enumerate(zip(res.options, caps, strict=True), 1):
+        console.print(f"  [{n}] {c[0] if c else ''}  ({item_id})", markup=False, highlight=False)
+    console.print("  answer with a number, or none", highlight=False)
+    if previews != "off":
+        from convir.preview import preview_results
+
+        paths = {i: h.path for i, h in idx.store.items(list(res.options)).items()}
+        preview_results(
+            console, [(f"[{n}]", paths.get(i)) for n, i in enumerate(res.options, 1)], mode=previews
+        )
 
 
 # -- imagination (docs/imagination.md) -----------------------------------------------------------

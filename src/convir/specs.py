@@ -409,6 +409,20 @@ def _declare_builtins(r: Registry) -> None:
     )
     r.register(
         "questioner",
+        "infogain",
+        "yes/no question about the candidates' keyphrase that most reduces the expected entropy "
+        "of the posterior over the top 50 (no LLM)",
+        "convir.dialog.infogain:InfoGainQuestioner",
+    )
+    r.register(
+        "questioner",
+        "choice",
+        "infogain + image choice: 'which of these is closest?' over 4 cluster representatives when "
+        "that is the more informative question (no LLM)",
+        "convir.dialog.infogain:ChoiceQuestioner",
+    )
+    r.register(
+        "questioner",
         "none",
         "never ask (the user volunteers details)",
         "convir.dialog.questioners:NoQuestioner",

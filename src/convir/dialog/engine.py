@@ -54,6 +54,7 @@ class TurnResult:
     images: list[ImaginedImage] = field(default_factory=list)
     image_question: str | None = None  # ask the user how the images differ from the target
     question_info: dict[str, Any] = field(default_factory=dict)  # how the questioner chose it
+    options: list[str] = field(default_factory=list)  # item ids of an image-choice question
 
     def top_ids(self, gallery: Any, k: int) -> list[str]:
         return [gallery.ids[int(p)] for p in self.ranking.positions[:k]]
@@ -95,7 +96,8 @@ class Conversation:
         return self._turn(record=False)
 
     def reply(self, answer: str, image_feedback: str | None = None) -> TurnResult:
-        """Answer the pending question; an empty answer skips it (it is not asked again).
+        """Answer the pending question; an empty answer skips it (it is not asked again). The
+        answer to an image-choice question is an option number (1..n), an item id or "none".
         ``image_feedback``: how the last generated images differ from the target (refiner)."""
         st = self._need_state()
         q = st.pending_question
@@ -103,8 +105,44 @@ class Conversation:
             raise ConvirError("there is no pending question: use say() to add a description")
         if not answer.strip():
             return self.skip(image_feedback)
-        st.exchanges.append(Exchange(q, answer.strip()))
+        if st.pending_options:
+            return self.choose(parse_choice(answer, st.pending_options), image_feedback)
+        st.exchanges.append(Exchange(q, answer.strip(), attribute=st.pending_attribute))
         self._record_feedback(image_feedback)
+        return self._turn()
+
+    def choose(self, chosen: str | None, image_feedback: str | None = None) -> TurnResult:
+        """Answer a pending image-choice question: ``chosen`` is one of the offered item ids, or
+        None for "none of these". The choice is relevance feedback (Rocchio), not query text."""
+        st = self._need_state()
+        if not st.pending_options or st.pending_question is None:
+            raise ConvirError("there is no image-choice question to answer")
+        if chosen is not None and chosen not in st.pending_options:
+            raise ConvirError(f"{chosen!r} was not one of the options ({', '.join(st.pending_options)})")
+        answer = "none of these" if chosen is None else f"option {st.pending_options.index(chosen) + 1}"
+        st.exchanges.append(
+            Exchange(
+                st.pending_question, answer, kind="choice", options=list(st.pending_options), chosen=chosen
+            )
+        )
+        self._record_feedback(image_feedback)
+        return self._turn()
+
+    def more(self, item_id: str) -> TurnResult:
+        """ "More like this" on a result (relevance feedback: the item is what is wanted)."""
+        return self._mark(item_id, "more")
+
+    def less(self, item_id: str) -> TurnResult:
+        """ "Not this" on a result (relevance feedback: results like it move down)."""
+        return self._mark(item_id, "less")
+
+    def _mark(self, item_id: str, kind: str) -> TurnResult:
+        st = self._need_state()
+        if item_id not in self.gallery.position:
+            raise ConvirError(f"{item_id!r} is not in this gallery")
+        word = "more like" if kind == "more" else "not"
+        st.exchanges.append(Exchange(None, f"{word} {item_id}", kind=kind, chosen=item_id))
+        self._record_feedback(None)
         return self._turn()
 
     def skip(self, image_feedback: str | None = None) -> TurnResult:
@@ -113,7 +151,7 @@ class Conversation:
         st = self._need_state()
         if st.pending_question is None:
             raise ConvirError("there is no pending question to skip")
-        st.exchanges.append(Exchange(st.pending_question, "", skipped=True))
+        st.exchanges.append(Exchange(st.pending_question, "", skipped=True, attribute=st.pending_attribute))
         self._record_feedback(image_feedback)
         return self._turn()
 
@@ -135,7 +173,7 @@ class Conversation:
 
     def mark_found(self, item_id: str) -> None:
         st = self._need_state()
-        if item_id not in set(self.gallery.ids):
+        if item_id not in self.gallery.position:
             raise ConvirError(f"{item_id!r} is not in this gallery")
         st.found = item_id
 
@@ -156,6 +194,8 @@ class Conversation:
         asked = self.questioner.ask(st, self.gallery, ranking) if self.questioner is not None else None
         t2 = time.perf_counter()
         st.pending_question = asked.text if asked is not None else None
+        st.pending_attribute = asked.attribute if asked is not None else None
+        st.pending_options = list(asked.options) if asked is not None else []
         if record:
             st.queries.append(ranking.query)
             st.rankings.append([self.gallery.ids[int(p)] for p in ranking.positions[: self.k]])
@@ -172,5 +212,24 @@ class Conversation:
             images,
             feedback_q,
             asked.info if asked is not None else {},
+            list(st.pending_options),
         )
         return self.last
+
+
+def parse_choice(answer: str, options: list[str]) -> str | None:
+    """The option an answer picks: its number ("2", "option 2", "the second"), its item id, or
+    None for "none" / "neither"; anything else is a :class:`ConvirError` saying what to type."""
+    import re
+
+    text = answer.strip().lower()
+    if text in {o.lower() for o in options}:
+        return next(o for o in options if o.lower() == text)
+    if re.fullmatch(r"(none|neither|no|nope|none of (them|these)|not any)\W*", text):
+        return None
+    ordinals = ["first", "second", "third", "fourth", "fifth", "sixth"]
+    m = re.search(r"\b(\d+)\b", text)
+    n = int(m.group(1)) if m else next((i + 1 for i, w in enumerate(ordinals) if w in text), 0)
+    if 1 <= n <= len(options):
+        return options[n - 1]
+    raise ConvirError(f"answer with an option number 1-{len(options)}, or 'none' (got {answer!r})")

@@ -22,6 +22,7 @@ __all__ = ["Gallery", "MemoryGallery"]
 
 class Gallery(Protocol):
     ids: list[str]
+    position: dict[str, int]  # item id -> position in ``ids`` (and in the ranker's vectors)
     ranker: Ranker
 
     @property

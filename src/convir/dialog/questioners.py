@@ -37,10 +37,14 @@ from convir.specs import REGISTRY
 @dataclass
 class Question:
     """The next question and how it was chosen (``info``: rejected attempts and why, whether
-    a fallback was used, the context shown to the LLM), for run logs and the API."""
+    a fallback was used, the context shown to the LLM), for run logs and the API.
+    ``attribute``: what a yes/no question asks about (its answer then re-weights the
+    candidates that have it); ``options``: item ids of an image-choice question."""
 
     text: str
     info: dict[str, Any] = field(default_factory=dict)
+    attribute: str | None = None
+    options: list[str] = field(default_factory=list)
 
 
 class Questioner(Protocol):

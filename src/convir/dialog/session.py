@@ -32,6 +32,7 @@ class SessionSpec:
     reranker: str | None = None  # --strategy rerank only; default llm
     llm: str | None = None
     mode: str = "dense"  # first-stage ranking of concat / rewrite: dense | bm25 | hybrid
+    answers: str = "aware"  # aware: read yes/no answers into a posterior | text: answers are query text
     answerer: str | None = None  # simulated user (eval): captions | vlm; None = a person answers
     vlm: str | None = None  # --answerer vlm
     imagine: str | None = None  # dar | refiner
@@ -114,6 +115,10 @@ class SessionSpec:
                     f"strategy 'rerank' with --reranker {spec.reranker} needs an LLM: pass --llm "
                     "(e.g. llamacpp:smollm2), or use --reranker cross:MODEL"
                 )
+        from convir.dialog.answers import ANSWER_MODES
+
+        if spec.answers not in ANSWER_MODES:
+            raise ConvirError(f"unknown --answers {spec.answers!r}; choose one of: {', '.join(ANSWER_MODES)}")
         if spec.mode not in MODES:
             raise ConvirError(f"unknown mode {spec.mode!r} (--mode); choose one of: {', '.join(MODES)}")
         if spec.answerer is not None:
@@ -200,7 +205,10 @@ def build_conversation(spec: SessionSpec, gallery: Any, *, llm: Any = None, stat
 
     spec = spec.validate(have_llm=True if llm is not None else None)
     model = llm if llm is not None else load_session_llm(spec)
-    strategy = load_strategy(spec.strategy, model, reranker=spec.reranker, mode=spec.mode)
+    from convir.dialog.answers import AnswerAwareStrategy, AnswerModel
+
+    inner = load_strategy(spec.strategy, model, reranker=spec.reranker, mode=spec.mode)
+    strategy = AnswerAwareStrategy(inner, aware=spec.answers == "aware", model=AnswerModel(pool=spec.depth))
     questioner = load_questioner(spec.questioner or "none", model)
     imagination = build_imagination(spec, model)
     k = imagination.result_count(spec.k) if imagination is not None else spec.k
@@ -215,6 +223,8 @@ def build_answerer(
     llm: Any = None,
     captions_by_id: dict[str, list[str]] | None = None,
     image_paths_by_id: dict[str, str] | None = None,
+    all_captions_by_id: dict[str, list[str]] | None = None,
+    encoder: Any = None,
 ) -> Any:
     """The simulated user ``spec.answerer`` names (eval), with its held-out data."""
     from convir.simulate.answerers import load_answerer
@@ -228,4 +238,6 @@ def build_answerer(
         captions_by_id=captions_by_id,
         vlm=spec.vlm,
         image_paths_by_id=image_paths_by_id,
+        all_captions_by_id=all_captions_by_id,
+        encoder=encoder,
     )

@@ -15,12 +15,23 @@ from typing import Any
 from convir.atomic import write_json
 from convir.errors import ConvirError
 
+KINDS = ("text", "choice", "more", "less")
+
 
 @dataclass
 class Exchange:
+    """One user turn. ``kind``: "text" (an answer or a volunteered detail), "choice" (the
+    answer to an image-choice question: ``chosen`` among ``options``, None = none of them),
+    "more" / "less" ("more like this" / "not this" on result ``chosen``). Only "text" turns
+    add words to the query; the others are relevance feedback on item vectors."""
+
     question: str | None  # None when the user volunteered text without a question
     answer: str
     skipped: bool = False  # the user skipped the question: asked (never repeated), no fact
+    attribute: str | None = None  # the attribute a yes/no question asked about (infogain)
+    kind: str = "text"
+    options: list[str] = field(default_factory=list)  # item ids offered by a choice question
+    chosen: str | None = None  # the item picked (choice), or marked (more / less)
 
     @property
     def text(self) -> str:
@@ -37,6 +48,8 @@ class DialogState:
     rankings: list[list[str]] = field(default_factory=list)  # item ids shown after each turn
     queries: list[str] = field(default_factory=list)  # the query text searched at each turn
     pending_question: str | None = None
+    pending_attribute: str | None = None  # the attribute of a pending yes/no question
+    pending_options: list[str] = field(default_factory=list)  # item ids of a pending choice question
     found: str | None = None
     # imagination (convir.imagine): per exchange, how the shown images differed from the
     # target ("" when not said); per recorded turn, the images shown ({"path", "prompt"})
@@ -47,8 +60,26 @@ class DialogState:
 
     @property
     def said(self) -> list[Exchange]:
-        """The exchanges that carry something the user said (skipped questions do not)."""
-        return [e for e in self.exchanges if not e.skipped]
+        """The exchanges that carry words the user said (skipped questions, image choices and
+        more/less feedback do not)."""
+        return [e for e in self.exchanges if not e.skipped and e.kind == "text"]
+
+    @property
+    def feedback(self) -> list[tuple[str, int]]:
+        """Relevance feedback so far, (item id, +1 wanted / -1 not wanted): the chosen option
+        of each image choice (+1) and the options passed over (-1), "more like this" (+1) and
+        "not this" (-1)."""
+        out: list[tuple[str, int]] = []
+        for e in self.exchanges:
+            if e.kind == "choice":
+                out += [(o, 1 if o == e.chosen else -1) for o in e.options]
+            elif e.kind in ("more", "less") and e.chosen:
+                out.append((e.chosen, 1 if e.kind == "more" else -1))
+        return out
+
+    @property
+    def asked_attributes(self) -> list[str]:
+        return [e.attribute for e in self.exchanges if e.attribute]
 
     @property
     def turns(self) -> list[str]:

@@ -301,6 +301,27 @@ def dialog_cmd(
     ] = None,
     reranker: RerankerOpt = "llm",
     split: Annotated[str, typer.Option(help="dev | test | all")] = "all",
+    gallery: Annotated[
+        str,
+        typer.Option(
+            help="coco5k-sim gallery: split (the split's own items) | all (all 5,000 items, targets "
+            "still from --split: 5x the distractors on test)"
+        ),
+    ] = "split",
+    start: Annotated[
+        str,
+        typer.Option(
+            help="The first description: full (captions[0]) | vague:N (its first N words, e.g. "
+            "vague:5 -> 'a man riding a wave')"
+        ),
+    ] = "full",
+    answers: Annotated[
+        str,
+        typer.Option(
+            help="aware (read yes/no answers into a posterior over the candidates; 'no' and "
+            "'unknown' answers leave the query text) | text (every answer is query text, as the papers)"
+        ),
+    ] = "aware",
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N targets.")] = None,
     turns: Annotated[
         int | None, typer.Option(min=0, help="Question rounds after the description (default 10).")
@@ -385,6 +406,7 @@ def dialog_cmd(
         answerer=answerer,
         vlm=vlm,
         reranker=None if reranker == "llm" else reranker,
+        answers=answers,
         k=10,
         depth=100,
     )
@@ -398,6 +420,8 @@ def dialog_cmd(
         10 if turns is None else turns,
         out,
         _progress("dialogues"),
+        gallery=gallery,
+        start=start,
     )
     _print_metrics(report, run_dir, json_out)
 

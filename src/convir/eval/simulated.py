@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,51 +37,130 @@ class SimTarget:
 SIM_DATASETS = {
     "coco5k-sim": "coco5k folder (Search_Space_coco.json + coco_captions.json); splits dev | test | all",
     "flickr8k-sim": "Flickr8k folder (captions.txt + images/), with target images; split all",
+    "jsonl-sim": "your own collection: a JSONL file, one item per line (docs/evaluation.md); split all",
 }
-SIM_WITH_IMAGES = frozenset({"flickr8k-sim"})  # datasets whose targets have image files (--answerer vlm)
+SIM_WITH_IMAGES = frozenset({"flickr8k-sim", "jsonl-sim"})  # targets may have image files (--answerer vlm)
+GALLERIES = ("split", "all")
+# v2: the captions simulator answers "no" to yes/no questions about what none of the target's
+# captions mention (v1 said "unknown"); recorded so v1 run folders are never resumed as v2
+SIMULATOR_VERSION = 2
 
 
 @dataclass
 class SimData:
     gallery: Any
     targets: list[SimTarget]
-    held_out: dict[str, list[str]]  # captions[3:] by id (the captions answerer)
+    held_out: dict[str, list[str]]  # what the simulated user knows (captions[3:]) by id
     images: dict[str, str]  # image file by id (the vlm answerer); {} when the dataset has none
+    all_text: dict[str, list[str]] = field(default_factory=dict)  # every caption of a target (for "no")
 
 
-def check_sim_dataset(dataset: str, split: str, answerer: str | None) -> None:
-    """Dataset, split and answerer fit together (checked before anything loads)."""
+def parse_start(start: str) -> int | None:
+    """``full`` -> None; ``vague:N`` -> N (the description is the first N words of captions[0])."""
+    if start == "full":
+        return None
+    kind, _, n = start.partition(":")
+    if kind != "vague" or not n.isdigit() or int(n) < 1:
+        raise ConvirError(f"--start must be full or vague:N (N >= 1 words), not {start!r}")
+    return int(n)
+
+
+def check_sim_dataset(
+    dataset: str, split: str, answerer: str | None, gallery: str = "split", start: str = "full"
+) -> None:
+    """Dataset, split, gallery, start and answerer fit together (checked before anything loads)."""
     if dataset not in SIM_DATASETS:
         raise ConvirError(f"unknown --dataset {dataset!r}; available: {', '.join(SIM_DATASETS)}")
-    if dataset == "flickr8k-sim" and split != "all":
-        raise ConvirError("flickr8k-sim has no documented dev/test split: use --split all")
+    if dataset != "coco5k-sim" and split != "all":
+        raise ConvirError(f"{dataset} has no documented dev/test split: use --split all")
+    if gallery not in GALLERIES:
+        raise ConvirError(f"--gallery must be split or all, not {gallery!r}")
+    parse_start(start)
     if answerer == "vlm" and dataset not in SIM_WITH_IMAGES:
         raise ConvirError(
             f"--answerer vlm needs the target images, which {dataset} does not have: "
-            f"use --dataset {' or '.join(sorted(SIM_WITH_IMAGES))} (captions.txt + images/)"
+            f"use --dataset {' or '.join(sorted(SIM_WITH_IMAGES))}"
         )
 
 
-def load_sim(dataset: str, path: str, split: str, encoder: Any) -> SimData:
-    """Gallery, targets, held-out captions and target images of a simulated protocol."""
+def load_sim(
+    dataset: str, path: str, split: str, encoder: Any, gallery: str = "split", start: str = "full"
+) -> SimData:
+    """Gallery, targets, held-out captions and target images of a simulated protocol.
+
+    ``gallery``: "split" = the split's own items (the default, as in `eval retrieval`), "all"
+    = every item of the dataset (targets still come from the split: 5x the distractors on
+    coco5k test). ``start``: "full" = captions[0] is the description, "vague:N" = only its first
+    N words (DIR-TIR's vague start: "a dog is playing")."""
     from convir.eval.retrieval import load_items
 
-    check_sim_dataset(dataset, split, None)
-    if dataset == "coco5k-sim":
-        return SimData(*_sim_from_items(load_items("coco5k", path, split), encoder), images={})
-    items = load_items("flickr8k", path, split)
-    gallery, targets, held_out = _sim_from_items(items, encoder)
-    return SimData(gallery, targets, held_out, {it.id: it.image for it in items if it.image})
+    check_sim_dataset(dataset, split, None, gallery, start)
+    words = parse_start(start)
+    if dataset == "jsonl-sim":
+        from convir.eval.datasets.simjsonl import load_sim_jsonl
+
+        return _sim_from_records(load_sim_jsonl(path), encoder, words)
+    source = "coco5k" if dataset == "coco5k-sim" else "flickr8k"
+    items = load_items(source, path, "all" if gallery == "all" else split)
+    chosen = {it.id for it in load_items(source, path, split)} if gallery == "all" else None
+    sim = _sim_from_items(items, encoder, chosen, words)
+    if dataset == "flickr8k-sim":
+        sim.images = {it.id: it.image for it in items if it.image}
+    return sim
 
 
-def _sim_from_items(items: list[Any], encoder: Any) -> tuple[Any, list[SimTarget], dict[str, list[str]]]:
+def _description(caption: str, words: int | None) -> str:
+    return caption if words is None else " ".join(caption.split()[:words])
+
+
+def _sim_from_items(
+    items: list[Any], encoder: Any, targets: set[str] | None = None, words: int | None = None
+) -> SimData:
     from convir.gallery.memory import MemoryGallery
 
     gallery_caps = [list(it.captions[1:3]) for it in items]
     gallery = MemoryGallery.from_captions([it.id for it in items], gallery_caps, encoder)
-    targets = [SimTarget(it.id, i, it.captions[0]) for i, it in enumerate(items)]
-    held_out = {it.id: list(it.captions[3:]) for it in items}
-    return gallery, targets, held_out
+    sim_targets = [
+        SimTarget(it.id, i, _description(it.captions[0], words))
+        for i, it in enumerate(items)
+        if targets is None or it.id in targets
+    ]
+    held_out = {t.id: list(items[t.position].captions[3:]) for t in sim_targets}
+    all_text = {t.id: list(items[t.position].captions) for t in sim_targets}
+    return SimData(gallery, sim_targets, held_out, {}, all_text)
+
+
+def _sim_from_records(records: list[Any], encoder: Any, words: int | None) -> SimData:
+    """A jsonl-sim collection: gallery text (or images) per item, targets with a description."""
+    from convir.encoders import has_image_tower
+    from convir.gallery.memory import MemoryGallery
+
+    use_images = has_image_tower(encoder)
+    if not use_images and any(not r.text for r in records):
+        bad = next(r for r in records if not r.text)
+        raise ConvirError(
+            f'{bad.where}: item {bad.id!r} has no "text"; without gallery text the simulation needs '
+            "an image-text encoder (--encoder open_clip:... or hf:...)"
+        )
+    if use_images and all(r.image for r in records):
+        from pathlib import Path
+
+        vectors = encoder.encode_images([Path(r.image) for r in records])
+        gallery = MemoryGallery([r.id for r in records], [list(r.text) for r in records], vectors, encoder)
+    else:
+        gallery = MemoryGallery.from_captions(
+            [r.id for r in records], [list(r.text) for r in records], encoder
+        )
+    targets = [
+        SimTarget(r.id, i, _description(r.description, words)) for i, r in enumerate(records) if r.description
+    ]
+    if not targets:
+        raise ConvirError('the simulation file has no target: give some items a "description"')
+    by_id = {r.id: r for r in records}
+    held_out = {t.id: list(by_id[t.id].facts) for t in targets}
+    all_text = {t.id: [*by_id[t.id].facts, *by_id[t.id].text, by_id[t.id].description] for t in targets}
+    images = {r.id: r.image for r in records if r.image}
+    return SimData(gallery, targets, held_out, images, all_text)
 
 
 def coco5k_sim(path: str, split: str, encoder: Any) -> tuple[Any, list[SimTarget], dict[str, list[str]]]:
@@ -111,6 +190,27 @@ def simulate(
         if q is None:  # nothing to ask: the ranking stays as it is
             ranks.append(ranks[-1])
             log.append({"question": None})
+            continue
+        if res.options:  # an image-choice question: the user picks the closest option
+            t = time.perf_counter()
+            vecs = conv.gallery.ranker.vectors[[conv.gallery.position[o] for o in res.options]]
+            pick = answerer.choose(vecs, target_id)
+            answer_s = time.perf_counter() - t
+            chosen = res.options[pick] if pick is not None else None
+            res = conv.choose(chosen)
+            ranks.append(target_rank(res.ranking, target_pos, conv.depth))
+            log.append(
+                {
+                    "question": q,
+                    "options": list(conv.state.exchanges[-1].options),
+                    "chosen": chosen,
+                    "target_offered": target_id in conv.state.exchanges[-1].options,
+                    "query": res.ranking.query,
+                    "answer_s": answer_s,
+                    **res.timings,
+                    **_turn_log(res),
+                }
+            )
             continue
         t = time.perf_counter()
         answer = answerer.answer(q, target_id)
@@ -194,7 +294,16 @@ def run_simulated(
 # -- the `convir eval dialog` command's work ----------------------------------------------------
 
 
-def sim_config(spec: Any, dataset: str, path: Path, split: str, encoder: str, turns: int) -> dict[str, Any]:
+def sim_config(
+    spec: Any,
+    dataset: str,
+    path: Path,
+    split: str,
+    encoder: str,
+    turns: int,
+    gallery: str = "split",
+    start: str = "full",
+) -> dict[str, Any]:
     """The run's config.json. Settings are recorded only when not the default, so earlier
     runs' configs (and run folders, which are named by a hash of it) stay valid."""
     config: dict[str, Any] = {
@@ -209,6 +318,10 @@ def sim_config(spec: Any, dataset: str, path: Path, split: str, encoder: str, tu
         "llm": spec.llm,
         "turns": turns,
     }
+    config |= {"gallery": gallery} if gallery != "split" else {}
+    config |= {"start": start} if start != "full" else {}
+    config |= {"answers": spec.answers} if spec.answers != "aware" else {}
+    config |= {"simulator": SIMULATOR_VERSION}
     config |= {"vlm": spec.vlm} if spec.vlm else {}
     config |= {"reranker": spec.reranker} if spec.reranker not in (None, "llm") else {}
     config |= spec.imagination_settings() or {}
@@ -225,6 +338,8 @@ def run_sim_eval(
     turns: int,
     out: Path | None,
     progress: Any,
+    gallery: str = "split",
+    start: str = "full",
 ) -> tuple[dict[str, Any], Path]:
     """Validate everything, load the protocol and models, simulate every target (resuming a
     run folder), write the report. Returns (report, run folder)."""
@@ -233,13 +348,13 @@ def run_sim_eval(
     from convir.eval.metrics import turn_metrics
     from convir.eval.runs import RunWriter, run_dir_for
 
-    check_sim_dataset(dataset, split, spec.answerer)
+    check_sim_dataset(dataset, split, spec.answerer, gallery, start)
     spec = spec.validate()  # names and options, before any model loads
     if path is None:
         raise ConvirError(f"--dataset {dataset} needs the dataset folder as PATH")
     model = load_session_llm(spec)
     enc = load_encoder(encoder)
-    sim = load_sim(dataset, str(path), split, enc)
+    sim = load_sim(dataset, str(path), split, enc, gallery, start)
     targets = sim.targets[:limit] if limit else sim.targets
     images: dict[str, str] = {}
     if spec.answerer == "vlm":
@@ -250,8 +365,15 @@ def run_sim_eval(
                 f"--answerer vlm: {len(missing)} target images are missing, "
                 f"e.g. {sim.images.get(missing[0], missing[0])}"
             )
-    answerer = build_answerer(spec, llm=model, captions_by_id=sim.held_out, image_paths_by_id=images)
-    config = sim_config(spec, dataset, path, split, enc.spec, turns)
+    answerer = build_answerer(
+        spec,
+        llm=model,
+        captions_by_id=sim.held_out,
+        image_paths_by_id=images,
+        all_captions_by_id=sim.all_text,
+        encoder=enc,
+    )
+    config = sim_config(spec, dataset, path, split, enc.spec, turns, gallery, start)
     kind = f"sim-{spec.strategy}-{spec.questioner}" + (f"-{spec.imagine}" if spec.imagine else "")
     run_dir = run_dir_for(out, kind, config)
     writer = RunWriter(run_dir, {**config, "limit": limit})

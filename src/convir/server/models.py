@@ -27,7 +27,12 @@ class SessionCreate(_In):
 
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION, examples=["a dog on a beach"])
     strategy: str | None = Field(None, max_length=32, description="concat | rewrite | expand | rerank")
-    questioner: str | None = Field(None, max_length=32, description="plain | candidates | none")
+    questioner: str | None = Field(
+        None, max_length=32, description="plain | candidates | infogain | choice | none"
+    )
+    answers: str | None = Field(
+        None, max_length=16, description="aware (yes/no answers re-weight the candidates) | text"
+    )
     k: int | None = Field(None, ge=1, le=50, description="results shown per turn")
     imagine: str | None = Field(None, max_length=32, description="imagination method (None = off)")
     generator: str | None = Field(None, max_length=200, description="image generator (server-allowed)")
@@ -35,9 +40,11 @@ class SessionCreate(_In):
 
 class TurnIn(_In):
     """One user turn. ``answer`` answers the pending question, ``say`` adds a detail, ``skip``
-    skips the question (never asked again), ``found`` marks ``item_id`` as the wanted image."""
+    skips the question (never asked again), ``found`` marks ``item_id`` as the wanted image,
+    ``choose`` answers an image-choice question with ``item_id`` (one of ``choices``; null =
+    none of them), ``more`` / ``less`` ask for results like / unlike ``item_id``."""
 
-    kind: Literal["answer", "say", "skip", "found"]
+    kind: Literal["answer", "say", "skip", "found", "choose", "more", "less"]
     text: str | None = Field(None, max_length=MAX_TEXT)
     item_id: str | None = Field(None, max_length=MAX_ID)
     image_feedback: str | None = Field(
@@ -80,6 +87,14 @@ class Options(BaseModel):
     llm: str | None
     imagine: str | None = None
     generator: str | None = None
+    answers: str = "aware"
+
+
+class ChoiceOption(BaseModel):
+    number: int
+    id: str
+    caption: str
+    thumbnail: str | None
 
 
 class SessionView(BaseModel):
@@ -93,6 +108,10 @@ class SessionView(BaseModel):
     turn: int = Field(description="number of user turns after the description")
     query: str | None
     question: str | None
+    choices: list[ChoiceOption] = Field(
+        default_factory=list,
+        description="an image-choice question's options (answer with kind 'choose'); [] otherwise",
+    )
     image_question: str | None
     results: list[ResultItem]
     images: list[GeneratedImage]
@@ -154,6 +173,9 @@ class ServerOptions(BaseModel):
     imagination: list[str] = Field(description="imagination methods; empty when unavailable")
     generators: list[str]
     limits: dict[str, int]
+    needs_llm: dict[str, list[str]] = Field(
+        default_factory=dict, description="strategies / questioners that need the server to have an LLM"
+    )
 
 
 class ErrorOut(BaseModel):

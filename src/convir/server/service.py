@@ -169,6 +169,7 @@ class Service:
         spec = SessionSpec(
             strategy=body.strategy or (d.strategy if d else "concat"),
             questioner=body.questioner or (d.questioner if d else None),
+            answers=body.answers or (d.answers if d else "aware"),
             k=body.k or (d.k if d else 8),
             llm=self.llm_spec,
             imagine=body.imagine if body.imagine is not None else (d.imagine if d else None),
@@ -245,13 +246,23 @@ class Service:
                 raise ApiError(409, "too_many_turns", f"a session holds at most {self.max_turns} turns")
             conv = self._conversation(row.options, state)
             text, feedback = (body.text or "").strip(), body.image_feedback
+            if body.kind in ("found", "more", "less") and not body.item_id:
+                raise ApiError(422, "invalid_request", f"kind {body.kind!r} needs item_id")
+            if body.item_id and body.item_id not in self.gallery.position:
+                raise ApiError(400, "unknown_item", f"{body.item_id!r} is not in this gallery")
             if body.kind == "found":
-                if not body.item_id:
-                    raise ApiError(422, "invalid_request", "kind 'found' needs item_id")
-                if body.item_id not in self.gallery.position:
-                    raise ApiError(400, "unknown_item", f"{body.item_id!r} is not in this gallery")
-                conv.mark_found(body.item_id)
+                conv.mark_found(body.item_id)  # type: ignore[arg-type]
                 last = row.last
+            elif body.kind in ("choose", "more", "less"):
+                if body.kind == "choose":
+                    if not state.pending_options:
+                        raise ApiError(409, "no_choice", "there is no image-choice question to answer")
+                    if body.item_id is not None and body.item_id not in state.pending_options:
+                        raise ApiError(400, "not_an_option", f"{body.item_id!r} is not one of the options")
+                    res = _run_turn(conv.choose, body.item_id, feedback)
+                else:
+                    res = _run_turn(conv.more if body.kind == "more" else conv.less, body.item_id)
+                last = self._last(res, state, conv.k)
             else:
                 if body.kind in ("answer", "skip") and state.pending_question is None:
                     raise ApiError(
@@ -369,6 +380,7 @@ class Service:
             "turn": len(st.exchanges),
             "query": last.get("query"),
             "question": None if finished else st.pending_question,
+            "choices": [] if finished else self.choices_view(st.pending_options),
             "image_question": None if finished else last.get("image_question"),
             "results": self.results(last.get("ids", []), last.get("scores", [])),
             "images": images,
@@ -376,6 +388,14 @@ class Service:
             "found": st.found,
             "timings": last.get("timings", {}),
         }
+
+    def choices_view(self, ids: list[str]) -> list[dict[str, Any]]:
+        """An image-choice question's options: number, id, caption, thumbnail."""
+        shown = self.results(list(ids), [None] * len(ids))
+        return [
+            {"number": n, "id": r["id"], "caption": r["caption"], "thumbnail": r["thumbnail"]}
+            for n, r in enumerate(shown, 1)
+        ]
 
     # search, media, status ---------------------------------------------------------------
     def search(self, q: str, k: int, mode: str) -> list[dict[str, Any]]:
@@ -441,6 +461,12 @@ class Service:
             "defaults": _public_options(self.defaults.to_dict()),
             "llm": self.llm_spec,
             "imagination": sorted(REGISTRY.names("imagination")),
+            "needs_llm": {
+                "strategies": [n for n in REGISTRY.names("strategy") if REGISTRY.needs_llm("strategy", n)],
+                "questioners": [
+                    n for n in REGISTRY.names("questioner") if REGISTRY.needs_llm("questioner", n)
+                ],
+            },
             "generators": self.generators,
             "limits": limits,
         }
@@ -449,12 +475,12 @@ class Service:
         self.sessions.close()
 
 
-PUBLIC_OPTIONS = ("strategy", "questioner", "k", "llm", "imagine", "generator")
+PUBLIC_OPTIONS = ("strategy", "questioner", "k", "llm", "imagine", "generator", "answers")
 
 
 def _public_options(spec: dict[str, Any]) -> dict[str, Any]:
     """What the API shows of a session's spec (models.Options)."""
-    return {key: spec.get(key) for key in PUBLIC_OPTIONS}
+    return {key: spec.get(key, "aware" if key == "answers" else None) for key in PUBLIC_OPTIONS}
 
 
 def _no_session(session_id: str) -> ApiError:

@@ -40,38 +40,11 @@ class Answerer(Protocol):
     def answer(self, question: str, target_id: str) -> Answer: ...
 
 
-_NUMBERS = frozenset(
-    [
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "fifteen",
-        "twenty",
-        "hundred",
-    ]
-)
-_SPATIAL = frozenset(["front", "back", "top", "bottom", "side", "behind", "empty", "full", "fire"])
-_GENERIC = frozenset(["photo", "picture", "image", "shown", "visible", "there"])
-
-
 def _stems(text: str) -> set[str]:
-    """Stemmed content words (English stop words aside, but numbers and spatial words kept:
-    "two", "behind" and "front" are facts about a photo)."""
-    import Stemmer
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+    """Stemmed content words (the shared rule of :mod:`convir.text`)."""
+    from convir.text import content_stems
 
-    stop = (ENGLISH_STOP_WORDS - _NUMBERS - _SPATIAL) | _GENERIC
-    words = [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in stop]
-    return set(Stemmer.Stemmer("english").stemWords(words))
+    return set(content_stems(text))
 
 
 def grounded(answer: str, question: str, captions: list[str]) -> str:
@@ -112,18 +85,48 @@ class CaptionAnswerer:
     person looking at the photo would, without leaking the text the gallery is indexed by.
     ``failures`` counts LLM errors (answered "unknown") so a run can report them.
     ``ground`` (default on) replaces answers the captions do not support by "unknown"
-    (:func:`grounded`); the model's own reply travels in :attr:`Answer.raw` for the run log."""
+    (:func:`grounded`); the model's own reply travels in :attr:`Answer.raw` for the run log.
+
+    ``all_captions_by_id`` (every caption of each target, gallery text included) lets the user
+    say *no*: a yes/no question about something none of the target's captions mention ("Is
+    there a dog?" on a photo described without a dog) is answered "no", as a person looking
+    at the photo would, without asking the LLM. A "no" reveals no gallery words (the system
+    chose the words of the question), so it cannot leak; it is exact with respect to the
+    captions, i.e. an optimistic user (docs/evaluation.md). ``encoder`` lets the user answer
+    image-choice questions (:meth:`choose`): the option closest to the held-out captions."""
 
     name = "captions"
 
-    def __init__(self, llm: Any, captions_by_id: dict[str, list[str]], ground: bool = True) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        captions_by_id: dict[str, list[str]],
+        ground: bool = True,
+        all_captions_by_id: dict[str, list[str]] | None = None,
+        encoder: Any = None,
+    ) -> None:
         self.llm, self.captions_by_id, self.ground = llm, captions_by_id, ground
+        self.all_captions_by_id = all_captions_by_id or {}
+        self.encoder = encoder
+        self._facts: dict[str, Any] = {}
         self.failures = 0
+
+    def absent(self, question: str, target_id: str) -> bool:
+        """A yes/no question about something none of the target's captions mention."""
+        from convir.dialog.answers import question_attribute
+
+        everything = self.all_captions_by_id.get(target_id)
+        attr = question_attribute(question)
+        if not everything or not attr:
+            return False
+        return not _stems(attr) <= _stems(" ".join(everything))
 
     def answer(self, question: str, target_id: str) -> Answer:
         from convir.llm.base import GenParams, LLMError
         from convir.llm.prompts import ask
 
+        if self.absent(question, target_id):
+            return Answer("no")
         caps = self.captions_by_id.get(target_id) or []
         if not caps:
             return Answer(UNKNOWN)
@@ -138,6 +141,26 @@ class CaptionAnswerer:
         raw = short_answer(out)
         final = grounded(raw, question, caps) if self.ground else raw
         return Answer(final, raw if raw != final else "")
+
+    def choose(self, option_vectors: Any, target_id: str) -> int | None:
+        """The image-choice answer: the index of the option whose gallery vector is closest to
+        the target's held-out captions (their normalised mean vector); None without any."""
+        import numpy as np
+
+        if self.encoder is None or not len(option_vectors):
+            return None
+        if target_id not in self._facts:
+            caps = self.captions_by_id.get(target_id) or []
+            vec = None
+            if caps:
+                from convir.encoders.base import l2_normalize
+
+                vec = l2_normalize(self.encoder.encode_text(caps).mean(axis=0, keepdims=True))[0]
+            self._facts[target_id] = vec
+        facts = self._facts[target_id]
+        if facts is None:
+            return None
+        return int(np.argmax(np.asarray(option_vectors, dtype=np.float32) @ facts))
 
     def differences(self, image_prompt: str, target_id: str, image_path: str = "") -> str:
         """What a generated image (described by its prompt; the pixels are not looked at) gets
@@ -193,6 +216,8 @@ def load_answerer(
     *,
     vlm: Any = None,
     image_paths_by_id: dict[str, str] | None = None,
+    all_captions_by_id: dict[str, list[str]] | None = None,
+    encoder: Any = None,
 ) -> Answerer:
     """``vlm``: a VLM spec string (``hf:...``, ``openai:URL#MODEL``) or a loaded VLM, with
     ``image_paths_by_id`` the target images; both are required by the ``vlm`` answerer."""
@@ -214,4 +239,4 @@ def load_answerer(
     if name == "human":
         return HumanAnswerer()
     REGISTRY.require_llm("answerer", name, llm is not None)
-    return CaptionAnswerer(llm, captions_by_id or {})
+    return CaptionAnswerer(llm, captions_by_id or {}, all_captions_by_id=all_captions_by_id, encoder=encoder)

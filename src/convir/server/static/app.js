@@ -160,9 +160,62 @@
       });
       button.dataset.off = finished ? "1" : "0";
       button.disabled = finished;
-      const item = el("li", { class: "result" + (r.id === v.found ? " is-found" : "") }, figure, button);
+      // relevance feedback: results like / unlike this one move up / down
+      const more = el("button", {
+        type: "button",
+        class: "more",
+        "data-id": r.id,
+        "aria-label": "More like this: " + label,
+        text: "More like this",
+      });
+      const less = el("button", {
+        type: "button",
+        class: "less",
+        "data-id": r.id,
+        "aria-label": "Not this: " + label,
+        text: "Not this",
+      });
+      for (const b of [more, less]) {
+        b.dataset.off = finished ? "1" : "0";
+        b.disabled = finished;
+      }
+      const item = el(
+        "li",
+        { class: "result" + (r.id === v.found ? " is-found" : "") },
+        figure,
+        button,
+        el("div", { class: "feedback" }, more, less)
+      );
       item.dataset.id = r.id;
       list.append(item);
+    }
+  }
+
+  // an image-choice question: "which of these is closest?" with a picture (or caption) each
+  function renderChoices(v) {
+    const choices = v.choices || [];
+    $("choices-box").hidden = !choices.length;
+    const list = $("choices");
+    list.replaceChildren();
+    for (const c of choices) {
+      const label = c.caption || c.id;
+      const figure = el("figure");
+      if (c.thumbnail) {
+        const img = el("img", { alt: label, width: "320", height: "240", decoding: "async" });
+        figure.append(img);
+        loadImage(img, withParam(c.thumbnail, "size", 320));
+      } else {
+        figure.append(el("blockquote", { class: "placeholder", text: label }));
+      }
+      figure.append(el("figcaption", {}, el("span", { class: "rank", text: String(c.number) }), " " + label));
+      const button = el("button", {
+        type: "button",
+        class: "choose",
+        "data-id": c.id,
+        "aria-label": "Closest: option " + c.number + ", " + label,
+        text: "Closest to mine",
+      });
+      list.append(el("li", { class: "result" }, figure, button));
     }
   }
 
@@ -213,16 +266,21 @@
       ? "Found " + v.found + " after " + v.turn + (v.turn === 1 ? " turn." : " turns.") + " Start a new search any time."
       : "";
     $("question-box").hidden = finished;
-    $("question").textContent = v.question || "No question right now: add a detail below.";
-    $("answer-form").hidden = !v.question;
+    const choosing = (v.choices || []).length > 0;
+    $("question").textContent = choosing
+      ? "Which of these is closest to the photo you want?"
+      : v.question || "No question right now: add a detail below.";
+    $("answer-form").hidden = !v.question || choosing;
     $("query").textContent = v.query ? "for \u201c" + v.query + "\u201d" : "";
     renderResults(v);
+    renderChoices(v);
     renderImages(v);
     renderHistory(v);
   }
 
   function focusNext(v) {
     if (v.status === "found") $("found-banner").focus();
+    else if ((v.choices || []).length) $("choices").querySelector("button").focus();
     else if (v.question) $("answer-text").focus();
     else $("say-text").focus();
   }
@@ -290,9 +348,18 @@
   });
 
   $("results").addEventListener("click", (e) => {
-    const button = e.target.closest("button.pick");
-    if (button && !button.disabled) turn({ kind: "found", item_id: button.dataset.id });
+    const button = e.target.closest("button.pick, button.more, button.less");
+    if (!button || button.disabled) return;
+    const kind = button.classList.contains("pick") ? "found" : button.classList.contains("more") ? "more" : "less";
+    turn({ kind, item_id: button.dataset.id });
   });
+
+  $("choices").addEventListener("click", (e) => {
+    const button = e.target.closest("button.choose");
+    if (button && !button.disabled) turn({ kind: "choose", item_id: button.dataset.id });
+  });
+
+  $("none-btn").addEventListener("click", () => turn({ kind: "choose", item_id: null }));
 
   $("new-btn").addEventListener("click", () => {
     session = null;
@@ -324,8 +391,11 @@
     try {
       const opts = await api("GET", "api/options");
       llm = opts.llm;
-      fillSelect($("strategy"), opts.strategies, opts.defaults.strategy, (n) => n !== "concat");
-      fillSelect($("questioner"), opts.questioners, opts.defaults.questioner, (n) => n !== "none");
+      const needs = opts.needs_llm || {};
+      fillSelect($("strategy"), opts.strategies, opts.defaults.strategy, (n) => (needs.strategies || []).includes(n));
+      fillSelect($("questioner"), opts.questioners, opts.defaults.questioner, (n) =>
+        (needs.questioners || []).includes(n)
+      );
       if (opts.imagination.length) {
         $("imagine-label").hidden = false;
         const methods = { "": "off" };

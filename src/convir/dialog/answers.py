@@ -1,0 +1,283 @@
+"""Answers that count: what each answer says about the candidates, applied to the ranking.
+
+A dense text encoder reads "is there a dog? no" as evidence *for* a dog, and a concatenated
+query grows every turn whether or not an answer said anything. Here each answer is *read*:
+
+* :func:`read_answer`: yes / no / unknown / text (a free-text fact), including free text such
+  as "no, it is not red";
+* :func:`evidence`: the (attribute, yes|no) facts of the dialogue. The attribute of a yes/no
+  question is what an ``infogain`` question asked about, or the content words of any other
+  yes/no question ("Is the boat red?" -> boat + red); negations in free text ("the dog is not
+  black", "there is no snow") are "no" facts too;
+* :func:`posterior_rerank`: a Bayesian update of the candidates. The prior is a softmax of
+  the strategy's scores (temperature ``T``); each fact multiplies an item's probability by
+  P(answer | item has / lacks the attribute) with a noise rate ``eps`` (people err, and a
+  caption may not mention what a photo shows). An item *has* an attribute when all of its
+  content stems occur in the item's captions (:mod:`convir.text`). A "no" pushes down the
+  candidates that have the attribute; "unknown" changes nothing.
+* :func:`rocchio`: image-choice answers and "more like this" / "not this" move the query
+  vector towards chosen items and away from rejected ones (Rocchio relevance feedback:
+  q' = q + b * mean(chosen) - c * mean(rejected)).
+
+:class:`AnswerAwareStrategy` wraps any strategy with all of this, so it works with concat,
+rewrite, expand and rerank alike: the strategy sees the dialogue without the "no" and
+"unknown" exchanges (their words would mislead it) and with "yes" answers to attribute
+questions as the attribute itself; its ranking then gets the feedback and posterior update.
+``answers="text"`` keeps the papers' text-only handling (every exchange as text), so their
+baselines stay reproducible; relevance feedback applies in both modes (it has no text form).
+Defaults tuned on coco5k-sim dev (benchmarks/tune_infogain.py, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from convir.dialog.state import DialogState, Exchange
+from convir.dialog.strategies import Ranking
+from convir.text import content_stems, content_words
+
+ANSWER_MODES = {
+    "aware": "read yes/no answers and re-weight the candidates (posterior); "
+    "'no' and 'unknown' answers leave the query text",
+    "text": "the papers' text-only handling: every answer is query text",
+}
+
+_YES = re.compile(
+    r"^\W*(yes|yeah|yep|yup|sure|correct|right|indeed|definitely|absolutely|of course|"
+    r"it is|there is|there are)\b",
+    re.I,
+)
+_NO = re.compile(
+    r"^\W*(no|nope|nah|not|none|never|nothing|neither|there is no|there are no|there isn't|"
+    r"there aren't|it is not|it isn't|it's not|they are not|they aren't)\b",
+    re.I,
+)
+_UNKNOWN = re.compile(
+    r"^\W*(unknown|i don't know|don't know|not sure|no idea|maybe|can't tell|unsure)\b", re.I
+)
+# "not red", "no snow", "isn't a cat", "without people" (up to two words after the negation)
+_NEGATED = re.compile(
+    r"\b(?:not|no|without|isn't|aren't|wasn't|weren't|never|neither|nor)\s+"
+    r"(?:a |an |the |any |very |really )?([a-z0-9]+(?:\s+[a-z0-9]+)?)",
+    re.I,
+)
+_AUX = re.compile(
+    r"^\W*(?:so|and|also|ok|okay|then|now|well|but)?[,\s]*"
+    r"(is|are|was|were|do|does|did|can|could|has|have|had|will|would|should)\b",
+    re.I,
+)
+
+
+def read_answer(answer: str) -> str:
+    """ "yes", "no", "unknown" or "text" (a free-text answer that is neither)."""
+    text = (answer or "").strip()
+    if not text or _UNKNOWN.match(text):
+        return "unknown"
+    if _NO.match(text):
+        return "no"
+    if _YES.match(text):
+        return "yes"
+    return "text"
+
+
+def is_yes_no_question(question: str | None) -> bool:
+    return bool(question and _AUX.match(question))
+
+
+def question_attribute(question: str | None) -> str | None:
+    """What a yes/no question asks about: its content words ("Is the boat red?" -> "boat red");
+    None for open questions ("What colour is the boat?") and questions without content words."""
+    if not is_yes_no_question(question):
+        return None
+    words = content_words(question or "")
+    return " ".join(words) or None
+
+
+def negated_phrases(text: str) -> list[str]:
+    """Content words a free-text answer says are absent ("the dog is not black" -> ["black"];
+    "no, there is no snow" -> ["snow"]); a leading bare "no" is the answer's reading, not a phrase."""
+    body = re.sub(r"^\W*(no|nope|nah)\b[\s,.;:!-]*", "", text or "", flags=re.I)
+    out = []
+    for m in _NEGATED.finditer(body):
+        words = content_words(m.group(1))
+        if words:
+            out.append(words[0] if len(words) == 1 else " ".join(words[:2]))
+    return out
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One thing the dialogue says about the target: ``phrase`` is (``yes``) or is not (``no``) in it."""
+
+    phrase: str
+    reading: str  # "yes" | "no"
+
+    @property
+    def stems(self) -> frozenset[str]:
+        return content_stems(self.phrase)
+
+
+def evidence(state: DialogState) -> list[Fact]:
+    """The yes/no facts of the dialogue (see the module docstring); duplicates kept once."""
+    facts: list[Fact] = [Fact(p, "no") for p in negated_phrases(state.description)]
+    for e in state.said:
+        reading = read_answer(e.answer)
+        attr = e.attribute or (question_attribute(e.question) if e.question else None)
+        if attr and reading in ("yes", "no"):
+            facts.append(Fact(attr, reading))
+        if reading in ("no", "text") or e.question is None:
+            facts += [Fact(p, "no") for p in negated_phrases(e.answer)]
+    seen: set[tuple[frozenset[str], str]] = set()
+    out = []
+    for f in facts:
+        key = (f.stems, f.reading)
+        if f.stems and key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def _strip_negations(text: str) -> str:
+    """Free text without its negated phrases ("a dog, not a cat" -> "a dog,")."""
+    return re.sub(r"\s+", " ", _NEGATED.sub("", text)).strip(" ,;")
+
+
+def text_view(state: DialogState) -> DialogState:
+    """The dialogue as the strategy should read it when answers are read: "no" and "unknown"
+    answers out (their meaning is in the posterior), a "yes" to an attribute question as the
+    attribute itself ("a red sail"), negated phrases removed from free text."""
+    kept: list[Exchange] = []
+    for e in state.said:
+        reading = read_answer(e.answer)
+        if e.question and reading in ("no", "unknown"):
+            continue
+        if e.attribute and reading == "yes":
+            kept.append(Exchange(None, e.attribute))
+            continue
+        text = _strip_negations(e.answer) if negated_phrases(e.answer) else e.answer
+        if text:
+            kept.append(replace(e, answer=text))
+    return replace(
+        state, description=_strip_negations(state.description) or state.description, exchanges=kept
+    )
+
+
+def item_stems(gallery: Any, positions: np.ndarray) -> list[frozenset[str]]:
+    """Content stems of each item's captions (all of them joined)."""
+    return [content_stems(" ".join(c)) for c in gallery.captions(positions)]
+
+
+def has_matrix(facts: list[Any], stems: list[frozenset[str]]) -> np.ndarray:
+    """(n_facts, n_items) bool: item i has attribute f (all of f's stems in its captions)."""
+    out = np.zeros((len(facts), len(stems)), dtype=bool)
+    for r, f in enumerate(facts):
+        fs = f.stems if isinstance(f, Fact) else f
+        out[r] = [fs <= s for s in stems]
+    return out
+
+
+@dataclass
+class AnswerModel:
+    """How answers are read into probabilities (defaults tuned on coco5k-sim dev)."""
+
+    temperature: float = 0.05  # prior: softmax(score / T) over the candidates
+    eps: float = 0.15  # P(yes | item lacks it) = P(no | item has it)
+    feedback_b: float = 0.6  # Rocchio: weight of the chosen items
+    feedback_c: float = 0.3  # Rocchio: weight of the rejected items
+    pool: int = 100  # candidates re-weighted (the conversation's depth)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def loglik(self, facts: list[Fact], has: np.ndarray) -> np.ndarray:
+        """Sum over facts of log P(answer | has/lacks) per item, shape (n_items,)."""
+        if not facts:
+            return np.zeros(has.shape[1])
+        yes = np.array([f.reading == "yes" for f in facts])[:, None]
+        agree = has == yes  # the item is as the answer says
+        ll = np.where(agree, math.log(1 - self.eps), math.log(self.eps))
+        return ll.sum(axis=0)
+
+
+def posterior_rerank(ranking: Ranking, gallery: Any, facts: list[Fact], model: AnswerModel) -> Ranking:
+    """Re-rank the top ``model.pool`` by posterior log-probability (prior: the scores / T).
+    Scores come back in the prior's units (log-posterior x T), so a later softmax with the
+    same temperature is the posterior itself (the infogain questioner relies on that)."""
+    if not facts or not len(ranking.positions):
+        return ranking
+    n = min(model.pool, len(ranking.positions))
+    pos = np.asarray(ranking.positions[:n], dtype=np.int64)
+    scores = np.asarray(ranking.scores[:n], dtype=np.float64)
+    has = has_matrix(facts, item_stems(gallery, pos))
+    logit = scores / model.temperature + model.loglik(facts, has)
+    order = np.lexsort((np.arange(n), -logit))
+    new_scores = (logit[order] * model.temperature).astype(np.float32)
+    info = {**ranking.info, "facts": [[f.phrase, f.reading] for f in facts]}
+    return Ranking(
+        np.concatenate([pos[order], np.asarray(ranking.positions[n:], dtype=np.int64)]),
+        np.concatenate([new_scores, np.asarray(ranking.scores[n:], dtype=np.float32)]),
+        ranking.query,
+        info,
+    )
+
+
+def rocchio(
+    ranking: Ranking, gallery: Any, feedback: list[tuple[str, int]], model: AnswerModel, depth: int
+) -> Ranking:
+    """Relevance feedback on item vectors: score_i = base_i + b * mean(chosen).v_i - c *
+    mean(rejected).v_i, over the strategy's candidates plus the dense neighbours of the moved
+    query q' = q + b * mean(chosen) - c * mean(rejected). base_i is the strategy's score (the
+    cosine q.v_i for dense strategies, where this is exactly Rocchio) or q.v_i for new items."""
+    if not feedback:
+        return ranking
+    vectors = gallery.ranker.vectors
+    where = gallery.position
+    plus = [where[i] for i, s in feedback if s > 0 and i in where]
+    minus = [where[i] for i, s in feedback if s < 0 and i in where]
+    if not plus and not minus:
+        return ranking
+    dim = vectors.shape[1]
+    c_plus = np.asarray(vectors[plus], dtype=np.float32).mean(axis=0) if plus else np.zeros(dim, np.float32)
+    c_minus = (
+        np.asarray(vectors[minus], dtype=np.float32).mean(axis=0) if minus else np.zeros(dim, np.float32)
+    )
+    q = gallery.encoder.encode_text([ranking.query.split(" | ")[0] or ranking.query])[0]
+    moved = q + model.feedback_b * c_plus - model.feedback_c * c_minus
+    norm = float(np.linalg.norm(moved))
+    _, near = gallery.ranker.ann.search(moved / norm if norm > 0 else moved, depth)
+    base = {int(p): float(s) for p, s in zip(ranking.positions, ranking.scores, strict=False)}
+    cand = np.unique(np.concatenate([np.asarray(ranking.positions, dtype=np.int64), near[0][near[0] >= 0]]))
+    v = np.asarray(vectors[cand], dtype=np.float32)
+    base_s = np.array([base.get(int(p), float(v[i] @ q)) for i, p in enumerate(cand)], dtype=np.float32)
+    scores = base_s + model.feedback_b * (v @ c_plus) - model.feedback_c * (v @ c_minus)
+    order = np.lexsort((cand, -scores))[:depth]
+    info = {**ranking.info, "feedback": {"more": len(plus), "less": len(minus)}}
+    return Ranking(cand[order], scores[order].astype(np.float32), ranking.query, info)
+
+
+class AnswerAwareStrategy:
+    """Any strategy plus relevance feedback and (``aware``) read answers; see the module docstring."""
+
+    def __init__(self, inner: Any, aware: bool = True, model: AnswerModel | None = None) -> None:
+        self.inner, self.aware = inner, aware
+        self.model = model or AnswerModel()
+        self.name = inner.name
+
+    def view(self, state: DialogState) -> DialogState:
+        return text_view(state) if self.aware else state
+
+    def query(self, state: DialogState) -> str:
+        return self.inner.query(self.view(state))
+
+    def rank(self, state: DialogState, gallery: Any, k: int) -> Ranking:
+        ranking = self.inner.rank(self.view(state), gallery, k)
+        ranking = rocchio(ranking, gallery, state.feedback, self.model, k)
+        if self.aware:
+            ranking = posterior_rerank(ranking, gallery, evidence(state), self.model)
+        return ranking
+
+    def __getattr__(self, name: str) -> Any:  # e.g. the rerank strategy's reranker, for reports
+        return getattr(self.inner, name)
