@@ -1,4 +1,4 @@
-"""Markdown tables of per-turn Hits@10 / Recall@10, a summary row and latency for dialogue runs.
+"""Markdown tables of per-turn Hits@1 / Hits@10 / Recall@10, a summary row and latency for dialogue runs.
 
 Reads each run's ``targets.jsonl``, so unfinished runs can be summarised while they go.
 ``--common`` restricts every run to the targets all of them have finished, which is the fair
@@ -69,7 +69,7 @@ def main() -> None:
                 lat.setdefault(k, []).extend(v)
         rows.append((name, len(ids), m, lat))
 
-    for metric in ("hits@10", "recall@10"):
+    for metric in ("hits@1", "hits@10", "recall@10"):
         n_turns = len(rows[0][2][metric])
         print(f"\n{metric} (%) per turn\n")
         print("| run | n | " + " | ".join(str(t) for t in range(n_turns)) + " |")

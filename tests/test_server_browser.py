@@ -158,3 +158,66 @@ def test_two_turn_conversation_in_chromium(server: Server, tmp_path: Path) -> No
         finally:
             browser.close()
     assert not errors, errors
+
+
+def test_image_choice_and_more_like_this_in_chromium(server: Server) -> None:
+    """The choice questioner's "which of these is closest?" with pictures, answered with a click,
+    then "more like this" and "not this" on results (issue 14)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(f"{server.url}/#token={TOKEN}")
+            expect(page.locator("#questioner option")).not_to_have_count(0)
+            page.locator("#options-box summary").click()
+            page.locator("#questioner").select_option("choice")
+            page.get_by_label("Describe the image").fill(DESCRIPTION)
+            page.get_by_label("Describe the image").press("Enter")
+            expect(page.locator("#results li")).to_have_count(8, timeout=60_000)
+            expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+            turns = 1
+            for _ in range(4):  # yes/no questions come first when they are more informative
+                if page.locator("#choices-box").is_visible():
+                    break
+                page.locator("#skip-btn").click()
+                turns += 1
+                expect(page.locator("#history li")).to_have_count(turns, timeout=60_000)
+                expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+            expect(page.locator("#choices-box")).to_be_visible()
+            expect(page.locator("#question")).to_have_text("Which of these is closest to the photo you want?")
+            assert page.locator("#answer-form").is_hidden()
+            options = page.locator("#choices button.choose")
+            assert 2 <= options.count() <= 4
+            expect(page.locator("#choices img").first).to_have_attribute("src", re.compile(r"^blob:"))
+            assert page.evaluate("document.activeElement.className") == "choose"  # focus on the options
+            chosen = options.nth(1).get_attribute("data-id")
+            options.nth(1).click()
+            turns += 1
+            expect(page.locator("#history li")).to_have_count(turns, timeout=60_000)
+            expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+            expect(page.locator("#history li").last).to_contain_text("option 2")
+            assert chosen in _ids(page)[:3]
+
+            # "not this" on the top result moves it off the top
+            top = _ids(page)[0]
+            page.locator(f'#results li[data-id="{top}"] button.less').click()
+            turns += 1
+            expect(page.locator("#history li")).to_have_count(turns, timeout=60_000)
+            expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+            assert _ids(page)[0] != top
+            # "more like this" on the last result moves it up
+            ids = _ids(page)
+            last = ids[-1]
+            page.get_by_role("button", name=re.compile("^More like this")).nth(len(ids) - 1).click()
+            turns += 1
+            expect(page.locator("#history li")).to_have_count(turns, timeout=60_000)
+            expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+            assert last in _ids(page)[: len(ids) - 1]
+        finally:
+            browser.close()
+    assert not errors, errors

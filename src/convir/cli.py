@@ -363,7 +363,10 @@ def chat_cmd(
     strategy: StrategyOpt = "concat",
     questioner: Annotated[
         str | None,
-        typer.Option(help=f"{REGISTRY.choices('questioner')} (default: plain with --llm, else none)"),
+        typer.Option(
+            help=f"{REGISTRY.choices('questioner')} (infogain and choice need no LLM; "
+            "default: plain with --llm, else none)"
+        ),
     ] = None,
     llm: LLMOpt = None,
     k: Annotated[int, typer.Option("-k", min=1, help="Results shown per turn.")] = 5,

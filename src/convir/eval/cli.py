@@ -21,6 +21,7 @@ from convir.eval.options import (
     StrategyOpt,
 )
 from convir.index import DEFAULT_ALPHA, DEFAULT_FUSION
+from convir.specs import REGISTRY
 
 eval_app = typer.Typer(
     help="Evaluate retrieval and conversation methods with the published protocols.", no_args_is_help=True
@@ -281,7 +282,10 @@ def dialog_cmd(
     strategy: StrategyOpt = "concat",
     questioner: Annotated[
         str | None,
-        typer.Option(help="plain | candidates | none (default: plain with --llm, else none)"),
+        typer.Option(
+            help=f"{REGISTRY.choices('questioner')} (infogain and choice need no LLM; default: plain "
+            "with --llm, else none)"
+        ),
     ] = None,
     answerer: Annotated[
         str,
