@@ -28,7 +28,7 @@ run_one() {  # SETTING: strategy:questioner:answers, or questioner:answers for i
     IFS=: read -r a b c <<<"$1"
     if [ -z "$c" ]; then strategy=concat questioner=$a answers=$b; else strategy=$a questioner=$b answers=$c; fi
     name="$strategy-$questioner-$answers"
-    "$CONVIR" eval dialog --dataset coco5k-sim "$DATA" --split test --gallery all --start "$START" \
+    $CONVIR eval dialog --dataset coco5k-sim "$DATA" --split test --gallery all --start "$START" \
         --limit "$LIMIT" --turns "$TURNS" --strategy "$strategy" --questioner "$questioner" \
         --answers "$answers" --answerer captions --llm "$LLM" --out "$OUT/$name" --json \
         >"$OUT/$name.json" 2>"$OUT/$name.log" && echo "done $name" || echo "FAILED $name (see $OUT/$name.log)"

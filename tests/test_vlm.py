@@ -152,6 +152,16 @@ def test_hf_vlm_answers_from_the_image(tiny_vlm: Path, photos: dict[str, Path]) 
     assert "a dog running on a beach" in vlm.tokenizer.decode(vlm.last_inputs["input_ids"][0])
 
 
+def test_hf_vlm_chooses_among_option_images(tiny_vlm: Path, photos: dict[str, Path]) -> None:
+    """Image-choice answers from pixels: the model sees the target and every option, in order."""
+    vlm = load_vlm(f"hf:{tiny_vlm}", cache=False)
+    paths = {"t1": str(photos["t1"]), "o1": str(photos["t2"]), "o2": str(photos["t1"])}
+    pick = VLMAnswerer(vlm, paths).choose([], "t1", ["o1", "o2"])
+    assert pick in (None, 0, 1)  # random weights: any reply, parsed or not, but no error
+    assert vlm.last_inputs["pixel_values"].shape[0] == 3  # the target, then both options
+    assert "(1-2)" in vlm.tokenizer.decode(vlm.last_inputs["input_ids"][0])  # vlm_choose.chat.txt
+
+
 def test_hf_vlm_template_without_system_role(tiny_vlm: Path, photos: dict[str, Path]) -> None:
     vlm = load_vlm(f"hf:{tiny_vlm}", cache=False)
     original = vlm.processor.chat_template
@@ -326,6 +336,12 @@ def test_vlm_answerer_inputs_and_loading(tmp_path: Path, photos: dict[str, Path]
         VLMAnswerer(Says("Difference: it is a cat\nmore"), paths).differences("a dog", "t1") == "it is a cat"
     )
     assert VLMAnswerer(Says("A: Not stated."), paths).answer("Is it red?", "t1").text == "unknown"
+    options = {**paths, "o1": str(photos["t2"]), "o2": str(photos["t1"])}
+    assert VLMAnswerer(Says("2"), options).choose([], "t1", ["o1", "o2"]) == 1
+    assert VLMAnswerer(Says("Option 1."), options).choose([], "t1", ["o1", "o2"]) == 0
+    assert VLMAnswerer(Says("none"), options).choose([], "t1", ["o1", "o2"]) is None
+    assert VLMAnswerer(Says("the dog one"), options).choose([], "t1", ["o1", "o2"]) is None
+    assert VLMAnswerer(Says("1"), options).choose([], "t1", ["o1", "nope"]) is None  # no image to show
     loaded = load_answerer("vlm", vlm="openai:http://127.0.0.1:9/v1#m", image_paths_by_id={"a": "a.jpg"})
     assert isinstance(loaded, VLMAnswerer) and loaded.vlm.spec == "vlm:openai:http://127.0.0.1:9/v1#m"
     with pytest.raises(ConvirError, match="available:"):

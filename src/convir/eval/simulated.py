@@ -194,7 +194,7 @@ def simulate(
         if res.options:  # an image-choice question: the user picks the closest option
             t = time.perf_counter()
             vecs = conv.gallery.ranker.vectors[[conv.gallery.position[o] for o in res.options]]
-            pick = answerer.choose(vecs, target_id)
+            pick = answerer.choose(vecs, target_id, list(res.options))
             answer_s = time.perf_counter() - t
             chosen = res.options[pick] if pick is not None else None
             res = conv.choose(chosen)

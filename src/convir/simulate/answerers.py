@@ -142,7 +142,7 @@ class CaptionAnswerer:
         final = grounded(raw, question, caps) if self.ground else raw
         return Answer(final, raw if raw != final else "")
 
-    def choose(self, option_vectors: Any, target_id: str) -> int | None:
+    def choose(self, option_vectors: Any, target_id: str, option_ids: list[str] | None = None) -> int | None:
         """The image-choice answer: the index of the option whose gallery vector is closest to
         the target's held-out captions (their normalised mean vector); None without any."""
         import numpy as np

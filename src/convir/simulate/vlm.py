@@ -251,6 +251,26 @@ class VLMAnswerer:
         )
         return Answer(UNKNOWN if out is None else short_answer(out))
 
+    def choose(self, option_vectors: Any, target_id: str, option_ids: list[str] | None = None) -> int | None:
+        """The image-choice answer from the pixels: the model sees the target and the options'
+        images (in order) and names the closest by number; None for "none", a reply that names
+        no option, or options without images (caption-only galleries have nothing to look at)."""
+        from convir.dialog.engine import parse_choice
+
+        paths = [self.image_paths_by_id.get(o) for o in option_ids or []]
+        if not paths or not all(paths):
+            return None
+        images = [self._target(target_id), *(image_part(p) for p in paths if p)]
+        out = self._ask("vlm_choose", images, GenParams(max_tokens=8, stop=("\n",)), n=str(len(paths)))
+        if out is None:
+            return None
+        numbers = [str(i + 1) for i in range(len(paths))]
+        try:
+            picked = parse_choice(short_answer(out), numbers)
+        except ConvirError:
+            return None
+        return None if picked is None else numbers.index(picked)
+
     def differences(self, image_prompt: str, target_id: str, image_path: str = "") -> str:
         """How a generated image differs from the target, in one short sentence; "" when the
         model states none (same rule as the captions answerer). With ``image_path`` the model
