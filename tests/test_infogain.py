@@ -127,6 +127,7 @@ def test_attributes_and_negations() -> None:
     assert question_attribute("Is the boat red?") == "boat red"
     assert question_attribute("What colour is the boat?") is None
     assert question_attribute("Is there a dog in the photo?") == "dog"
+    assert question_attribute("Is it indoors or outdoors?") is None  # an alternative question
     assert negated_phrases("no, it is not red") == ["red"]
     assert negated_phrases("the dog is not black") == ["black"]
     assert negated_phrases("a beach without people") == ["people"]
@@ -236,6 +237,7 @@ def test_simulated_user_says_no_to_what_the_photo_lacks_and_picks_the_closest_op
         encoder=gallery.encoder,
     )
     assert user.answer("Is there a cat in the photo?", "t").text == "no"
+    assert not user.absent("Is it indoors or outdoors?", "t")  # not a yes/no question: the LLM answers
     vecs = gallery.ranker.vectors[[4, 0, 2]]  # bus, dog, sailboat
     assert user.choose(vecs, "t") == 1
 

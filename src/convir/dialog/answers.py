@@ -86,7 +86,9 @@ def read_answer(answer: str) -> str:
 
 
 def is_yes_no_question(question: str | None) -> bool:
-    return bool(question and _AUX.match(question))
+    """Starts with an auxiliary verb and is not an alternative question ("Is it indoors or
+    outdoors?" is answered by naming one, so "yes" / "no" says nothing about either)."""
+    return bool(question and _AUX.match(question) and not re.search(r"\bor\b", question, re.I))
 
 
 def question_attribute(question: str | None) -> str | None:

@@ -42,8 +42,9 @@ SIM_DATASETS = {
 SIM_WITH_IMAGES = frozenset({"flickr8k-sim", "jsonl-sim"})  # targets may have image files (--answerer vlm)
 GALLERIES = ("split", "all")
 # v2: the captions simulator answers "no" to yes/no questions about what none of the target's
-# captions mention (v1 said "unknown"); recorded so v1 run folders are never resumed as v2
-SIMULATOR_VERSION = 2
+# captions mention (v1 said "unknown"); v3: not to alternative questions ("indoors or
+# outdoors?"); recorded so a run folder is never resumed by another version
+SIMULATOR_VERSION = 3
 
 
 @dataclass
