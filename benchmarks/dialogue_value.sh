@@ -46,4 +46,4 @@ for s in $SETTINGS; do
     IFS=: read -r a b c <<<"${s%@*}"
     if [ -z "$c" ]; then runs+=("$OUT/concat-$a-$b"); else runs+=("$OUT/$a-$b-$c"); fi
 done
-.venv/bin/python benchmarks/summarize_runs.py --common --baseline "$OUT/concat-plain-text" "${runs[@]}"
+.venv/bin/python benchmarks/summarize_runs.py --common --k 1,10 --baseline "$OUT/concat-plain-text" "${runs[@]}"

@@ -47,6 +47,7 @@ def main() -> None:
         help="paired sign tests of every run against this run folder (Hits@10 at --at turns)",
     )
     ap.add_argument("--at", default="5,10", help="turns for the sign tests (default 5,10)")
+    ap.add_argument("--k", default="10", help="Hits@K cut-offs for the sign tests (default 10; e.g. 1,10)")
     args = ap.parse_args()
     if args.baseline is not None and args.baseline not in args.runs:
         args.runs.insert(0, args.baseline)
@@ -98,16 +99,17 @@ def main() -> None:
             f"{cell('system_s')} | {cell('answer_s')} |"
         )
     if args.baseline is not None:
-        sign_tests(runs, args.baseline.name, [int(t) for t in args.at.split(",")], keep)
+        for k in (int(v) for v in args.k.split(",")):
+            sign_tests(runs, args.baseline.name, [int(t) for t in args.at.split(",")], keep, k)
 
 
-def sign_tests(runs: list, baseline: str, turns: list[int], keep: set[str] | None) -> None:
-    """Exact two-sided sign test (binomial, p = 0.5) on the targets whose Hits@10-so-far
+def sign_tests(runs: list, baseline: str, turns: list[int], keep: set[str] | None, k: int = 10) -> None:
+    """Exact two-sided sign test (binomial, p = 0.5) on the targets whose Hits@k-so-far
     differs between a run and the baseline, at each turn in ``turns`` (ties left out)."""
     from scipy.stats import binomtest
 
     base = next(r for name, r, _ in runs if name == baseline)
-    print(f"\npaired sign tests vs {baseline} (Hits@10 by turn t; wins / losses, two-sided p)\n")
+    print(f"\npaired sign tests vs {baseline} (Hits@{k} by turn t; wins / losses, two-sided p)\n")
     print("| run | " + " | ".join(f"turn {t}" for t in turns) + " |")
     print("|---|" + "---|" * len(turns))
     for name, ranks, _ in runs:
@@ -116,8 +118,8 @@ def sign_tests(runs: list, baseline: str, turns: list[int], keep: set[str] | Non
         ids = sorted(t for t in ranks if t in base and (keep is None or t in keep))
         cells = []
         for t in turns:
-            hit = [min(ranks[i][: t + 1]) <= 10 for i in ids]
-            ref = [min(base[i][: t + 1]) <= 10 for i in ids]
+            hit = [min(ranks[i][: t + 1]) <= k for i in ids]
+            ref = [min(base[i][: t + 1]) <= k for i in ids]
             wins = sum(a and not b for a, b in zip(hit, ref, strict=True))
             losses = sum(b and not a for a, b in zip(hit, ref, strict=True))
             p = binomtest(wins, wins + losses).pvalue if wins + losses else 1.0

@@ -208,6 +208,29 @@ def test_image_choice_and_more_less_are_relevance_feedback(gallery: MemoryGaller
         conv.more("nope")
 
 
+def test_not_this_on_the_chosen_option_rules_it_out(gallery: MemoryGallery) -> None:
+    """Choosing an option and then "not this" on it: the later word wins, and a ruled-out item
+    sits below every other candidate until the user asks for more like it."""
+    from convir.dialog.state import DialogState, Exchange
+
+    st = DialogState("a boat")
+    options = ["img2", "img0"]
+    st.exchanges.append(Exchange("Which?", "option 1", kind="choice", options=options, chosen="img2"))
+    st.exchanges.append(Exchange(None, "not img2", kind="less", chosen="img2"))
+    assert st.feedback == [("img0", -1), ("img2", -1)] and st.rejected == ["img2"]
+    conv = Conversation(gallery, AnswerAwareStrategy(ConcatStrategy()), None, k=6)
+    res = conv.start("a red sail on the water")
+    top = gallery.ids[int(res.ranking.positions[0])]
+    res = conv.more(top)
+    assert gallery.ids[int(res.ranking.positions[0])] == top  # more like it: still first
+    res = conv.less(top)
+    ids = [gallery.ids[int(p)] for p in res.ranking.positions]
+    assert ids[-1] == top and res.ranking.info["demoted"] == 1
+    assert list(res.ranking.scores) == sorted(res.ranking.scores, reverse=True)
+    res = conv.more(top)  # changed their mind
+    assert conv.state.rejected == [] and gallery.ids[int(res.ranking.positions[0])] == top
+
+
 def test_parse_choice() -> None:
     opts = ["a", "b", "c"]
     assert parse_choice("2", opts) == "b" and parse_choice("option 3", opts) == "c"

@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import REPO, run_cli
 
 from convir._compat import ensure_torchvision
+from convir.specs import REGISTRY
 
 ensure_torchvision()
 torch = pytest.importorskip("torch")
@@ -80,7 +81,7 @@ def _margin(spec: str) -> float:
     """Mean similarity of each query to its own item minus to the other items."""
     from convir.encoders import load_encoder
 
-    load_encoder.cache_clear()
+    REGISTRY.forget("encoder")
     enc = load_encoder(spec)
     q = enc.encode_text([a for a, _ in ITEMS.values()])
     p = enc.encode_text([b for _, b in ITEMS.values()])
@@ -235,7 +236,7 @@ def test_train_text_tower_keeps_images_frozen(family: str, tmp_path: Path) -> No
     )
     info = train_encoder(data, tmp_path / "out", opts, quiet=True)
     assert info["images"] == len(ITEMS) and info["steps"] == 8 * 16 // 4
-    load_encoder.cache_clear()
+    REGISTRY.forget("encoder")
     before, after = load_encoder(base), load_encoder(info["spec"])
     images = [tmp_path / f"{g}.png" for g in ITEMS]
     np.testing.assert_allclose(before.encode_images(images), after.encode_images(images), atol=1e-5)
@@ -247,7 +248,7 @@ def test_train_text_tower_keeps_images_frozen(family: str, tmp_path: Path) -> No
         return float(np.mean(sims.argmax(1) == np.arange(len(texts))))
 
     assert accuracy(after) > accuracy(before)
-    load_encoder.cache_clear()
+    REGISTRY.forget("encoder")
 
 
 # -- rewriter -------------------------------------------------------------------------------------

@@ -260,6 +260,25 @@ def rocchio(
     return Ranking(cand[order], scores[order].astype(np.float32), ranking.query, info)
 
 
+def demote(ranking: Ranking, gallery: Any, rejected: list[str]) -> Ranking:
+    """Items the user ruled out ("not this") move below every other candidate, in their order:
+    a Rocchio step alone can leave a rejected item on top (it was the chosen option before)."""
+    out = {gallery.position[i] for i in rejected if i in gallery.position}
+    if not out:
+        return ranking
+    pos = np.asarray(ranking.positions)
+    down = np.isin(pos, list(out))
+    if not down.any():
+        return ranking
+    order = np.concatenate([np.flatnonzero(~down), np.flatnonzero(down)])
+    scores = np.asarray(ranking.scores, dtype=np.float32)[order].copy()
+    n_keep = int((~down).sum())
+    if n_keep:  # keep scores non-increasing: the demoted ones sit just below the last kept one
+        floor = float(scores[n_keep - 1])
+        scores[n_keep:] = np.minimum(scores[n_keep:], floor) - 1e-3
+    return Ranking(pos[order], scores, ranking.query, {**ranking.info, "demoted": int(down.sum())})
+
+
 class AnswerAwareStrategy:
     """Any strategy plus relevance feedback and (``aware``) read answers; see the module docstring."""
 
@@ -279,7 +298,7 @@ class AnswerAwareStrategy:
         ranking = rocchio(ranking, gallery, state.feedback, self.model, k)
         if self.aware:
             ranking = posterior_rerank(ranking, gallery, evidence(state), self.model)
-        return ranking
+        return demote(ranking, gallery, state.rejected)
 
     def __getattr__(self, name: str) -> Any:  # e.g. the rerank strategy's reranker, for reports
         return getattr(self.inner, name)

@@ -68,14 +68,28 @@ class DialogState:
     def feedback(self) -> list[tuple[str, int]]:
         """Relevance feedback so far, (item id, +1 wanted / -1 not wanted): the chosen option
         of each image choice (+1) and the options passed over (-1), "more like this" (+1) and
-        "not this" (-1)."""
+        "not this" (-1). A "more like this" / "not this" on an item replaces what was said of
+        it before (choosing an option, then "not this" on it, leaves only the "not this")."""
         out: list[tuple[str, int]] = []
         for e in self.exchanges:
             if e.kind == "choice":
                 out += [(o, 1 if o == e.chosen else -1) for o in e.options]
             elif e.kind in ("more", "less") and e.chosen:
+                out = [f for f in out if f[0] != e.chosen]
                 out.append((e.chosen, 1 if e.kind == "more" else -1))
         return out
+
+    @property
+    def rejected(self) -> list[str]:
+        """Items the user said "not this" of (and has not asked for more like since): results
+        they have seen and ruled out, shown again only below every other candidate."""
+        last: dict[str, str] = {}
+        for e in self.exchanges:
+            if e.kind in ("more", "less") and e.chosen:
+                last[e.chosen] = e.kind
+            elif e.kind == "choice" and e.chosen:
+                last[e.chosen] = "more"
+        return [i for i, k in last.items() if k == "less"]
 
     @property
     def asked_attributes(self) -> list[str]:
