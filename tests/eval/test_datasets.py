@@ -36,7 +36,7 @@ CHATIR_SETS = [
 @pytest.fixture(scope="module")
 def shared_data() -> Path:
     """The read-only evaluation data next to the repo (/work/shared/data for /work/main)."""
-    path = (Path(__file__).parents[1] / ".." / "shared" / "data").resolve()
+    path = (Path(__file__).parents[2] / ".." / "shared" / "data").resolve()
     if not path.is_dir():
         pytest.skip(f"shared evaluation data not found at {path}")
     return path

@@ -20,7 +20,7 @@ import pytest
 from convir.errors import SpecError
 from convir.llm import BLANK_LINE_STOP, CachedLLM, GenParams, LLMError, load_llm
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MESSAGES = [
     {"role": "system", "content": "You answer briefly."},
     {"role": "user", "content": "Is there a dog?"},
