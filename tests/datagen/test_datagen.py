@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.conftest import make_image, run_cli
 
+from conftest import make_image, run_cli
 from convir.datagen.entities import SpacyEntities, load_entities, singular
 from convir.datagen.knowledge import (
     ConceptNetRelation,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from clip_helpers import _build_hf
 from conftest import run_cli
-from test_encoders_clip import _build_hf
 
 
 @pytest.fixture(scope="module")

@@ -399,7 +399,7 @@ def tiny_open_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("open_clip")
     from open_clip.model import CLIP
 
-    from test_encoders_clip import TINY_OPEN_CLIP
+    from clip_helpers import TINY_OPEN_CLIP
 
     folder = tmp_path_factory.mktemp("tiny_open_clip")
     (folder / "open_clip_config.json").write_text(

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.conftest import SHARED, run_cli
 
+from conftest import SHARED, run_cli
 from convir.errors import ConvirError
 from convir.eval.datasets import DataFormatError
 from convir.train import data as d

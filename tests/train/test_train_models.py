@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import REPO, run_cli
 
+from conftest import REPO, run_cli
 from convir._compat import ensure_torchvision
 from convir.specs import REGISTRY
 
@@ -199,7 +199,7 @@ def test_train_encoder_resumes_after_kill(tiny_st: Path, tmp_path: Path) -> None
 
 
 def _image_pairs(folder: Path) -> Path:
-    from tests.conftest import make_image
+    from conftest import make_image
 
     rows = []
     for k, (g, (a, b)) in enumerate(ITEMS.items()):
@@ -220,13 +220,14 @@ def test_train_text_tower_keeps_images_frozen(family: str, tmp_path: Path) -> No
 
     if family == "open_clip":
         import open_clip
-        from tests.test_encoders_clip import TINY_ARCH, TINY_OPEN_CLIP
+
+        from clip_helpers import TINY_ARCH, TINY_OPEN_CLIP
 
         (tmp_path / f"{TINY_ARCH}.json").write_text(json.dumps(TINY_OPEN_CLIP))
         open_clip.add_model_config(tmp_path)
         base = f"open_clip:{TINY_ARCH}"
     else:
-        from tests.test_encoders_clip import _build_hf
+        from clip_helpers import _build_hf
 
         _build_hf(tmp_path / "clip", "clip")
         base = f"hf:{tmp_path / 'clip'}"
