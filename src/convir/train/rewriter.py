@@ -28,7 +28,15 @@ from typing import Any
 
 from convir.errors import ConvirError
 from convir.train.data import RewriteRecord
-from convir.train.run import Stopwatch, WorkFolder, progress_callback, quiet_trainer, set_seed, warmup_steps
+from convir.train.run import (
+    Stopwatch,
+    WorkFolder,
+    progress_callback,
+    quiet_trainer,
+    set_seed,
+    trainer_args,
+    warmup_steps,
+)
 
 STAGES = ("T", "M")
 
@@ -217,7 +225,7 @@ def train_rewriter(
 
     ensure_torchvision()  # peft imports transformers' models, which import torchvision
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     clock = Stopwatch()
     set_seed(opts.seed)
@@ -252,23 +260,16 @@ def train_rewriter(
 
         dataset = Dataset.from_list(rows)
         ckpts = work.partial / f"checkpoints-{stage}"
-        args = TrainingArguments(
-            output_dir=str(ckpts),
-            num_train_epochs=opts.epochs,
-            per_device_train_batch_size=opts.batch_size,
-            learning_rate=opts.lr,
-            warmup_steps=warmup_steps(len(dataset) * opts.epochs, opts.batch_size, 0.1),
+        args = trainer_args(
+            ckpts,
+            epochs=opts.epochs,
+            batch_size=opts.batch_size,
+            lr=opts.lr,
+            warmup=warmup_steps(len(dataset) * opts.epochs, opts.batch_size, 0.1),
             seed=opts.seed + (1 if stage == "M" else 0),
-            data_seed=opts.seed,
-            save_strategy="steps",
             save_steps=opts.save_steps,
-            save_total_limit=1,
-            logging_steps=1,
-            report_to="none",
-            disable_tqdm=True,
-            remove_unused_columns=False,
-            dataloader_num_workers=0,
-            use_cpu=opts.device == "cpu",
+            device=opts.device,
+            data_seed=opts.seed,
         )
         bar = progress_callback(f"train rewriter {stage}", quiet)
         trainer = Trainer(

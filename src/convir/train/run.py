@@ -149,6 +149,43 @@ def warmup_steps(rows: int, batch_size: int, share: float) -> int:
     return max(1, round(share * -(-rows // batch_size))) if share > 0 else 0
 
 
+def trainer_args(
+    output_dir: Path,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    warmup: int,
+    seed: int,
+    save_steps: int,
+    device: str,
+    **extra: Any,
+) -> Any:
+    """transformers ``TrainingArguments`` as every convir run uses them: checkpoints every
+    ``save_steps`` (only the last kept, so a killed run resumes), our own progress bar instead
+    of the Trainer's logging, no reporting integrations, rows passed through untouched."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        warmup_steps=warmup,
+        seed=seed,
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=1,
+        logging_steps=1,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=device == "cpu",
+        **extra,
+    )
+
+
 def quiet_trainer(trainer: Any) -> None:
     """Our progress bar replaces the Trainer's printed log dicts (its PrinterCallback)."""
     from transformers.trainer_callback import PrinterCallback

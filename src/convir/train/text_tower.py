@@ -18,7 +18,15 @@ import numpy as np
 
 from convir.errors import ConvirError
 from convir.train.data import Pair, PairSet, group_unique_order
-from convir.train.run import Stopwatch, WorkFolder, progress_callback, quiet_trainer, set_seed, warmup_steps
+from convir.train.run import (
+    Stopwatch,
+    WorkFolder,
+    progress_callback,
+    quiet_trainer,
+    set_seed,
+    trainer_args,
+    warmup_steps,
+)
 
 VISION_PREFIXES = ("visual", "vision_model", "visual_projection", "vision_")
 OPEN_CLIP_FILE = "open_clip_model.pt"
@@ -117,7 +125,7 @@ def _collator(encoder: Any) -> Any:
 def train_text_tower(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: Any, quiet: bool) -> dict:
     from datasets import Dataset
     from torch.utils.data import SequentialSampler
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     from convir.encoders import load_encoder
     from convir.train.encoder import mine_negatives
@@ -153,22 +161,15 @@ def train_text_tower(data: PairSet, pairs: list[Pair], work: WorkFolder, opts: A
         def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
             return SequentialSampler(self.train_dataset)
 
-    args = TrainingArguments(
-        output_dir=str(work.checkpoints),
-        num_train_epochs=1,
-        per_device_train_batch_size=opts.batch_size,
-        learning_rate=opts.lr,
-        warmup_steps=warmup_steps(len(dataset), opts.batch_size, opts.warmup_ratio),
+    args = trainer_args(
+        work.checkpoints,
+        epochs=1,
+        batch_size=opts.batch_size,
+        lr=opts.lr,
+        warmup=warmup_steps(len(dataset), opts.batch_size, opts.warmup_ratio),
         seed=opts.seed,
-        save_strategy="steps",
         save_steps=opts.save_steps,
-        save_total_limit=1,
-        logging_steps=1,
-        report_to="none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        use_cpu=opts.device == "cpu",
+        device=opts.device,
     )
     bar = progress_callback("train text tower", quiet)
     trainer = SequentialTrainer(
