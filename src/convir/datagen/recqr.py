@@ -366,13 +366,7 @@ class RecqrGenerator:
             rec["caption"], rec["caption_source"] = self.caption(item, log_)
             rec["target_query"] = self.target(rec["caption"], log_)
             rec["dialogue"] = self.dialogue(rec["target_query"], log_)
-            rec["entities"] = self.entities(rec["dialogue"], rec["target_query"])
-            rec["original_query"], rec["examples"] = self.ellipsis(
-                rid, rec["dialogue"], rec["target_query"], rec["entities"]["overlap"], log_
-            )
-            self._check_query(rec, log_)
-            rec["judge"] = self.judge(rec["dialogue"], rec["original_query"], rec["target_query"], log_)
-            rec["status"] = "ok"
+            self._ellipsis_and_judge(rid, rec, log_)
         except InvalidOutput as exc:
             rec.update(status="invalid", invalid_step=exc.step, why=exc.why)
         return self._finish(rec, log_)
@@ -401,16 +395,21 @@ class RecqrGenerator:
                 first["dialogue"], first["caption"], rec["target_query"], first["target"], log_
             )
             rec["dialogue"] = [*first["dialogue"], *cont]
-            rec["entities"] = self.entities(rec["dialogue"], rec["target_query"])
-            rec["original_query"], rec["examples"] = self.ellipsis(
-                rid, rec["dialogue"], rec["target_query"], rec["entities"]["overlap"], log_
-            )
-            self._check_query(rec, log_)
-            rec["judge"] = self.judge(rec["dialogue"], rec["original_query"], rec["target_query"], log_)
-            rec["status"] = "ok"
+            self._ellipsis_and_judge(rid, rec, log_)
         except InvalidOutput as exc:
             rec.update(status="invalid", invalid_step=exc.step, why=exc.why)
         return self._finish(rec, log_)
+
+    def _ellipsis_and_judge(self, rid: str, rec: dict[str, Any], log_: dict[str, Any]) -> None:
+        """The steps both stages share once the dialogue exists: entities, the elliptical
+        original query, the rule checks, the judge."""
+        rec["entities"] = self.entities(rec["dialogue"], rec["target_query"])
+        rec["original_query"], rec["examples"] = self.ellipsis(
+            rid, rec["dialogue"], rec["target_query"], rec["entities"]["overlap"], log_
+        )
+        self._check_query(rec, log_)
+        rec["judge"] = self.judge(rec["dialogue"], rec["original_query"], rec["target_query"], log_)
+        rec["status"] = "ok"
 
     def _check_query(self, rec: dict[str, Any], log_: dict[str, Any]) -> None:
         """The original query must be elliptical: not the target query word for word."""
