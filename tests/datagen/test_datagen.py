@@ -46,6 +46,7 @@ from convir.datagen.recqr import (
 )
 from convir.datagen.review import decide, export_review, merge_review, read_review
 from convir.errors import ConvirError
+from fake_http import send_json, serving
 
 spacy = pytest.importorskip("spacy")
 
@@ -150,22 +151,12 @@ class _Handler(BaseHTTPRequestHandler):
             if status == 200
             else {"error": {"message": "scripted failure"}}
         )
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
 
 @pytest.fixture
 def server() -> Iterator[RuleServer]:
-    srv = RuleServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    yield from serving(RuleServer())
 
 
 # -- a ConceptNet-format assertions file ---------------------------------------------------------

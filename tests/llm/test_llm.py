@@ -19,6 +19,7 @@ import pytest
 
 from convir.errors import SpecError
 from convir.llm import BLANK_LINE_STOP, CachedLLM, GenParams, LLMError, load_llm
+from fake_http import send_json, serving
 
 REPO = Path(__file__).resolve().parents[2]
 MESSAGES = [
@@ -89,22 +90,12 @@ class _Handler(BaseHTTPRequestHandler):
             )
         else:
             status, payload = 404, {"error": {"message": f"no route {self.path}"}}
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
 
 @pytest.fixture
 def server() -> Iterator[FakeOpenAI]:
-    srv = FakeOpenAI()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    yield from serving(FakeOpenAI())
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ import importlib.util
 import io
 import json
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +27,7 @@ from convir.errors import ConvirError
 from convir.llm.base import LLMError
 from convir.simulate.answerers import load_answerer
 from convir.simulate.vlm import VLMAnswerer, image_part, load_vlm, png_data_url, vlm_messages
+from fake_http import send_json, serving
 
 FLICKR = SHARED / "flickr8k-1k"
 TEMPLATE = (
@@ -229,22 +229,12 @@ class _Handler(BaseHTTPRequestHandler):
                     ],
                 },
             )
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
 
 @pytest.fixture
 def server() -> Iterator[FakeVision]:
-    srv = FakeVision()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    yield from serving(FakeVision())
 
 
 def _decode_images(body: dict[str, Any]) -> list[Any]:
