@@ -174,7 +174,9 @@ def uncached(args: argparse.Namespace, descriptions: list[str]) -> None:
                     if r is None:
                         continue
                     stored = client.get(f"{url}/api/sessions/{r[0]['id']}").json()
-                    sent = ((ANSWERS[i % len(ANSWERS) :] + ANSWERS[: i % len(ANSWERS)]) * args.turns)[: args.turns]
+                    sent = ((ANSWERS[i % len(ANSWERS) :] + ANSWERS[: i % len(ANSWERS)]) * args.turns)[
+                        : args.turns
+                    ]
                     texts = [h["text"] for h in stored["history"][1:]]
                     bad += stored["turn"] != args.turns or texts != sent
         finally:
@@ -183,17 +185,19 @@ def uncached(args: argparse.Namespace, descriptions: list[str]) -> None:
     done = [r for r in runs if r is not None]
     turns = [x for _, _, ls in done for x in ls]
     creates = [c for _, c, _ in done]
-    load = os.getloadavg()
-    print(f"llm {args.llm}, {len(descriptions)} concurrent sessions x {args.turns} turns, every LLM call "
-          f"computed [{machine()}; load at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}]")  # fmt: skip
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"llm {args.llm}, {len(descriptions)} concurrent sessions x {args.turns} turns, every LLM call "
+        f"computed [{machine()}; load at the end {load}]"
+    )
     print(
         f"  wall {wall:.0f} s; full turn p50 {pct(turns, 50):.1f} s, p95 {pct(turns, 95):.1f} s, "
         f"max {max(turns):.1f} s; session create (first search + question) p50 {pct(creates, 50):.1f} s, "
         f"p95 {pct(creates, 95):.1f} s"
     )
     print(
-        f"  sessions finished {len(done)} of {len(descriptions)}; failed or timed-out requests {len(errors)}; "
-        f"sessions with a lost or reordered turn {bad}"
+        f"  sessions finished {len(done)} of {len(descriptions)}; failed or timed-out requests "
+        f"{len(errors)}; sessions with a lost or reordered turn {bad}"
     )
     for e in errors[:5]:
         print("   ", e)

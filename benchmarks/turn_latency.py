@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from _common import SHARED, machine
 
 VARIANTS = {
@@ -53,7 +54,9 @@ def run(llm: str, strategy: str, questioner: str, variant: str, args: argparse.N
         ]  # fmt: skip
         start = time.perf_counter()
         subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-        print(f"  {llm} {strategy}+{questioner} {variant}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        print(
+            f"  {llm} {strategy}+{questioner} {variant}: {time.perf_counter() - start:.0f} s", file=sys.stderr
+        )
         return [json.loads(line) for line in (out / "targets.jsonl").read_text().splitlines() if line.strip()]
 
 
@@ -72,7 +75,11 @@ def transcript(records: list[dict]) -> list:
     """What must be identical between two runs: per target, ranks and every turn's text."""
     keep = ("question", "answer", "answer_raw", "query")
     return [
-        (r["target"], r["ranks"], [{k: t.get(k) for k in keep} for t in (r.get("extra") or {}).get("turns", [])])
+        (
+            r["target"],
+            r["ranks"],
+            [{k: t.get(k) for k in keep} for t in (r.get("extra") or {}).get("turns", [])],
+        )
         for r in sorted(records, key=lambda r: r["target"])
     ]
 
@@ -108,9 +115,11 @@ def main() -> None:
                 if args.check_determinism and determinism is None and variant == "after":
                     again = run(llm, strategy, questioner, variant, args)
                     determinism = (llm, f"{strategy} + {questioner}", transcript(recs) == transcript(again))
-    load = os.getloadavg()
-    print(f"\n{machine()}; load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}; "
-          f"{args.limit} targets x {args.turns} turns per row; system seconds per turn, p50 over targets\n")  # fmt: skip
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"\n{machine()}; load average at the end {load}; {args.limit} targets x {args.turns} turns "
+        "per row; system seconds per turn, p50 over targets\n"
+    )
     head = " | ".join(f"turn {t}" for t in checks)
     print(f"| LLM | strategy + questioner | variant | {head} | turn {checks[-1]} / turn 1 | all turns p50 |")
     print("|---|---|---|" + "---|" * len(checks) + "---|---|")

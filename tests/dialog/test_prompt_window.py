@@ -38,7 +38,9 @@ EXCHANGES = [
 @pytest.fixture(scope="module")
 def gallery() -> MemoryGallery:
     enc = load_encoder("caption:minilm")
-    return MemoryGallery([f"img{i}" for i in range(len(CAPTIONS))], CAPTIONS, enc.encode_text([c[0] for c in CAPTIONS]), enc)
+    return MemoryGallery(
+        [f"img{i}" for i in range(len(CAPTIONS))], CAPTIONS, enc.encode_text([c[0] for c in CAPTIONS]), enc
+    )
 
 
 def test_prompts_show_the_description_and_the_last_n_exchanges() -> None:
@@ -105,9 +107,17 @@ class Recorder:
 
 @pytest.mark.parametrize(
     "strategy,questioner",
-    [("concat", "plain"), ("rewrite", "plain"), ("expand", "plain"), ("rewrite", "candidates"), ("rerank", "plain")],
+    [
+        ("concat", "plain"),
+        ("rewrite", "plain"),
+        ("expand", "plain"),
+        ("rewrite", "candidates"),
+        ("rerank", "plain"),
+    ],
 )
-def test_no_identical_llm_call_twice_in_a_turn(gallery: MemoryGallery, strategy: str, questioner: str) -> None:
+def test_no_identical_llm_call_twice_in_a_turn(
+    gallery: MemoryGallery, strategy: str, questioner: str
+) -> None:
     llm = Recorder()
     spec = SessionSpec(strategy=strategy, questioner=questioner, k=3, depth=8)  # the LLM is given
     conv = build_conversation(spec, gallery, llm=llm)
