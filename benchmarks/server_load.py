@@ -6,7 +6,14 @@ cache, then SESSIONS concurrent sessions x TURNS turns of the same dialogue (the
 path), checks that no session lost or reordered a turn, and times ``GET /api/search`` with
 coco5k captions as queries.
 
+``--uncached``: instead, SESSIONS concurrent sessions that each describe a different coco5k
+caption (so no LLM call is shared and the disk cache cannot answer): what a full turn costs
+when every session makes the real LLM work, and how requests queue for the one model (each
+session's stored history must match what it sent, in order; every request's status is
+counted, so a request that timed out or failed is reported, not lost).
+
 Usage: python benchmarks/server_load.py INDEX_DIR [--sessions 20] [--turns 5] [--llm llamacpp:smollm2]
+       [--uncached]
 (build INDEX_DIR with: convir index --format coco-captions ../shared/data/coco5k --out INDEX_DIR)
 """
 
@@ -63,14 +70,16 @@ def start(index_dir: str, llm: str, cache: Path) -> tuple[subprocess.Popen[bytes
     raise SystemExit("convir serve did not start in 5 minutes")
 
 
-def session(client: httpx.Client, url: str, turns: int) -> tuple[dict[str, Any], float, list[float]]:
+def session(
+    client: httpx.Client, url: str, turns: int, description: str = DESCRIPTION, shift: int = 0
+) -> tuple[dict[str, Any], float, list[float]]:
     t0 = time.perf_counter()
-    res = client.post(f"{url}/api/sessions", json={"description": DESCRIPTION})
+    res = client.post(f"{url}/api/sessions", json={"description": description})
     create_s = time.perf_counter() - t0
     res.raise_for_status()
     v = res.json()
     latencies = []
-    for text in (ANSWERS * turns)[:turns]:
+    for text in ((ANSWERS[shift % len(ANSWERS) :] + ANSWERS[: shift % len(ANSWERS)]) * turns)[:turns]:
         body = {"kind": "answer" if v["question"] else "say", "text": text}
         t0 = time.perf_counter()
         res = client.post(f"{url}/api/sessions/{v['id']}/turns", json=body)
@@ -87,10 +96,14 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=5)
     ap.add_argument("--llm", default="llamacpp:smollm2")
     ap.add_argument("--queries", type=int, default=300, help="search-only requests")
+    ap.add_argument("--uncached", action="store_true", help="every session different: the real LLM works")
     args = ap.parse_args()
     from convir.eval.datasets import load_coco5k
 
-    queries = [it.captions[-1] for it in load_coco5k(SHARED / "coco5k")[: args.queries]]
+    items = load_coco5k(SHARED / "coco5k")
+    queries = [it.captions[-1] for it in items[: args.queries]]
+    if args.uncached:
+        return uncached(args, [it.captions[0] for it in items[4000 : 4000 + args.sessions]])
     with tempfile.TemporaryDirectory() as cache:
         t0 = time.perf_counter()
         proc, url = start(args.index_dir, args.llm, Path(cache))
@@ -135,6 +148,59 @@ def main() -> None:
         f"round trip p50 {pct(rtt, 50):.1f} ms, p95 {pct(rtt, 95):.1f} ms; "
         f"server-side p50 {pct(took, 50):.1f} ms"
     )
+
+
+def uncached(args: argparse.Namespace, descriptions: list[str]) -> None:
+    """SESSIONS different sessions at once, each turn computed by the LLM (empty cache)."""
+    with tempfile.TemporaryDirectory() as cache:
+        proc, url = start(args.index_dir, args.llm, Path(cache))
+        errors: list[str] = []
+
+        def one(i: int) -> tuple[dict[str, Any], float, list[float]] | None:
+            try:
+                return session(client, url, args.turns, descriptions[i], shift=i)
+            except httpx.HTTPError as exc:  # a timeout or an error status: counted, not lost
+                errors.append(f"session {i}: {type(exc).__name__}: {exc}")
+                return None
+
+        try:
+            with httpx.Client(timeout=1800, limits=httpx.Limits(max_connections=args.sessions + 5)) as client:
+                t0 = time.perf_counter()
+                with ThreadPoolExecutor(args.sessions) as pool:
+                    runs = list(pool.map(one, range(len(descriptions))))
+                wall = time.perf_counter() - t0
+                bad = 0
+                for i, r in enumerate(runs):
+                    if r is None:
+                        continue
+                    stored = client.get(f"{url}/api/sessions/{r[0]['id']}").json()
+                    sent = ((ANSWERS[i % len(ANSWERS) :] + ANSWERS[: i % len(ANSWERS)]) * args.turns)[
+                        : args.turns
+                    ]
+                    texts = [h["text"] for h in stored["history"][1:]]
+                    bad += stored["turn"] != args.turns or texts != sent
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    done = [r for r in runs if r is not None]
+    turns = [x for _, _, ls in done for x in ls]
+    creates = [c for _, c, _ in done]
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"llm {args.llm}, {len(descriptions)} concurrent sessions x {args.turns} turns, every LLM call "
+        f"computed [{machine()}; load at the end {load}]"
+    )
+    print(
+        f"  wall {wall:.0f} s; full turn p50 {pct(turns, 50):.1f} s, p95 {pct(turns, 95):.1f} s, "
+        f"max {max(turns):.1f} s; session create (first search + question) p50 {pct(creates, 50):.1f} s, "
+        f"p95 {pct(creates, 95):.1f} s"
+    )
+    print(
+        f"  sessions finished {len(done)} of {len(descriptions)}; failed or timed-out requests "
+        f"{len(errors)}; sessions with a lost or reordered turn {bad}"
+    )
+    for e in errors[:5]:
+        print("   ", e)
 
 
 if __name__ == "__main__":

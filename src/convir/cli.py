@@ -17,6 +17,7 @@ from convir.eval.options import (
     ImagesPerTurnOpt,
     ImagineOpt,
     LLMOpt,
+    PromptTurnsOpt,
     RerankerOpt,
     StrategyOpt,
 )
@@ -387,6 +388,7 @@ def chat_cmd(
     overwrite: Annotated[
         bool, typer.Option(help="Let --save replace an existing session file (default: refuse).")
     ] = False,
+    prompt_turns: PromptTurnsOpt = 3,
 ) -> None:
     """Find an image by talking: describe it, answer questions, mark the one you wanted."""
     from convir.chat import run_chat
@@ -401,6 +403,7 @@ def chat_cmd(
         llm=llm,
         reranker=None if reranker == "llm" else reranker,
         k=k,
+        prompt_turns=prompt_turns,
     )
     console = _console()
     run_chat(
@@ -462,6 +465,7 @@ def serve_cmd(
         list[str] | None,
         typer.Option(help="Extra Host header to accept (e.g. a reverse proxy's name); repeatable."),
     ] = None,
+    prompt_turns: PromptTurnsOpt = 3,
 ) -> None:
     """Serve the web page and the HTTP API for conversational search over INDEX_DIR.
 
@@ -496,6 +500,7 @@ def serve_cmd(
         k=k,
         imagine=imagine,
         generator=generator,
+        prompt_turns=prompt_turns,
     )
 
 

@@ -292,7 +292,7 @@ def _declare_builtins(r: Registry) -> None:
         "local GGUF model via llama-cpp-python: llamacpp:smollm2, llamacpp:gemma3-270m "
         "or llamacpp:/path/model.gguf",
         "convir.llm.llamacpp:LlamaCppLLM",
-        options={"n_ctx", "n_threads", "instruct", "chat_format"},
+        options={"n_ctx", "n_threads", "instruct", "chat_format", "prefix_cache", "prefix_slots"},
         takes_value=True,
         shared=True,
         example="llamacpp:smollm2",

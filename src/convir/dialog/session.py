@@ -43,6 +43,8 @@ class SessionSpec:
     dar_fusion: str | None = None
     k: int = 10  # results a turn shows (the refiner shows at least 7 + 3)
     depth: int = 100  # how deep each turn ranks (the target's rank is exact up to here)
+    # exchanges an LLM prompt shows besides the description (0 = all): bounds every call's time
+    prompt_turns: int = 3
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +138,9 @@ class SessionSpec:
             raise ConvirError(f"k (results per turn) must be a whole number >= 1, not {spec.k!r}")
         if isinstance(spec.depth, bool) or not isinstance(spec.depth, int) or spec.depth < 1:
             raise ConvirError(f"depth must be a whole number >= 1, not {spec.depth!r}")
+        pt = spec.prompt_turns
+        if isinstance(pt, bool) or not isinstance(pt, int) or pt < 0:
+            raise ConvirError(f"--prompt-turns must be a whole number >= 0 (0 = all), not {pt!r}")
         spec.imagination_settings()  # checks method, generator spec, options and schedule
         return spec
 

@@ -103,10 +103,20 @@ class DialogState:
     def asked(self) -> list[str]:
         return [e.question for e in self.exchanges if e.question]
 
+    @property
+    def prompt_exchanges(self) -> list[Exchange]:
+        """The exchanges an LLM prompt shows: the last ``prompt_turns`` of :attr:`said` (the
+        session spec's setting; 0 or unset = all). The description is always shown verbatim,
+        so a prompt's length, and with it every LLM call's time, stops growing with the
+        dialogue; strategies that must keep every fact add the older ones back themselves."""
+        n = self.spec.get("prompt_turns") if isinstance(self.spec, dict) else None
+        said = self.said
+        return said[-n:] if isinstance(n, int) and n > 0 else said
+
     def dialogue_text(self) -> str:
         """Human-readable dialogue for prompts: the description then one Q/A per line."""
         lines = [f"Description: {self.description}"]
-        for e in self.said:
+        for e in self.prompt_exchanges:
             lines.append(f"Q: {e.question} A: {e.answer}" if e.question else f"User: {e.answer}")
         return "\n".join(lines)
 
@@ -114,7 +124,7 @@ class DialogState:
         """The dialogue on one line ("desc | Q: q A: a | ..."), for few-shot prompts whose
         examples are one line each: a base model copies the layout it is shown."""
         parts = [self.description.strip()]
-        for e in self.said:
+        for e in self.prompt_exchanges:
             parts.append(f"Q: {e.question} A: {e.answer}" if e.question else e.answer)
         return " | ".join(parts)
 

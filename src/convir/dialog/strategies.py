@@ -98,7 +98,7 @@ class RewriteStrategy:
         from convir.llm.base import GenParams, LLMError
         from convir.llm.prompts import ask
 
-        shown = DialogState(state.description, informative) if self.anchor else state
+        shown = DialogState(state.description, informative, spec=state.spec) if self.anchor else state
         try:
             out = ask(
                 self.llm, "rewrite", GenParams(max_tokens=64, stop=("\n",)), dialogue=shown.dialogue_text()

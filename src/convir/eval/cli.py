@@ -17,6 +17,7 @@ from convir.eval.options import (
     JsonOpt,
     LLMOpt,
     OutOpt,
+    PromptTurnsOpt,
     RerankerOpt,
     StrategyOpt,
 )
@@ -326,6 +327,7 @@ def dialog_cmd(
             "'unknown' answers leave the query text) | text (every answer is query text, as the papers)"
         ),
     ] = "aware",
+    prompt_turns: PromptTurnsOpt = 3,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N targets.")] = None,
     turns: Annotated[
         int | None, typer.Option(min=0, help="Question rounds after the description (default 10).")
@@ -413,6 +415,7 @@ def dialog_cmd(
         answers=answers,
         k=10,
         depth=100,
+        prompt_turns=prompt_turns,
     )
     report, run_dir = run_sim_eval(
         spec,

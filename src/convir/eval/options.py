@@ -25,6 +25,16 @@ OutOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")]
 
+PromptTurnsOpt = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Exchanges an LLM prompt shows besides the description (the most recent ones; "
+        "0 = all, as the papers): keeps every LLM call's time flat as the dialogue grows. "
+        "rewrite adds any older answer its output lost back to the query.",
+    ),
+]
+
 StrategyOpt = Annotated[
     str,
     typer.Option(help=f"Query builder: {REGISTRY.choices('strategy')} (all but concat need --llm)."),

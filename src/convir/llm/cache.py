@@ -68,6 +68,8 @@ class CachedLLM:
         self.inner = inner
         self.path = Path(path).expanduser()
         self.spec: str = inner.spec
+        # a backend whose evaluation path changes answers names it here (llamacpp's prefix cache)
+        self.key_spec: str = str(getattr(inner, "cache_spec", inner.spec))
         self.instruct: bool = inner.instruct
         self.hits = 0
         self.misses = 0
@@ -127,7 +129,7 @@ class CachedLLM:
     def _call(self, kind: str, payload: Any, params: GenParams | None) -> str:
         start = time.perf_counter()
         params = params or GenParams()
-        key = cache_key(self.spec, kind, payload, params)
+        key = cache_key(self.key_spec, kind, payload, params)
         cached = self._get(key)
         if cached is not None:
             self.last_hit = True

@@ -20,11 +20,13 @@ metadata carries a chat template (override with ``instruct=``).
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import threading
 import time
 import weakref
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,61 @@ def _env_threads() -> int | None:
     return int(raw)
 
 
+def _env_prefix_cache() -> bool:
+    """CONVIR_LLM_PREFIX_CACHE=0 turns the prefix KV cache off (how the latency benchmark
+    measures "before"); anything else, or unset, leaves it on."""
+    raw = os.environ.get("CONVIR_LLM_PREFIX_CACHE", "").strip().lower()
+    if raw in ("", "1", "on", "true", "yes"):
+        return True
+    if raw in ("0", "off", "false", "no"):
+        return False
+    raise LLMError(f"CONVIR_LLM_PREFIX_CACHE must be 0 or 1, not {raw!r}")
+
+
+def fixed_prefix(prompt: str) -> str:
+    """The part of a few-shot prompt that does not depend on the call: everything before the
+    last blank line (the instructions and examples; the last block holds the variables). The
+    blank line itself is left out: tokenizers merge "\n\n" differently at the end of a text
+    than before a word.
+    A pure function of the prompt, so the evaluation path of a prompt never depends on what
+    was asked before it."""
+    cut = prompt.rfind("\n\n")
+    return prompt[:cut] if cut >= 0 else ""
+
+
+class FifoLock:
+    """A lock granted in arrival order. One llama.cpp context serves every session of a
+    process (the service runs many), and ``threading.Lock`` lets a thread that just released
+    it take it again ahead of older waiters; handing it to the oldest waiter bounds a
+    request's wait by the queue in front of it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._waiters: deque[threading.Event] = deque()
+        self._held = False
+
+    def __enter__(self) -> FifoLock:
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return self
+            turn = threading.Event()
+            self._waiters.append(turn)
+        turn.wait()  # the releasing thread hands the lock over: _held stays True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._guard:
+            if self._waiters:
+                self._waiters.popleft().set()
+            else:
+                self._held = False
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+
 class LlamaCppLLM:
     """One GGUF model in this process. llama.cpp contexts are not thread-safe, hence the lock."""
 
@@ -127,6 +184,8 @@ class LlamaCppLLM:
         n_threads: int | None = None,
         instruct: bool | None = None,
         chat_format: str | None = None,
+        prefix_cache: bool | None = None,
+        prefix_slots: int = 16,
     ) -> None:
         path, default_instruct = resolve_model(name)
         try:
@@ -156,8 +215,15 @@ class LlamaCppLLM:
         if instruct is None:
             instruct = "tokenizer.chat_template" in (self._llm.metadata or {})
         self.instruct = bool(instruct)
-        self._lock = threading.Lock()
+        self._lock = FifoLock()  # calls from concurrent sessions run in arrival order
         self.last_seconds = 0.0
+        self.prefix_cache = _env_prefix_cache() if prefix_cache is None else bool(prefix_cache)
+        # few-shot prefix tokens -> the KV cells of that prefix alone (llama_state_seq_*: one
+        # sequence's cache, a few MB, not the whole context with its logits)
+        self._prefixes: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self._prefix_slots = max(1, int(prefix_slots))
+        self.prefix_hits = 0
+        self.prefix_misses = 0
         # Free the model while the interpreter is still intact: left to llama-cpp-python's
         # __del__ at shutdown, it prints a harmless but alarming TypeError traceback.
         weakref.finalize(self, self._llm.close)
@@ -174,9 +240,11 @@ class LlamaCppLLM:
 
     def _fresh(self) -> None:
         """Forget the previous prompt before every call. llama-cpp-python otherwise reuses the
-        KV cache of a shared prefix and evaluates only the rest; the different kernel path
-        (1 token vs a batch) shifts logits enough to change greedy output, so the same
-        request could answer differently depending on what was asked before (seen in CI)."""
+        KV cache of whatever prefix the last prompt shared and evaluates only the rest; the
+        different kernel path (1 token vs a batch) shifts logits enough to change greedy
+        output, so the same request could answer differently depending on what was asked
+        before (seen in CI). The prefix cache (``_prefix_tokens``) reuses only the fixed
+        few-shot prefix, always split at the same place, so its path is fixed per prompt."""
         self._llm.reset()
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> str:
@@ -195,13 +263,68 @@ class LlamaCppLLM:
                 self.last_seconds = time.perf_counter() - start
         return out["choices"][0]["message"].get("content") or ""
 
+    @property
+    def cache_spec(self) -> str:
+        """What the disk cache keys on: the prefix KV cache evaluates a prompt in two batches
+        (prefix, then the rest), which may change a greedy answer against one batch, so the
+        two paths never share cached answers."""
+        return f"{self.spec}#prefix-kv" if self.prefix_cache else self.spec
+
+    def _prefix_tokens(self, prompt: str) -> list[int] | str:
+        """Put the context in the state "fixed prefix of ``prompt`` evaluated alone" and return
+        the prompt's tokens; llama-cpp-python then evaluates only the rest. Every call with
+        that prefix takes the same path (prefix batch from an empty cache, then the rest), so
+        outputs are deterministic whatever ran before. Falls back to a fresh context (and the
+        prompt text) when there is no usable prefix."""
+        llm = self._llm
+        self._fresh()
+        prefix = fixed_prefix(prompt)
+        if not prefix:
+            return prompt
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        head = llm.tokenize(prefix.encode("utf-8"), add_bos=True, special=True)
+        if tokens[: len(head)] != head:
+            head = head[:-1]  # the prefix's last token merges with what follows
+        if len(head) < 16 or len(tokens) <= len(head) or tokens[: len(head)] != head:
+            return tokens  # no clean token boundary, or too short to be worth it
+        import llama_cpp
+
+        key = tuple(head)
+        ctx = llm._ctx.ctx
+        llm._ctx.kv_cache_clear()
+        saved = self._prefixes.get(key)
+        if saved is not None:
+            buf = (ctypes.c_uint8 * len(saved)).from_buffer_copy(saved)
+            if llama_cpp.llama_state_seq_set_data(ctx, buf, len(saved), 0) == len(saved):
+                llm.input_ids[: len(head)] = head
+                llm.n_tokens = len(head)
+                llm._requires_eval = True
+                self._prefixes.move_to_end(key)
+                self.prefix_hits += 1
+                return tokens
+            llm._ctx.kv_cache_clear()  # could not restore: evaluate it again below
+        self.prefix_misses += 1
+        llm.eval(head)
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        n = llama_cpp.llama_state_seq_get_data(ctx, buf, size, 0)
+        if 0 < n <= size:
+            self._prefixes[key] = bytes(buf)[:n]
+            while len(self._prefixes) > self._prefix_slots:
+                self._prefixes.popitem(last=False)
+        return tokens
+
     def complete(self, prompt: str, params: GenParams | None = None) -> str:
         params = params or GenParams()
         with self._lock:
-            self._fresh()
             start = time.perf_counter()
             try:
-                out: Any = self._llm.create_completion(prompt, **self._kwargs(params, complete_stops(params)))
+                if self.prefix_cache:
+                    feed: str | list[int] = self._prefix_tokens(prompt)
+                else:
+                    self._fresh()
+                    feed = prompt
+                out: Any = self._llm.create_completion(feed, **self._kwargs(params, complete_stops(params)))
             except (ValueError, RuntimeError) as exc:
                 raise LLMError(f"{self.spec} failed: {exc}") from exc
             finally:

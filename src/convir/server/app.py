@@ -134,6 +134,7 @@ def create_app(
     max_sessions: int = 10_000,
     max_turns: int = 100,
     warm: bool = True,
+    prompt_turns: int = 3,
 ) -> FastAPI:
     """The app for ``index_dir``. ``token``: one bearer token every API call must send;
     ``tokens``: a file of per-user hashed tokens instead (see :mod:`convir.server.tokens`).
@@ -157,6 +158,7 @@ def create_app(
             max_sessions,
             max_turns,
             warm,
+            prompt_turns,
         )
     except ApiError as exc:  # a bad default (e.g. --questioner plain without --llm)
         raise ConvirError(exc.detail) from exc

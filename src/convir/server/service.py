@@ -119,6 +119,7 @@ class Service:
         max_sessions: int = 10_000,
         max_turns: int = 100,
         warm: bool = True,
+        prompt_turns: int = 3,
     ) -> None:
         from convir.search import open_index
 
@@ -135,6 +136,7 @@ class Service:
             self.llm = llm
         self.llm_spec: str | None = getattr(self.llm, "spec", None) if self.llm is not None else None
         self.max_sessions, self.max_turns = max_sessions, max_turns
+        self.prompt_turns = prompt_turns
         # generator specs a client may pick (a spec can name a model path or a server URL, so
         # clients never pass arbitrary ones); the offline text: generator is always allowed
         self.generators = sorted({"text:", *(generators or []), *([generator] if generator else [])})
@@ -174,6 +176,7 @@ class Service:
             llm=self.llm_spec,
             imagine=body.imagine if body.imagine is not None else (d.imagine if d else None),
             generator=generator,
+            prompt_turns=getattr(self, "prompt_turns", 3),
         )
         try:
             return spec.validate(have_llm=self.llm is not None)
