@@ -178,6 +178,13 @@ def index_cmd(
             "thread [default: 2].",
         ),
     ] = None,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="torch | onnx: run an open_clip image tower on ONNX Runtime (exported once to the "
+            "cache; faster start-up, less memory; needs convir[onnx]).",
+        ),
+    ] = "torch",
 ) -> None:
     """Build or update a searchable index of a gallery.
 
@@ -232,7 +239,7 @@ def index_cmd(
             store=store,
             ray=ray,
             ray_workers=ray_workers,
-            settings=EncodeSettings(image_batch, threads, decode_workers),
+            settings=EncodeSettings(image_batch, threads, decode_workers, runtime),
         )
     finally:
         progress.stop()

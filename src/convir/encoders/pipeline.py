@@ -41,6 +41,7 @@ class EncodeSettings:
     image_batch: int = DEFAULT_IMAGE_BATCH  # images per model call
     threads: int | None = None  # torch intra-op threads (None: torch's default, one per core)
     decode_workers: int | None = None  # decoding threads (0: decode in the model's thread)
+    runtime: str = "torch"  # "onnx": the image tower on ONNX Runtime (convir.encoders.onnx_image)
 
     def validate(self) -> EncodeSettings:
         """One clear line per bad value, before any model loads."""
@@ -55,9 +56,11 @@ class EncodeSettings:
                 what = "a positive integer" if low else "0 (decode in the model's thread) or more"
                 raise ConvirError(f"{name} must be {what}, not {value!r}")
         if self.decode_workers is not None and self.decode_workers > 64:
-            raise ConvirError(
-                f"--decode-workers {self.decode_workers} is more threads than is useful (<= 64)"
-            )
+            raise ConvirError(f"--decode-workers {self.decode_workers}: more threads than is useful (<= 64)")
+        from convir.encoders.onnx_image import RUNTIMES
+
+        if self.runtime not in RUNTIMES:
+            raise ConvirError(f"unknown --runtime {self.runtime!r}; choose one of: {', '.join(RUNTIMES)}")
         return self
 
     def workers(self) -> int:

@@ -96,8 +96,13 @@ class LocalEncoding:
         from convir.encoders.pipeline import EncodeSettings
 
         self.settings = settings or EncodeSettings()
-        self.settings.apply_threads()
-        self.encoder = load_encoder(spec, long_text=long_text)  # type: ignore[arg-type]
+        if self.settings.runtime == "onnx":
+            from convir.encoders.onnx_image import OnnxImageEncoder
+
+            self.encoder: Any = OnnxImageEncoder(spec, self.settings.threads)
+        else:
+            self.settings.apply_threads()
+            self.encoder = load_encoder(spec, long_text=long_text)  # type: ignore[arg-type]
         self.spec: str = self.encoder.spec
         self.dim = int(self.encoder.dim)
         self.use_images = has_image_tower(self.encoder)

@@ -246,6 +246,13 @@ def ingest(
     out = Path(out).expanduser()
     validate_options(out, encoder_spec, ann, fmt, batch_size, long_text, max_pixels, store, ray, ray_workers)
     settings = (settings or EncodeSettings()).validate()
+    if settings.runtime != "torch":
+        if ray is not None:
+            raise ConvirError("--runtime onnx encodes in this process; it does not combine with --ray")
+        if encoder_spec is not None:
+            from convir.encoders.onnx_image import check_runtime
+
+            check_runtime(settings.runtime, encoder_spec)
     ignored: list[tuple[str, str]] = []
     items = list(open_source(gallery, fmt, ignored))  # gallery problems: before anything is created
     existed = out.exists()
@@ -418,6 +425,10 @@ def _ingest_locked(
         if pending:
             from convir.gallery.distributed import open_encoding
 
+            if settings is not None and settings.runtime != "torch":
+                from convir.encoders.onnx_image import check_runtime
+
+                check_runtime(settings.runtime, spec)  # the index's own encoder, when none was given
             encoding = open_encoding(spec, long_text, batch_size, max_pixels, ray, ray_workers, settings)
             stack.callback(encoding.close)
             store.bind_encoder(encoding.spec, encoding.dim)  # canonical: reopens from any folder
