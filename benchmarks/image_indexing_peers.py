@@ -289,12 +289,16 @@ def main() -> None:
             rate = args.limit / wall
             if system == "bare":
                 rate = json.loads(stdout.strip().splitlines()[-1])["rate"]
+            loop = ""
+            if system.startswith("convir"):  # the report says how long the encoding loop itself took
+                rep = json.loads(stdout)
+                loop = f"  (encoding loop {rep['total'] / rep['encode_seconds']:.2f} images/s)"
             results[system].append(
                 {"rate": rate, "wall": wall, "peak_gb": peak, "top_rss_gb": top, "procs": procs, "load": load}
             )
             print(
                 f"run {run} {system:<19} {rate:6.2f} images/s  wall {wall:6.1f} s  PSS {peak:.2f} GB  "
-                f"largest RSS {top:.2f} GB ({procs} proc)  load {load:.2f}",
+                f"largest RSS {top:.2f} GB ({procs} proc)  load {load:.2f}{loop}",
                 flush=True,
             )
     med = {s: statistics.median(r["rate"] for r in rs) for s, rs in results.items() if rs}
