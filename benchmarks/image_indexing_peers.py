@@ -6,7 +6,8 @@ weights), and the whole command is timed, start-up included, in interleaved repe
 (system order rotates each run). Peak memory is the peak of the summed RSS of the command's
 process tree (clip-retrieval forks DataLoader workers), sampled every 50 ms.
 
-- convir: ``convir index PHOTOS --encoder open_clip:ViT-B-32 --out IX`` (torch), and the same
+- convir: ``convir index PHOTOS --encoder open_clip:ViT-B-32 --out IX`` (torch; convir-seq: with
+  ``--decode-workers 0``), and the same
   with ``--runtime onnx`` (the export is made once, before the runs, as rclip's model is
   downloaded once); ``--before SRC`` adds the same command run from another source tree
   (e.g. /work/main/src, the code before this change).
@@ -46,7 +47,7 @@ from _common import REPO, SHARED, machine
 HERE = Path(__file__).resolve().parent
 ARCH = "ViT-B-32"
 RCLIP_SUBDIR = "ViT-B-32-256-datacomp_s34b_b86k"  # where rclip looks for its model files
-SYSTEMS = ("bare", "convir", "convir-onnx", "rclip", "clip-retrieval", "clip-retrieval-b32")
+SYSTEMS = ("bare", "convir", "convir-onnx", "convir-seq", "rclip", "clip-retrieval", "clip-retrieval-b32")
 
 
 def load_average() -> str:
@@ -149,7 +150,7 @@ def commands(
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     py = sys.executable
-    if system in ("convir", "convir-onnx", "convir-before"):
+    if system in ("convir", "convir-onnx", "convir-seq", "convir-before"):
         cmd = [
             py,
             "-m",
@@ -164,6 +165,8 @@ def commands(
         cmd.append("--json")
         if system == "convir-onnx":
             cmd += ["--runtime", "onnx"]
+        if system == "convir-seq":  # the same, decoding in the model's thread
+            cmd += ["--decode-workers", "0"]
         if system == "convir-before":
             env["PYTHONPATH"] = str(before)
         return cmd, work, env
