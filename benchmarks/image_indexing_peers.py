@@ -81,21 +81,23 @@ def prepare_models(work: Path) -> dict[str, Path]:
     visual = export_dir(f"open_clip:{ARCH}") / "visual.onnx"
     rclip = work / "rclip-models" / RCLIP_SUBDIR
     rclip.mkdir(parents=True, exist_ok=True)
-    model = onnx.load(str(visual))
-    old = model.graph.input[0].name
-    model.graph.input[0].name = "input"  # rclip feeds {"input": batch}
-    for node in model.graph.node:
-        node.input[:] = ["input" if x == old else x for x in node.input]
-    onnx.save(model, str(rclip / "visual.onnx"))
+    if not (rclip / "visual.onnx").is_file():  # kept from an earlier run in the same --work
+        model = onnx.load(str(visual))
+        old = model.graph.input[0].name
+        model.graph.input[0].name = "input"  # rclip feeds {"input": batch}
+        for node in model.graph.node:
+            node.input[:] = ["input" if x == old else x for x in node.input]
+        onnx.save(model, str(rclip / "visual.onnx"))
     (rclip / "textual.onnx").write_bytes(b"")  # placeholder: an image query never loads it
     vocab = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
     (work / "rclip-models" / "tokenizer").mkdir(exist_ok=True)
     shutil.copy2(vocab, work / "rclip-models" / "tokenizer" / vocab.name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # convir's seed: the same random weights
-        oc = open_clip.create_model(ARCH, pretrained_text=False)
     ckpt = work / "vit_b_32_random_openai.pt"
-    torch.save({k: v for k, v in oc.state_dict().items() if k != "logit_bias"}, ckpt)
+    if not ckpt.is_file():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # convir's seed: the same random weights
+            oc = open_clip.create_model(ARCH, pretrained_text=False)
+        torch.save({k: v for k, v in oc.state_dict().items() if k != "logit_bias"}, ckpt)
     return {"rclip_models": work / "rclip-models", "ckpt": ckpt}
 
 
@@ -273,7 +275,10 @@ def main() -> None:
         ap.error(f"unknown systems: {unknown}")
     work = args.work or Path(tempfile.mkdtemp(prefix="convir-peers-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"{machine()}; load average {load_average()}; {args.limit} photos, {args.runs} runs; work {work}")
+    print(
+        f"{machine()}; load average {load_average()}; {args.limit} photos, {args.runs} runs; work {work}",
+        flush=True,
+    )
     photos = work / f"photos-{args.limit}"
     if not photos.exists():
         copy_photos(args.limit, photos)
