@@ -167,7 +167,11 @@ def index_cmd(
     image_batch: Annotated[int, typer.Option(min=1, help="Images per model call (image encoders).")] = 32,
     threads: Annotated[
         int | None,
-        typer.Option(min=1, show_default=False, help="Torch threads for the model [default: one per core]."),
+        typer.Option(
+            min=1,
+            show_default=False,
+            help="Torch (or ONNX Runtime) threads for the model \\[default: one per core].",
+        ),
     ] = None,
     decode_workers: Annotated[
         int | None,
@@ -175,14 +179,14 @@ def index_cmd(
             min=0,
             show_default=False,
             help="Threads decoding and resizing images while the model runs; 0 = in the model's "
-            "thread [default: 2].",
+            "thread \\[default: 2].",
         ),
     ] = None,
     runtime: Annotated[
         str,
         typer.Option(
             help="torch | onnx: run an open_clip image tower on ONNX Runtime (exported once to the "
-            "cache; faster start-up, less memory; needs convir[onnx]).",
+            "cache; faster start-up, less memory; needs convir\\[onnx]).",
         ),
     ] = "torch",
 ) -> None:
