@@ -259,7 +259,12 @@ def main() -> None:
     )
     ap.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma list of {', '.join(SYSTEMS)}")
     ap.add_argument("--before", default=None, help="also run convir from this src folder (convir-before)")
-    ap.add_argument("--grid-images", type=int, default=96, help="images per setting of the bare grid search")
+    ap.add_argument(
+        "--grid-images",
+        type=int,
+        default=96,
+        help="images per setting of the bare grid search (0: reuse --work's last grid)",
+    )
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--bare-worker", nargs=2, type=int, help=argparse.SUPPRESS)
@@ -284,8 +289,13 @@ def main() -> None:
         copy_photos(args.limit, photos)
     shutil.copy2(sorted(photos.iterdir())[0], work / "query.jpg")
     models = prepare_models(work)
-    if "bare" in systems:
-        best = bare_grid(work, args.grid_images)
+    if "bare" in systems and args.grid_images == 0 and (work / "bare-best.json").is_file():
+        best = json.loads((work / "bare-best.json").read_text())  # --grid-images 0: reuse the last grid
+        print(
+            f"bare forward: batch {best['batch']}, {best['threads']} threads (from {work / 'bare-best.json'})"
+        )
+    elif "bare" in systems:
+        best = bare_grid(work, max(1, args.grid_images))
         print(f"bare forward: best batch {best['batch']}, {best['threads']} threads")
     results: dict[str, list[dict[str, float]]] = {s: [] for s in systems}
     for run in range(args.runs):
