@@ -165,6 +165,31 @@ def index_cmd(
     ray_workers: Annotated[
         int | None, typer.Option(min=1, show_default=False, help="Ray workers (encoder actors) [default: 2].")
     ] = None,
+    image_batch: Annotated[int, typer.Option(min=1, help="Images per model call (image encoders).")] = 32,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            show_default=False,
+            help="Torch (or ONNX Runtime) threads for the model \\[default: one per core].",
+        ),
+    ] = None,
+    decode_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            show_default=False,
+            help="Threads decoding and resizing images while the model runs; 0 = in the model's "
+            "thread \\[default: 2].",
+        ),
+    ] = None,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="torch | onnx: run an open_clip image tower on ONNX Runtime (exported once to the "
+            "cache; faster start-up, less memory; needs convir\\[onnx]).",
+        ),
+    ] = "torch",
 ) -> None:
     """Build or update a searchable index of a gallery.
 
@@ -175,6 +200,7 @@ def index_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from convir.encoders.pipeline import EncodeSettings
     from convir.gallery.ingest import ingest
 
     console = _console(stderr=True)
@@ -218,6 +244,7 @@ def index_cmd(
             store=store,
             ray=ray,
             ray_workers=ray_workers,
+            settings=EncodeSettings(image_batch, threads, decode_workers, runtime),
         )
     finally:
         progress.stop()

@@ -172,17 +172,25 @@ class OpenClipEncoder(ImageTextEncoder):
             feats = self.model.encode_text(tokens)
         return l2_normalize(feats.float().cpu().numpy())
 
-    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Encode already-decoded images with the model's own eval preprocessing."""
+    def prepare_image(self, image: Image.Image) -> torch.Tensor:
+        """The model's input for one decoded image (its eval transform); thread-safe, so the
+        decoding threads of :mod:`convir.encoders.pipeline` run it ahead of the model."""
+        return self.preprocess(image)
+
+    def encode_prepared(self, pixels: Sequence[torch.Tensor]) -> np.ndarray:
+        """Encode the outputs of :meth:`prepare_image`, one model call."""
         import torch
 
-        if not images:
+        if not pixels:
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
             dtype = next(self.model.parameters()).dtype
-            pixels = torch.stack([self.preprocess(img) for img in images]).to(self.device, dtype)
-            feats = self.model.encode_image(pixels)
+            feats = self.model.encode_image(torch.stack(list(pixels)).to(self.device, dtype))
         return l2_normalize(feats.float().cpu().numpy())
+
+    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Encode already-decoded images with the model's own eval preprocessing."""
+        return self.encode_prepared([self.prepare_image(img) for img in images])
 
 
 __all__ = ["ImageReadError", "OpenClipEncoder"]

@@ -77,11 +77,13 @@ def open_encoding(
     max_pixels: int | None,
     ray: str | None = None,
     workers: int | None = None,
+    settings: Any = None,
 ) -> Any:
-    """The encoder(s) for a run: :class:`LocalEncoding`, or :class:`RayEncoding` with ``ray``."""
+    """The encoder(s) for a run: :class:`LocalEncoding`, or :class:`RayEncoding` with ``ray``;
+    ``settings`` is an :class:`convir.encoders.pipeline.EncodeSettings`."""
     if ray is None:
-        return LocalEncoding(spec, long_text, max_pixels)
-    return RayEncoding(spec, long_text, max_pixels, ray, workers or DEFAULT_WORKERS)
+        return LocalEncoding(spec, long_text, max_pixels, settings)
+    return RayEncoding(spec, long_text, max_pixels, ray, workers or DEFAULT_WORKERS, settings)
 
 
 class LocalEncoding:
@@ -89,32 +91,55 @@ class LocalEncoding:
 
     workers = 0
 
-    def __init__(self, spec: str, long_text: str, max_pixels: int | None) -> None:
+    def __init__(self, spec: str, long_text: str, max_pixels: int | None, settings: Any = None) -> None:
         from convir.encoders import has_image_tower, load_encoder
+        from convir.encoders.pipeline import EncodeSettings
 
-        self.encoder = load_encoder(spec, long_text=long_text)  # type: ignore[arg-type]
+        self.settings = settings or EncodeSettings()
+        if self.settings.runtime == "onnx":
+            from convir.encoders.onnx_image import OnnxImageEncoder
+
+            self.encoder: Any = OnnxImageEncoder(spec, self.settings.threads)
+        else:
+            self.settings.apply_threads()
+            self.encoder = load_encoder(spec, long_text=long_text)  # type: ignore[arg-type]
         self.spec: str = self.encoder.spec
         self.dim = int(self.encoder.dim)
         self.use_images = has_image_tower(self.encoder)
         self.max_pixels = max_pixels
+        self._pool: Any = None
 
     def encode(self, chunks: list[Chunk]) -> Iterator[tuple[Chunk, list[Any], list[tuple[str, str]]]]:
         from convir.gallery.ingest import _encode_batch
 
+        if self.use_images and self._pool is None and self.settings.workers() > 0:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # one pool for the whole run: no thread start-up per saved batch
+            self._pool = ThreadPoolExecutor(self.settings.workers(), thread_name_prefix="convir-decode")
         for chunk in chunks:
             done, failed = _encode_batch(
-                self.encoder, [c[0] for c in chunk], self.use_images, self.max_pixels
+                self.encoder,
+                [c[0] for c in chunk],
+                self.use_images,
+                self.max_pixels,
+                self.settings,
+                self._pool,
             )
             yield chunk, done, failed
 
     def close(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 class EncoderWorker:
     """A Ray actor: one encoder, loaded once, encoding the batches the driver sends."""
 
-    def __init__(self, spec: str, long_text: str, max_pixels: int | None, threads: int) -> None:
+    def __init__(
+        self, spec: str, long_text: str, max_pixels: int | None, threads: int, settings: Any = None
+    ) -> None:
         import torch
 
         from convir.encoders import has_image_tower, load_encoder
@@ -123,6 +148,7 @@ class EncoderWorker:
         self.encoder = load_encoder(spec, long_text=long_text)  # type: ignore[arg-type]
         self.use_images = has_image_tower(self.encoder)
         self.max_pixels = max_pixels
+        self.settings = settings
 
     def info(self) -> tuple[str, int, bool, int]:
         return self.encoder.spec, int(self.encoder.dim), self.use_images, os.getpid()
@@ -134,13 +160,21 @@ class EncoderWorker:
         if marker and not Path(marker).exists():
             Path(marker).write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
-        return _encode_batch(self.encoder, items, self.use_images, self.max_pixels)
+        return _encode_batch(self.encoder, items, self.use_images, self.max_pixels, self.settings)
 
 
 class RayEncoding:
     """Encode batches on a pool of Ray actors; results arrive in completion order."""
 
-    def __init__(self, spec: str, long_text: str, max_pixels: int | None, address: str, workers: int) -> None:
+    def __init__(
+        self,
+        spec: str,
+        long_text: str,
+        max_pixels: int | None,
+        address: str,
+        workers: int,
+        settings: Any = None,
+    ) -> None:
         import ray
 
         self._ray = ray
@@ -179,7 +213,10 @@ class RayEncoding:
             cpus = float(ray.cluster_resources().get("CPU", 1))
             per = max(1, int(cpus // workers))
             actor = ray.remote(num_cpus=per, max_restarts=2, max_task_retries=2)(EncoderWorker)
-            self.actors = [actor.remote(spec, long_text, max_pixels, per) for _ in range(workers)]
+            threads = settings.threads if settings is not None and settings.threads else per
+            self.actors = [
+                actor.remote(spec, long_text, max_pixels, threads, settings) for _ in range(workers)
+            ]
             infos = ray.get([a.info.remote() for a in self.actors])
         except BaseException:
             self.close()

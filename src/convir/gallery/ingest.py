@@ -35,16 +35,20 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from convir.atomic import write_json
+from convir.encoders.pipeline import EncodeSettings
 from convir.errors import ConvirError
 from convir.gallery.items import MAX_CAPTION_CHARS, cap_captions, item_documents, item_vectors
 from convir.gallery.lock import LOCK_NAME, IndexLock
 from convir.gallery.sources import FORMATS, SourceItem, open_source
 from convir.gallery.store import DB_NAME, IndexCorruptError, Store, StoredItem
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 REPORT_NAME = "last_index_report.json"
 KILL_ENV = "CONVIR_TEST_KILL_AT"
@@ -177,19 +181,28 @@ def _fingerprint(item: SourceItem, previous_stat: str | None) -> tuple[str, str 
 
 
 def _encode_batch(
-    encoder: Any, batch: list[SourceItem], use_images: bool, max_pixels: int | None
+    encoder: Any,
+    batch: list[SourceItem],
+    use_images: bool,
+    max_pixels: int | None,
+    settings: EncodeSettings | None = None,
+    pool: ThreadPoolExecutor | None = None,
 ) -> tuple[list[tuple[SourceItem, np.ndarray, str]], list[tuple[str, str]]]:
-    """Vectors for a batch: image tower where available, else the item's caption vector."""
+    """Vectors for a batch: image tower where available, else the item's caption vector.
+
+    Images are decoded in ``pool``'s threads (or ``settings.decode_workers`` of its own) while
+    the model encodes, ``settings.image_batch`` per model call (:mod:`convir.encoders.pipeline`)."""
     done: list[tuple[SourceItem, np.ndarray, str]] = []
     failed: list[tuple[str, str]] = []
     text_items = batch
     if use_images:
-        from convir.encoders.base import encode_images_skipping
+        from convir.encoders.pipeline import encode_images_pipelined
 
         with_img = [it for it in batch if it.image is not None]
         text_items = [it for it in batch if it.image is None]
         if with_img:
-            vecs, ok, bad = encode_images_skipping(encoder, [it.image for it in with_img], 32, max_pixels)
+            paths = [it.image for it in with_img]
+            vecs, ok, bad = encode_images_pipelined(encoder, paths, settings, max_pixels, pool)
             for row, i in enumerate(ok):
                 done.append((with_img[i], vecs[row], "image"))
             failed += [(with_img[i].id, reason) for i, reason in bad]
@@ -218,6 +231,7 @@ def ingest(
     store: str | None = None,
     ray: str | None = None,
     ray_workers: int | None = None,
+    settings: EncodeSettings | None = None,
 ) -> IngestReport:
     """Index (or update) ``gallery`` into ``out``; see the module docstring.
 
@@ -226,10 +240,19 @@ def ingest(
     ``max_pixels`` skips larger images; ``wait=False`` refuses instead of waiting when another
     run holds the index (``on_wait`` hears that it waits); ``store`` is a vector store spec
     (:mod:`convir.store`; default: the index's own, else faiss); ``ray`` encodes with Ray
-    workers ("local": a Ray started here; else a cluster address), ``ray_workers`` of them."""
+    workers ("local": a Ray started here; else a cluster address), ``ray_workers`` of them;
+    ``settings`` sets images per model call, torch threads and decoding threads."""
     t0 = time.perf_counter()
     out = Path(out).expanduser()
     validate_options(out, encoder_spec, ann, fmt, batch_size, long_text, max_pixels, store, ray, ray_workers)
+    settings = (settings or EncodeSettings()).validate()
+    if settings.runtime != "torch":
+        if ray is not None:
+            raise ConvirError("--runtime onnx encodes in this process; it does not combine with --ray")
+        if encoder_spec is not None:
+            from convir.encoders.onnx_image import check_runtime
+
+            check_runtime(settings.runtime, encoder_spec)
     ignored: list[tuple[str, str]] = []
     items = list(open_source(gallery, fmt, ignored))  # gallery problems: before anything is created
     existed = out.exists()
@@ -239,7 +262,7 @@ def ingest(
     try:
         report = _ingest_locked(
             gallery, out, items, ignored, encoder_spec, ann, fmt, batch_size, replace, long_text,
-            on_total, on_progress, rebuild, max_pixels, t0, store, ray, ray_workers,
+            on_total, on_progress, rebuild, max_pixels, t0, store, ray, ray_workers, settings,
         )  # fmt: skip
     except BaseException:
         if fresh:
@@ -311,6 +334,7 @@ def _ingest_locked(
     store_text: str | None = None,
     ray: str | None = None,
     ray_workers: int | None = None,
+    settings: EncodeSettings | None = None,
 ) -> IngestReport:
     from convir.encoders import DEFAULT_ENCODER, load_encoder
     from convir.store import (
@@ -401,7 +425,11 @@ def _ingest_locked(
         if pending:
             from convir.gallery.distributed import open_encoding
 
-            encoding = open_encoding(spec, long_text, batch_size, max_pixels, ray, ray_workers)
+            if settings is not None and settings.runtime != "torch":
+                from convir.encoders.onnx_image import check_runtime
+
+                check_runtime(settings.runtime, spec)  # the index's own encoder, when none was given
+            encoding = open_encoding(spec, long_text, batch_size, max_pixels, ray, ray_workers, settings)
             stack.callback(encoding.close)
             store.bind_encoder(encoding.spec, encoding.dim)  # canonical: reopens from any folder
             report.encoder = encoding.spec
