@@ -1,4 +1,4 @@
-"""Caption encoder on torch vs ONNX Runtime fp32 vs ONNX Runtime int8 (issue 18): quality and speed.
+"""Caption encoder on torch vs ONNX Runtime fp32 / int8 / int8-all (issue 18): quality and speed.
 
 Usage: python benchmarks/text_encoder_speed.py [--reps 2] [--queries 200] [--threads 2]
            [--stages diff,eval,index,latency]
@@ -7,7 +7,7 @@ Usage: python benchmarks/text_encoder_speed.py [--reps 2] [--queries 200] [--thr
 * eval: `convir eval retrieval --dataset coco5k ../shared/data/coco5k --split test --json` per
   encoder (R@1/5/10, MRR);
 * index: `convir index --format coco-captions ../shared/data/coco5k` per encoder, repetitions
-  interleaved (torch, fp32, int8, torch, ...): whole command and its encoding time;
+  interleaved (torch, fp32, int8, int8-all, torch, ...): whole command and its encoding time;
 * latency: single-query encode + exact search over each encoder's coco5k index, the encoders
   interleaved query by query (p50/p95).
 
@@ -35,6 +35,7 @@ ENCODERS = {
     "torch": "caption:minilm",
     "onnx fp32": "caption:minilm?backend=onnx",
     "onnx int8": "caption:minilm?backend=onnx&quant=int8",
+    "onnx int8-all": "caption:minilm?backend=onnx&quant=int8-all",
 }
 
 
@@ -61,7 +62,7 @@ def stage_diff(texts: list[str]) -> None:
     ref = vecs["torch"]
     print(f"\nembeddings of {len(texts)} coco5k test captions vs torch")
     print("| backend | max abs diff | mean abs diff | min cosine | mean cosine |\n|---|---|---|---|---|")
-    for name in ("onnx fp32", "onnx int8"):
+    for name in [n for n in ENCODERS if n != "torch"]:
         d = np.abs(vecs[name] - ref)
         cos = np.sum(vecs[name] * ref, axis=1)
         print(f"| {name} | {d.max():.2e} | {d.mean():.2e} | {cos.min():.5f} | {cos.mean():.5f} |")

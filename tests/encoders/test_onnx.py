@@ -114,7 +114,7 @@ def test_a_failed_export_leaves_no_file(tmp_path: Path) -> None:
     ("spec", "message"),
     [
         ("caption:minilm?backend=tensorrt", "choose one of: torch, onnx"),
-        ("caption:minilm?quant=int4&backend=onnx", "choose one of: none, int8"),
+        ("caption:minilm?quant=int4&backend=onnx", "choose one of: none, int8, int8-all"),
         ("caption:minilm?quant=int8", "needs backend=onnx"),
         ("caption:minilm?threads=2", "known: backend, quant"),
         ("caption:minilm?backend", "options are ?key=value"),
