@@ -95,6 +95,19 @@ def test_export_is_cached_reused_and_outside_the_package(
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*.onnx")} == before
 
 
+def test_int8_keeps_the_feed_forward_matmuls_fp32(onnx_cache: Path) -> None:
+    import onnx
+
+    enc = load_encoder("caption:minilm?backend=onnx&quant=int8")
+    fp32 = onnx.load(str(enc.onnx_path.with_name("model.onnx")))
+    ffn = onnx_backend.ffn_matmuls(fp32)
+    assert len(ffn) == 2 * enc.model[0].auto_model.config.num_hidden_layers  # in and out of each block
+    int8 = onnx.load(str(enc.onnx_path))
+    kept = {n.name for n in int8.graph.node if n.op_type == "MatMul"}
+    assert set(ffn) <= kept  # still float MatMuls
+    assert any(n.op_type == "MatMulInteger" for n in int8.graph.node)  # the rest is int8
+
+
 def test_a_failed_export_leaves_no_file(tmp_path: Path) -> None:
     """A crash mid-write (half a file written, then the exporter dies) publishes nothing."""
     target = tmp_path / "out" / "model.onnx"
