@@ -63,6 +63,8 @@ class CaptionEncoder:
         if backend == "onnx":
             from convir.encoders.onnx import require_onnxruntime
 
+            if device != "cpu":
+                raise SpecError(f"caption backend=onnx runs on the CPU (ONNX Runtime); got device={device!r}")
             require_onnxruntime()
         ensure_torchvision()
         path, offline = _resolve(name)
