@@ -150,6 +150,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stages", default="diff,eval,index,latency")
+    ap.add_argument(
+        "--reuse", type=Path, help="latency on the indexes a killed run left in this folder (ix-NAME-0)"
+    )
     args = ap.parse_args()
     stages = set(args.stages.split(","))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -165,6 +168,10 @@ def main() -> None:
     items = load_coco5k(SHARED / "coco5k")[4000:]
     if "diff" in stages:
         stage_diff([it.captions[0] for it in items])
+    if args.reuse is not None:
+        found = {name: args.reuse / f"ix-{name.replace(' ', '-')}-0" for name in ENCODERS}
+        stage_latency(found, [it.captions[-1] for it in items[: args.queries]])
+        return
     work = Path(tempfile.mkdtemp(prefix="convir-text-encoder-"))
     try:
         if "eval" in stages:

@@ -196,3 +196,8 @@ def test_a_torch_index_answers_onnx_fp32_queries_alike(
         got[enc] = [(h["id"], round(h["score"], 4)) for h in json.loads(res.stdout)["results"]]
     assert got["caption:minilm"] == got["caption:minilm?backend=onnx"]
     assert got["caption:minilm"][0][0] == "beach/boat.png"
+
+
+def test_onnx_runs_on_the_cpu_only() -> None:
+    with pytest.raises(SpecError, match="runs on the CPU"):
+        load_encoder("caption:minilm?backend=onnx", device="cuda")
