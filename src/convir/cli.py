@@ -311,9 +311,17 @@ def search_cmd(
             "(== != < <= > >=, in, and, or, not; docs/scale.md)."
         ),
     ] = None,
+    encoder: Annotated[
+        str | None,
+        typer.Option(
+            help="Query encoder (default: the index's own). An index built with caption:M also answers "
+            "caption:M?backend=onnx queries (same model in ONNX Runtime fp32; docs/encoders.md)."
+        ),
+    ] = None,
 ) -> None:
     """Search an index with text (or an image) and print the ranked results."""
     from convir.search import open_index
+    from convir.specs import REGISTRY
 
     if query is None and image is None:
         raise ConvirError("give a text QUERY or --image PATH")
@@ -321,7 +329,9 @@ def search_cmd(
         from convir.store.filters import parse_where
 
         parse_where(where)  # a typo fails before the index or the encoder loads
-    idx = open_index(index_dir)
+    if encoder is not None:
+        REGISTRY.parse("encoder", encoder)  # a bad spec or option fails before the index opens
+    idx = open_index(index_dir, encoder=encoder)
     hits = idx.search(query, k=k, mode=mode, image=image, fusion=fusion, alpha=alpha, where=where)
     if json_out:
         typer.echo(

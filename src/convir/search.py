@@ -58,7 +58,9 @@ class SearchIndex(TextRanking):
         self.build_dir = build
         self.info = self._build.info
         self.encoder_spec: str = self.info["encoder"]
-        if encoder is not None and encoder != self.encoder_spec:
+        from convir.encoders.onnx import same_space
+
+        if encoder is not None and not same_space(self.encoder_spec, encoder):
             self.close()
             raise IndexMismatchError(
                 f"index {self.root} was built with encoder {self.encoder_spec!r}, not {encoder!r}: "
@@ -82,6 +84,8 @@ class SearchIndex(TextRanking):
         saved = self.store.get("max_pixels")
         self.max_pixels: int | None = int(saved) if saved and saved.isdigit() else None
         self._encoder: Any = None
+        # queries may run on another backend of the same function (torch vs ONNX fp32)
+        self.query_encoder_spec: str = encoder or self.encoder_spec
 
     def _open_build(self) -> Build:
         """The published build, pinned; a clear error naming the repair when it is damaged."""
@@ -132,7 +136,7 @@ class SearchIndex(TextRanking):
         if self._encoder is None:
             from convir.encoders import load_encoder
 
-            self._encoder = load_encoder(self.encoder_spec, long_text=self.long_text)  # type: ignore[arg-type]
+            self._encoder = load_encoder(self.query_encoder_spec, long_text=self.long_text)  # type: ignore[arg-type]
         return self._encoder
 
     def captions(self, positions: list[int] | np.ndarray) -> list[list[str]]:

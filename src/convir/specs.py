@@ -70,6 +70,7 @@ class Component:
     needs_llm: bool = False  # the component generates text with the session's LLM
     shared: bool = False  # holds a model: one instance per (spec, options) per process
     example: str = ""
+    check: str = ""  # "module:callable" validating the value (its ?options) before anything loads
 
     def resolve(self) -> Callable[..., Any]:
         module, _, attr = self.factory.partition(":")
@@ -108,12 +109,13 @@ class Registry:
         needs_llm: bool = False,
         shared: bool = False,
         example: str = "",
+        check: str = "",
     ) -> Component:
         """Add (or replace: a plugin may override a built-in) one component."""
         if family not in self.families:
             raise ValueError(f"unknown component family {family!r}")
         comp = Component(
-            family, name, doc, factory, frozenset(options), takes_value, needs_llm, shared, example
+            family, name, doc, factory, frozenset(options), takes_value, needs_llm, shared, example, check
         )
         self.families[family].members[name] = comp
         return comp
@@ -160,6 +162,9 @@ class Registry:
             rest = ""
         if not comp.takes_value and sep:
             raise SpecError(f"{fam.name} {name!r} takes no value (got {raw!r}); use {name}")
+        if comp.check:
+            module, _, attr = comp.check.partition(":")
+            getattr(importlib.import_module(module), attr)(rest.strip())
         return comp, rest.strip()
 
     def check(self, family: str, text: str | None, options: Iterable[str] = ()) -> Component:
@@ -246,12 +251,14 @@ def _declare_builtins(r: Registry) -> None:
     r.register(
         "encoder",
         "caption",
-        "sentence-transformers text model over captions, e.g. caption:minilm (offline default)",
+        "sentence-transformers text model over captions, e.g. caption:minilm (offline default); "
+        "caption:minilm?backend=onnx[&quant=int8] runs it in ONNX Runtime",
         "convir.encoders.caption:CaptionEncoder",
         options={"long_text", "device"},
         takes_value=True,
         shared=True,
         example="caption:minilm",
+        check="convir.encoders.onnx:check_caption",
     )
     r.register(
         "encoder",
