@@ -112,12 +112,15 @@ def main() -> None:
             with httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.sessions + 5)) as client:
                 warm, warm_create, cold = session(client, url, args.turns)
                 t0 = time.perf_counter()
+                # one client per session: each keeps its own owner-secret cookie (sessions are private)
+                clients = [httpx.Client(timeout=600) for _ in range(args.sessions)]
                 with ThreadPoolExecutor(args.sessions) as pool:
-                    runs = list(pool.map(lambda _: session(client, url, args.turns), range(args.sessions)))
+                    runs = list(pool.map(lambda c: session(c, url, args.turns), clients))
                 wall = time.perf_counter() - t0
                 lost = 0
-                for v, _, _ in runs:
-                    stored = client.get(f"{url}/api/sessions/{v['id']}").json()
+                for c, (v, _, _) in zip(clients, runs, strict=True):
+                    stored = c.get(f"{url}/api/sessions/{v['id']}").json()
+                    c.close()
                     texts = [h["text"] for h in stored["history"][1:]]
                     lost += stored["turn"] != args.turns or texts != [h["text"] for h in warm["history"][1:]]
                 client.get(f"{url}/api/search", params={"q": queries[0]})  # warm
@@ -156,30 +159,34 @@ def uncached(args: argparse.Namespace, descriptions: list[str]) -> None:
         proc, url = start(args.index_dir, args.llm, Path(cache))
         errors: list[str] = []
 
+        # one client per session: each keeps its own owner-secret cookie (sessions are private)
+        clients = [httpx.Client(timeout=1800) for _ in descriptions]
+
         def one(i: int) -> tuple[dict[str, Any], float, list[float]] | None:
             try:
-                return session(client, url, args.turns, descriptions[i], shift=i)
+                return session(clients[i], url, args.turns, descriptions[i], shift=i)
             except httpx.HTTPError as exc:  # a timeout or an error status: counted, not lost
                 errors.append(f"session {i}: {type(exc).__name__}: {exc}")
                 return None
 
         try:
-            with httpx.Client(timeout=1800, limits=httpx.Limits(max_connections=args.sessions + 5)) as client:
-                t0 = time.perf_counter()
-                with ThreadPoolExecutor(args.sessions) as pool:
-                    runs = list(pool.map(one, range(len(descriptions))))
-                wall = time.perf_counter() - t0
-                bad = 0
-                for i, r in enumerate(runs):
-                    if r is None:
-                        continue
-                    stored = client.get(f"{url}/api/sessions/{r[0]['id']}").json()
-                    sent = ((ANSWERS[i % len(ANSWERS) :] + ANSWERS[: i % len(ANSWERS)]) * args.turns)[
-                        : args.turns
-                    ]
-                    texts = [h["text"] for h in stored["history"][1:]]
-                    bad += stored["turn"] != args.turns or texts != sent
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(args.sessions) as pool:
+                runs = list(pool.map(one, range(len(descriptions))))
+            wall = time.perf_counter() - t0
+            bad = 0
+            for i, r in enumerate(runs):
+                if r is None:
+                    continue
+                stored = clients[i].get(f"{url}/api/sessions/{r[0]['id']}").json()
+                sent = ((ANSWERS[i % len(ANSWERS) :] + ANSWERS[: i % len(ANSWERS)]) * args.turns)[
+                    : args.turns
+                ]
+                texts = [h["text"] for h in stored["history"][1:]]
+                bad += stored["turn"] != args.turns or texts != sent
         finally:
+            for c in clients:
+                c.close()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
     done = [r for r in runs if r is not None]
