@@ -23,22 +23,11 @@ from convir.dialog.strategies import (
     load_strategy,
     query_for_turns,
 )
-from convir.encoders import load_encoder
 from convir.errors import ConvirError
 from convir.eval.simulated import simulate, target_rank
 from convir.llm.base import GenParams, LLMError
 from convir.simulate.answerers import Answer
-
-CAPTIONS = [
-    ["a red sailboat on the sea at sunset"],
-    ["a white sailboat on the sea on a sunny day"],
-    ["a rowboat on a lake at sunset"],
-    ["a brown dog running on a beach"],
-    ["a black cat sleeping on a red sofa"],
-    ["a plate of pizza next to a glass of beer"],
-    ["a yellow bus on a city street"],
-    ["a skier on a snowy mountain slope"],
-]
+from dialog_helpers import boat_gallery
 
 
 class ScriptedLLM:
@@ -66,9 +55,7 @@ class ScriptedLLM:
 
 @pytest.fixture(scope="module")
 def gallery() -> MemoryGallery:
-    enc = load_encoder("caption:minilm")
-    vecs = enc.encode_text([c[0] for c in CAPTIONS])
-    return MemoryGallery([f"img{i}" for i in range(len(CAPTIONS))], CAPTIONS, vecs, enc)
+    return boat_gallery()
 
 
 def _state() -> DialogState:

@@ -12,20 +12,10 @@ from convir.dialog.gallery import MemoryGallery
 from convir.dialog.session import SessionSpec, build_conversation
 from convir.dialog.state import DialogState, Exchange
 from convir.dialog.strategies import RewriteStrategy
-from convir.encoders import load_encoder
 from convir.errors import ConvirError
 from convir.llm.base import GenParams
+from dialog_helpers import boat_gallery
 
-CAPTIONS = [
-    ["a red sailboat on the sea at sunset"],
-    ["a white sailboat on the sea on a sunny day"],
-    ["a rowboat on a lake at sunset"],
-    ["a brown dog running on a beach"],
-    ["a black cat sleeping on a red sofa"],
-    ["a plate of pizza next to a glass of beer"],
-    ["a yellow bus on a city street"],
-    ["a skier on a snowy mountain slope"],
-]
 EXCHANGES = [
     Exchange("is it day or night", "at sunset"),
     Exchange("what colour is the sail", "red"),
@@ -37,10 +27,7 @@ EXCHANGES = [
 
 @pytest.fixture(scope="module")
 def gallery() -> MemoryGallery:
-    enc = load_encoder("caption:minilm")
-    return MemoryGallery(
-        [f"img{i}" for i in range(len(CAPTIONS))], CAPTIONS, enc.encode_text([c[0] for c in CAPTIONS]), enc
-    )
+    return boat_gallery()
 
 
 def test_prompts_show_the_description_and_the_last_n_exchanges() -> None:
