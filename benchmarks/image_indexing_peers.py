@@ -8,9 +8,9 @@ process tree (clip-retrieval forks DataLoader workers), sampled every 50 ms.
 
 - convir: ``convir index PHOTOS --encoder open_clip:ViT-B-32 --out IX`` (torch; convir-seq: with
   ``--decode-workers 0``), and the same
-  with ``--runtime onnx`` (the export is made once, before the runs, as rclip's model is
-  downloaded once); ``--before SRC`` adds the same command run from another source tree
-  (e.g. /work/main/src, the code before this change).
+  with ``--runtime onnx`` and ``--runtime onnx-int8`` (the export and its int8 copy are made
+  once, before the runs, as rclip's model is downloaded once); ``--before SRC`` adds the same
+  command run from another source tree (e.g. /work/main/src, the code before this change).
 - rclip: its own CLI through benchmarks/peers/rclip_random.py (its model files swapped for the
   random ViT-B-32 ONNX export at 224 px; query = an image path, so only the image tower runs).
 - clip-retrieval: ``clip-retrieval inference`` through benchmarks/peers/clip_retrieval_random.py
@@ -47,7 +47,16 @@ from _common import REPO, SHARED, machine
 HERE = Path(__file__).resolve().parent
 ARCH = "ViT-B-32"
 RCLIP_SUBDIR = "ViT-B-32-256-datacomp_s34b_b86k"  # where rclip looks for its model files
-SYSTEMS = ("bare", "convir", "convir-onnx", "convir-seq", "rclip", "clip-retrieval", "clip-retrieval-b32")
+SYSTEMS = (
+    "bare",
+    "convir",
+    "convir-onnx",
+    "convir-onnx-int8",
+    "convir-seq",
+    "rclip",
+    "clip-retrieval",
+    "clip-retrieval-b32",
+)
 
 
 def load_average() -> str:
@@ -77,7 +86,7 @@ def prepare_models(work: Path) -> dict[str, Path]:
     ensure_torchvision()
     import open_clip
 
-    OnnxImageEncoder(f"open_clip:{ARCH}")  # exports into work/cache once
+    OnnxImageEncoder(f"open_clip:{ARCH}", int8=True)  # exports (and quantises) into work/cache once
     visual = export_dir(f"open_clip:{ARCH}") / "visual.onnx"
     rclip = work / "rclip-models" / RCLIP_SUBDIR
     rclip.mkdir(parents=True, exist_ok=True)
@@ -152,7 +161,7 @@ def commands(
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     py = sys.executable
-    if system in ("convir", "convir-onnx", "convir-seq", "convir-before"):
+    if system in ("convir", "convir-onnx", "convir-onnx-int8", "convir-seq", "convir-before"):
         cmd = [
             py,
             "-m",
@@ -165,8 +174,8 @@ def commands(
             str(out),
         ]
         cmd.append("--json")
-        if system == "convir-onnx":
-            cmd += ["--runtime", "onnx"]
+        if system in ("convir-onnx", "convir-onnx-int8"):
+            cmd += ["--runtime", system.removeprefix("convir-")]
         if system == "convir-seq":  # the same, decoding in the model's thread
             cmd += ["--decode-workers", "0"]
         if system == "convir-before":

@@ -21,7 +21,7 @@ import numpy as np
 
 from convir.dialog.answers import AnswerAwareStrategy, AnswerModel, question_attribute
 from convir.dialog.engine import Conversation
-from convir.dialog.infogain import ChoiceQuestioner, InfoGainQuestioner
+from convir.dialog.infogain import ChoiceQuestioner, InfoGainOpenQuestioner, InfoGainQuestioner
 from convir.dialog.strategies import ConcatStrategy
 from convir.encoders import load_encoder
 from convir.eval.metrics import hits_at_k_per_turn
@@ -29,6 +29,11 @@ from convir.eval.simulated import load_sim, simulate
 from convir.simulate.answerers import Answer, CaptionAnswerer
 from convir.text import content_stems
 
+QUESTIONERS = {
+    "infogain": InfoGainQuestioner,
+    "infogain-open": InfoGainOpenQuestioner,
+    "choice": ChoiceQuestioner,
+}
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
@@ -67,7 +72,7 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--gallery", default="all")
     ap.add_argument("--start", default="vague:5")
-    ap.add_argument("--questioner", default="infogain", choices=["infogain", "choice"])
+    ap.add_argument("--questioner", default="infogain", choices=sorted(QUESTIONERS))
     ap.add_argument("--user", default="rule", choices=["rule", "llm"])
     ap.add_argument("--llm", default="llamacpp:gemma3-270m")
     ap.add_argument("--grid", action="append", default=[], help="NAME=v1,v2 (AnswerModel / questioner)")
@@ -85,7 +90,7 @@ def main() -> None:
     user_cls = RuleUser if args.user == "rule" else CaptionAnswerer
     user = user_cls(llm, sim.held_out, all_captions_by_id=sim.all_text, encoder=enc)
     names = [g.split("=")[0] for g in args.grid]
-    values = [[float(v) for v in g.split("=")[1].split(",")] for g in args.grid]
+    values = [[int(v) if v.isdigit() else float(v) for v in g.split("=")[1].split(",")] for g in args.grid]
     print(
         f"{len(targets)} dev targets, gallery {args.gallery} ({len(sim.gallery.ids)} items), "
         f"start {args.start}"
@@ -99,7 +104,8 @@ def main() -> None:
             model = AnswerModel(**model_kw)
             q_kw.setdefault("temperature", model.temperature)
             q_kw.setdefault("eps", model.eps)
-            qcls = InfoGainQuestioner if args.questioner == "infogain" else ChoiceQuestioner
+            q_kw.setdefault("miss", model.miss)
+            qcls = QUESTIONERS[args.questioner]
             ranks = []
             t0 = time.perf_counter()
             for tgt in targets:

@@ -423,6 +423,13 @@ def _declare_builtins(r: Registry) -> None:
     )
     r.register(
         "questioner",
+        "infogain-open",
+        "infogain, plus an open question ('What is in the background?') whenever a yes/no question "
+        "found nothing the target has (no LLM)",
+        "convir.dialog.infogain:InfoGainOpenQuestioner",
+    )
+    r.register(
+        "questioner",
         "choice",
         "infogain + image choice: 'which of these is closest?' over 4 cluster representatives when "
         "that is the more informative question (no LLM)",

@@ -28,11 +28,14 @@ from convir.dialog.engine import Conversation, parse_choice
 from convir.dialog.gallery import MemoryGallery
 from convir.dialog.infogain import (
     ChoiceQuestioner,
+    InfoGainOpenQuestioner,
     InfoGainQuestioner,
     attribute_likelihoods,
     expected_entropy,
     question_for,
+    stalled_answers,
 )
+from convir.dialog.questioners import Question
 from convir.dialog.state import DialogState, Exchange
 from convir.dialog.strategies import ConcatStrategy, Ranking
 from convir.errors import ConvirError
@@ -87,6 +90,24 @@ def test_a_no_moves_the_candidates_that_have_the_attribute_down_by_the_likelihoo
     yes = posterior_rerank(ranking, gallery, [Fact("dog", "yes")], model)
     assert yes.positions.tolist() == [0, 1]
     assert posterior_rerank(ranking, gallery, [], model) is ranking  # no facts: untouched
+
+
+def test_captions_that_omit_a_thing_are_weak_evidence_of_its_absence(gallery: MemoryGallery) -> None:
+    # miss = P(yes | the item's text does not mention it) = 0.4, eps = P(no | mentioned) = 0.1
+    model = AnswerModel(temperature=0.1, eps=0.1, miss=0.4)
+    ranking = Ranking(np.array([0, 1]), np.array([0.5, 0.5], dtype=np.float32), "a beach")
+
+    def posterior(fact: Fact) -> list[float]:
+        out = posterior_rerank(ranking, gallery, [fact], model)
+        p = np.exp(out.scores / model.temperature)
+        return dict(zip(out.positions.tolist(), (p / p.sum()).tolist(), strict=True))
+
+    yes, no = posterior(Fact("dog", "yes")), posterior(Fact("dog", "no"))
+    assert [yes[0], yes[1]] == pytest.approx([0.9 / 1.3, 0.4 / 1.3], rel=1e-5)  # 0.9 : 0.4
+    assert [no[0], no[1]] == pytest.approx([0.1 / 0.7, 0.6 / 0.7], rel=1e-5)  # 0.1 : 0.6
+    # the questioner models answers the same way: P(yes), P(no), P(unknown) per item
+    lik = attribute_likelihoods(np.array([[True, False]]), eps=0.1, unknown=0.5, miss=0.4)
+    assert lik[0] == pytest.approx(np.array([[0.45, 0.2], [0.05, 0.3], [0.5, 0.5]]))
 
 
 def test_choice_gain_matches_the_hand_count() -> None:
@@ -183,6 +204,39 @@ def test_infogain_never_repeats_an_attribute_or_asks_what_is_known(gallery: Memo
         # "white sailboat" may be asked, "sailboat" or "sea" alone say nothing new
         assert not content_stems(got.attribute) <= content_stems(sea.description)
         sea.exchanges.append(Exchange(got.text, "unknown", attribute=got.attribute))
+
+
+def test_infogain_open_asks_an_open_question_once_yes_no_questions_stall(gallery: MemoryGallery) -> None:
+    q = InfoGainOpenQuestioner(top_n=6, open_after=2)
+    state = DialogState("a photo of something")
+
+    def ask() -> Question:
+        got = q.ask(state, gallery, AnswerAwareStrategy(ConcatStrategy()).rank(state, gallery, 6))
+        assert got is not None
+        return got
+
+    for answer in ["no", "unknown"]:  # two attribute questions that found nothing
+        got = ask()
+        assert got.attribute and not got.info.get("open")
+        state.exchanges.append(Exchange(got.text, answer, attribute=got.attribute))
+    assert stalled_answers(state) == 2
+    first_open = ask()
+    assert first_open.attribute is None and first_open.info == {"open": True, "stalled": 2}
+    assert not first_open.text.startswith("Is ")  # an open question, in the user's own words
+    state.exchanges.append(Exchange(first_open.text, "a sandy beach with waves"))
+    assert stalled_answers(state) == 0 and ask().attribute  # its answer resets the count
+    # a "yes" resets it too; and an open question is never asked twice
+    state.exchanges += [Exchange("Is there a dog?", "yes", attribute="dog")]
+    assert stalled_answers(state) == 0
+    state.exchanges += [Exchange(f"Is there {w}?", "no", attribute=w) for w in ("a bus", "a cafe")]
+    second_open = ask()
+    assert second_open.info.get("open") and second_open.text != first_open.text
+    # plain infogain never asks one
+    assert (
+        InfoGainQuestioner(top_n=6)
+        .ask(state, gallery, AnswerAwareStrategy(ConcatStrategy()).rank(state, gallery, 6))
+        .attribute
+    )
 
 
 def test_image_choice_and_more_less_are_relevance_feedback(gallery: MemoryGallery) -> None:

@@ -345,7 +345,7 @@ def test_base_models_get_the_dialogue_on_one_line(gallery: MemoryGallery) -> Non
 
 def test_load_questioner(gallery: MemoryGallery) -> None:
     state = DialogState("a dog")
-    assert set(QUESTIONERS) == {"plain", "candidates", "infogain", "choice", "none"}
+    assert set(QUESTIONERS) == {"plain", "candidates", "infogain", "infogain-open", "choice", "none"}
     none = load_questioner("none", None)
     assert none.name == "none" and none.ask(state, gallery, _ranking(gallery, state)) is None
     llm = ScriptedLLM()

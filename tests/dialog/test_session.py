@@ -49,7 +49,7 @@ def gallery() -> MemoryGallery:
 # -- the registry ---------------------------------------------------------------------------------
 def test_registry_names_docs_and_errors() -> None:
     assert list(REGISTRY.names("strategy")) == ["concat", "rewrite", "expand", "rerank"]
-    assert REGISTRY.choices("questioner") == "plain | candidates | infogain | choice | none"
+    assert REGISTRY.choices("questioner") == "plain | candidates | infogain | infogain-open | choice | none"
     assert "caption:..." in REGISTRY.choices("encoder")
     with pytest.raises(SpecError, match=r"unknown questioner 'candidatez' \(--questioner\); available:"):
         REGISTRY.parse("questioner", "candidatez")

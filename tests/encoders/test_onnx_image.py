@@ -83,6 +83,25 @@ def test_onnx_vectors_match_torch(onnx_enc: OnnxImageEncoder, photos: list[Path]
     np.testing.assert_allclose(onnx_enc.encode_text(["a dog"]), torch_enc.encode_text(["a dog"]), atol=1e-6)
 
 
+def test_int8_runtime_quantises_the_export_once(
+    cache: Path, photos: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVIR_CACHE", str(cache))
+    fp32 = OnnxImageEncoder(SPEC)
+    int8 = OnnxImageEncoder(SPEC, int8=True)
+    quantised, fp32_file = export_dir(SPEC) / "visual.int8.onnx", export_dir(SPEC) / "visual.onnx"
+    assert quantised.is_file() and quantised.stat().st_size < fp32_file.stat().st_size
+    stamp = quantised.stat().st_mtime_ns
+    OnnxImageEncoder(SPEC, int8=True)  # reused, not quantised again
+    assert quantised.stat().st_mtime_ns == stamp
+    want, _, _ = encode_images_pipelined(fp32, photos, EncodeSettings(4))
+    got, ok, _ = encode_images_pipelined(int8, photos, EncodeSettings(4))
+    assert ok == list(range(len(photos))) and int8.spec == fp32.spec
+    cos = (got * want).sum(axis=1)
+    assert not np.allclose(got, want, atol=1e-5)  # really the quantised model
+    assert cos.min() > 0.9  # yet the same space (the tiny random model: ~0.99)
+
+
 def test_export_is_cached_per_spec(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVIR_CACHE", str(cache))
     folder = export_dir(SPEC)
@@ -98,6 +117,8 @@ def test_index_with_onnx_runtime(cache: Path, photos: list[Path], tmp_path: Path
     monkeypatch.setenv("CONVIR_CACHE", str(cache))
     gallery = photos[0].parent
     rep = ingest(gallery, tmp_path / "ix", SPEC, settings=EncodeSettings(runtime="onnx"))
+    rep8 = ingest(gallery, tmp_path / "ix8", SPEC, settings=EncodeSettings(runtime="onnx-int8"))
+    assert rep8.added == len(photos) and rep8.encoder == SPEC
     ref = ingest(gallery, tmp_path / "ref", SPEC, settings=EncodeSettings(runtime="torch"))
     assert rep.added == ref.added == len(photos) and rep.encoder == ref.encoder == SPEC
 

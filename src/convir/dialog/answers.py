@@ -11,10 +11,13 @@ query grows every turn whether or not an answer said anything. Here each answer 
   black", "there is no snow") are "no" facts too;
 * :func:`posterior_rerank`: a Bayesian update of the candidates. The prior is a softmax of
   the strategy's scores (temperature ``T``); each fact multiplies an item's probability by
-  P(answer | item has / lacks the attribute) with a noise rate ``eps`` (people err, and a
-  caption may not mention what a photo shows). An item *has* an attribute when all of its
-  content stems occur in the item's captions (:mod:`convir.text`). A "no" pushes down the
-  candidates that have the attribute; "unknown" changes nothing.
+  P(answer | the item's text mentions / does not mention the attribute). An item *mentions*
+  an attribute when all of its content stems occur in the item's captions
+  (:mod:`convir.text`). ``eps`` = P(no | mentioned) is the chance a person errs about what
+  the photo shows; ``miss`` = P(yes | not mentioned) allows for captions that leave things out
+  (by default the same noise rate: a larger ``miss`` did worse on dev, docs/benchmarks.md).
+  A "no" pushes down the candidates that mention the attribute; a "yes" lifts them; "unknown"
+  changes nothing.
 * :func:`rocchio`: image-choice answers and "more like this" / "not this" move the query
   vector towards chosen items and away from rejected ones (Rocchio relevance feedback:
   q' = q + b * mean(chosen) - c * mean(rejected)).
@@ -30,7 +33,6 @@ Defaults tuned on coco5k-sim dev (benchmarks/tune_infogain.py, docs/benchmarks.m
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -188,7 +190,8 @@ class AnswerModel:
     """How answers are read into probabilities (defaults tuned on coco5k-sim dev)."""
 
     temperature: float = 0.05  # prior: softmax(score / T) over the candidates
-    eps: float = 0.15  # P(yes | item lacks it) = P(no | item has it)
+    eps: float = 0.15  # P(no | the item's text mentions it)
+    miss: float | None = None  # P(yes | the item's text does not mention it); None: eps
     feedback_b: float = 0.6  # Rocchio: weight of the chosen items
     feedback_c: float = 0.3  # Rocchio: weight of the rejected items
     pool: int = 100  # candidates re-weighted (the conversation's depth)
@@ -199,9 +202,9 @@ class AnswerModel:
         if not facts:
             return np.zeros(has.shape[1])
         yes = np.array([f.reading == "yes" for f in facts])[:, None]
-        agree = has == yes  # the item is as the answer says
-        ll = np.where(agree, math.log(1 - self.eps), math.log(self.eps))
-        return ll.sum(axis=0)
+        miss = self.eps if self.miss is None else self.miss
+        p_yes = np.where(has, 1 - self.eps, miss)  # P(yes | item), then the answer's own
+        return np.log(np.where(yes, p_yes, 1 - p_yes)).sum(axis=0)
 
 
 def posterior_rerank(ranking: Ranking, gallery: Any, facts: list[Fact], model: AnswerModel) -> Ranking:

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from convir.dialog.answers import has_matrix, item_stems
-from convir.dialog.questioners import Question, distinctive_members
+from convir.dialog.answers import has_matrix, item_stems, read_answer
+from convir.dialog.questioners import Question, distinctive_members, fallback_question
 from convir.dialog.state import DialogState
 from convir.dialog.strategies import Ranking
 from convir.text import content_stems, keyphrases
@@ -53,10 +53,15 @@ def expected_entropy(prior: np.ndarray, likelihoods: np.ndarray) -> np.ndarray:
     return (p_answer * entropy(post, axis=2)).sum(axis=1)
 
 
-def attribute_likelihoods(has: np.ndarray, eps: float, unknown: float) -> np.ndarray:
-    """(n_attrs, 3, n_items): P(yes | item), P(no | item), P(unknown | item)."""
-    yes = np.where(has, 1 - eps, eps) * (1 - unknown)
-    no = np.where(has, eps, 1 - eps) * (1 - unknown)
+def attribute_likelihoods(
+    has: np.ndarray, eps: float, unknown: float, miss: float | None = None
+) -> np.ndarray:
+    """(n_attrs, 3, n_items): P(yes | item), P(no | item), P(unknown | item); ``eps`` =
+    P(no | the item's text mentions it), ``miss`` = P(yes | it does not) (None: ``eps``), as
+    in :class:`convir.dialog.answers.AnswerModel`."""
+    p_yes = np.where(has, 1 - eps, eps if miss is None else miss)
+    yes = p_yes * (1 - unknown)
+    no = (1 - p_yes) * (1 - unknown)
     unk = np.full(has.shape, unknown)
     return np.stack([yes, no, unk], axis=1)
 
@@ -116,8 +121,12 @@ class InfoGainQuestioner:
         eps: float = 0.15,
         unknown: float = 0.3,
         min_gain: float = 1e-3,
+        miss: float | None = None,
+        open_after: int = 0,
     ) -> None:
         self.top_n, self.temperature, self.eps, self.unknown = top_n, temperature, eps, unknown
+        self.miss = miss
+        self.open_after = open_after  # 0: yes/no questions only (see InfoGainOpenQuestioner)
         self.min_gain = min_gain  # below this no attribute question is worth a turn
 
     def candidates(self, ranking: Ranking) -> tuple[np.ndarray, np.ndarray]:
@@ -146,10 +155,15 @@ class InfoGainQuestioner:
         if not len(has):
             return np.zeros(0)
         return float(entropy(prior)) - expected_entropy(
-            prior, attribute_likelihoods(has, self.eps, self.unknown)
+            prior, attribute_likelihoods(has, self.eps, self.unknown, self.miss)
         )
 
     def ask(self, state: DialogState, gallery: Any, ranking: Ranking) -> Question | None:
+        stalled = stalled_answers(state)
+        if self.open_after and stalled >= self.open_after:
+            text = fallback_question(state.asked, "open_questions.txt")
+            if text:
+                return Question(text, {"open": True, "stalled": stalled})
         pos, prior = self.candidates(ranking)
         if len(pos) < 2:
             return None
@@ -166,6 +180,33 @@ class InfoGainQuestioner:
             "share_with": round(float(prior[has[best]].sum()), 4),
         }
         return Question(question_for(phrases[best]), info, attribute=phrases[best])
+
+
+def stalled_answers(state: DialogState) -> int:
+    """How many attribute questions in a row, back from the last exchange, found nothing the
+    target has (answered "no" or "unknown"); an open question, volunteered text or a "yes"
+    ends the count."""
+    n = 0
+    for e in reversed(state.exchanges):
+        if e.kind != "text" or e.skipped:
+            continue
+        if not e.attribute or read_answer(e.answer) == "yes":
+            break
+        n += 1
+    return n
+
+
+class InfoGainOpenQuestioner(InfoGainQuestioner):
+    """infogain, plus an open question ("What is in the background?", prompts/open_questions.txt,
+    each asked once) after ``open_after`` yes/no questions in a row found nothing the target
+    has. Yes/no questions can only sort the candidates in hand: when answer after answer is
+    "no", the target is probably not among them, and only the user's own words (a free-text
+    answer, searched as query text) can bring it in. No LLM is needed to ask."""
+
+    name = "infogain-open"
+
+    def __init__(self, llm: Any = None, open_after: int = 1, **kw: Any) -> None:
+        super().__init__(llm, open_after=open_after, **kw)
 
 
 class ChoiceQuestioner(InfoGainQuestioner):

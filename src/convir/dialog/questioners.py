@@ -108,11 +108,12 @@ def _generate(llm: Any, state: DialogState, context: str | None, attempt: int, s
         return ""
 
 
-def fallback_question(asked: list[str]) -> str | None:
-    """First generic question (prompts/fallback_questions.txt) not asked yet."""
+def fallback_question(asked: list[str], name: str = "fallback_questions.txt") -> str | None:
+    """First generic question of the prompt file ``name`` (prompts/fallback_questions.txt by
+    default) not asked yet."""
     from convir.llm.prompts import prompt_dir
 
-    path = prompt_dir() / "fallback_questions.txt"
+    path = prompt_dir() / name
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     for q in (ln.strip() for ln in lines):
         if q and not q.startswith("#") and not is_repeat(q, asked):

@@ -41,7 +41,7 @@ class EncodeSettings:
     image_batch: int = DEFAULT_IMAGE_BATCH  # images per model call
     threads: int | None = None  # torch intra-op threads (None: torch's default, one per core)
     decode_workers: int | None = None  # decoding threads (0: decode in the model's thread)
-    runtime: str = "torch"  # "onnx": the image tower on ONNX Runtime (convir.encoders.onnx_image)
+    runtime: str = "torch"  # "onnx" / "onnx-int8": the image tower on ONNX Runtime (encoders.onnx_image)
 
     def validate(self) -> EncodeSettings:
         """One clear line per bad value, before any model loads."""

@@ -96,10 +96,11 @@ class LocalEncoding:
         from convir.encoders.pipeline import EncodeSettings
 
         self.settings = settings or EncodeSettings()
-        if self.settings.runtime == "onnx":
+        if self.settings.runtime in ("onnx", "onnx-int8"):
             from convir.encoders.onnx_image import OnnxImageEncoder
 
-            self.encoder: Any = OnnxImageEncoder(spec, self.settings.threads)
+            int8 = self.settings.runtime == "onnx-int8"
+            self.encoder: Any = OnnxImageEncoder(spec, self.settings.threads, int8=int8)
         else:
             self.settings.apply_threads()
             self.encoder = load_encoder(spec, long_text=long_text)  # type: ignore[arg-type]

@@ -248,7 +248,9 @@ def ingest(
     settings = (settings or EncodeSettings()).validate()
     if settings.runtime != "torch":
         if ray is not None:
-            raise ConvirError("--runtime onnx encodes in this process; it does not combine with --ray")
+            raise ConvirError(
+                f"--runtime {settings.runtime} encodes in this process; it does not combine with --ray"
+            )
         if encoder_spec is not None:
             from convir.encoders.onnx_image import check_runtime
 

@@ -28,7 +28,7 @@ class SessionCreate(_In):
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION, examples=["a dog on a beach"])
     strategy: str | None = Field(None, max_length=32, description="concat | rewrite | expand | rerank")
     questioner: str | None = Field(
-        None, max_length=32, description="plain | candidates | infogain | choice | none"
+        None, max_length=32, description="plain | candidates | infogain | infogain-open | choice | none"
     )
     answers: str | None = Field(
         None, max_length=16, description="aware (yes/no answers re-weight the candidates) | text"
