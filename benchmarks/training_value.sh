@@ -31,7 +31,7 @@ retrieval() {  # NAME ENCODER_SPEC: coco5k test and flickr8k-1k, once each
 
 encoder() {
     retrieval base caption:minilm
-    for w in none 50-70 10-30; do
+    for w in 50-70 none 10-30; do  # 50-70 is the default
         if [ ! -f "$OUT/enc/hn-$w/convir_train.json" ]; then
             /usr/bin/time -v $CONVIR train encoder --dataset coco5k-sim "$COCO" --split dev \
                 --out "$OUT/enc/hn-$w" --hard-negatives "$w" 2>"$OUT/enc/hn-$w.time"
