@@ -33,6 +33,9 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco5k"
 
 def make_t(rw: Path, out: Path) -> None:
     """Merge RW/adapter-T into the base named in RW/convir_train.json and save it to ``out``."""
+    from convir._compat import ensure_torchvision
+
+    ensure_torchvision()  # before peft imports transformers (torchvision built for another torch)
     from peft import PeftModel
 
     from convir.train.rewriter import load_base

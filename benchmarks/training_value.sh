@@ -5,6 +5,7 @@
 #   bash benchmarks/training_value.sh encoder    # hard-negative ablation: none / 50-70 / 10-30
 #   bash benchmarks/training_value.sh dialog     # base vs fine-tuned encoder in the dialogue loop
 #   bash benchmarks/training_value.sh rewriter   # zero-shot / T / M table and the loop
+#   bash benchmarks/training_value.sh loop       # the loop alone (20 targets, 5 turns, vague start by default)
 #
 # Everything goes under runs/training/; finished steps are skipped on a re-run (a model folder
 # or a run folder with its report), so a killed call continues where it stopped.
@@ -16,7 +17,9 @@ COCO="${COCO:-../shared/data/coco5k}"
 FLICKR="${FLICKR:-../shared/data/flickr8k-1k}"
 LLM="${LLM:-llamacpp:gemma3-270m}"
 DIALOG_LIMIT="${DIALOG_LIMIT:-200}"
-LOOP_LIMIT="${LOOP_LIMIT:-30}"
+LOOP_LIMIT="${LOOP_LIMIT:-20}"
+LOOP_START="${LOOP_START:-vague:5}"  # the harder issue-14 setting (with --gallery all)
+LOOP_TURNS="${LOOP_TURNS:-5}"
 OUT=runs/training
 export HF_HUB_OFFLINE=1
 mkdir -p "$OUT/enc" "$OUT/eval" "$OUT/rw" "$OUT/dialog"
@@ -69,17 +72,25 @@ rewriter() {
     $PY benchmarks/rewriter_table.py --limit 50 --rewriter zero-shot=llamacpp:smollm2 \
         --rewriter zero-shot-chat=hf:"$OUT/rw/BASE" --rewriter T=hf:"$OUT/rw/RW_T" \
         --rewriter M=hf:"$OUT/rw/RW" | tee "$OUT/rw/table.md"
+    loop
+}
+
+loop() {  # the rewriter in the dialogue loop: zero-shot (the same base in chat mode) vs fine-tuned.
+    # The questioner is LLM-free (infogain), so the rewrite is the LLM's main job; the simulated
+    # user still answers with the same --llm (eval dialog has one). Both run side by side.
     for llm in "hf:$OUT/rw/BASE" "hf:$OUT/rw/RW"; do
         name=$(basename "${llm#hf:}")
-        CONVIR_LLM_THREADS=2 $CONVIR eval dialog --dataset coco5k-sim "$COCO" --split test --limit "$LOOP_LIMIT" \
-            --turns 10 --strategy rewrite --questioner plain --answerer captions --llm "$llm" \
-            --out "$OUT/dialog/rewrite-$name" --json >"$OUT/dialog/rewrite-$name.json" 2>"$OUT/dialog/rewrite-$name.log"
+        CONVIR_LLM_THREADS=1 $CONVIR eval dialog --dataset coco5k-sim "$COCO" --split test --limit "$LOOP_LIMIT" \
+            --gallery all --start "$LOOP_START" --turns "$LOOP_TURNS" --strategy rewrite --questioner infogain \
+            --answerer captions --llm "$llm" --out "$OUT/dialog/rewrite-$LOOP_START-$name" --json \
+            >"$OUT/dialog/rewrite-$LOOP_START-$name.json" 2>"$OUT/dialog/rewrite-$LOOP_START-$name.log" &
     done
-    $PY benchmarks/summarize_runs.py --common --k 1,10 --baseline "$OUT/dialog/rewrite-BASE" \
-        "$OUT/dialog/rewrite-BASE" "$OUT/dialog/rewrite-RW"
+    wait
+    $PY benchmarks/summarize_runs.py --common --k 1,10 --at 1,3,5 --baseline "$OUT/dialog/rewrite-$LOOP_START-BASE" \
+        "$OUT/dialog/rewrite-$LOOP_START-BASE" "$OUT/dialog/rewrite-$LOOP_START-RW"
 }
 
 case "${1:-}" in
-    encoder | dialog | rewriter) "$1" ;;
-    *) echo "usage: $0 encoder|dialog|rewriter" >&2; exit 2 ;;
+    encoder | dialog | rewriter | loop) "$1" ;;
+    *) echo "usage: $0 encoder|dialog|rewriter|loop" >&2; exit 2 ;;
 esac
