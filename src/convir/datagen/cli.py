@@ -19,12 +19,37 @@ datagen_app = typer.Typer(
 )
 
 SOURCES = ("auto", "folder", "manifest", "coco5k", "flickr8k")
+JUDGE_MODES = ("auto", "text", "expected")
+JUDGE_MODE_HELP = (
+    "How the judge's 1-5 scores are read: text (the digits it writes) | expected (the mean of "
+    "its token probabilities over 1-5, G-Eval style; llamacpp: and hf: judges) | auto (expected "
+    "where the judge gives probabilities, else text)."
+)
+
+
+def _check_judge_mode(mode: str) -> None:
+    if mode not in JUDGE_MODES:
+        raise ConvirError(f"unknown --judge-mode {mode!r}; use one of: {', '.join(JUDGE_MODES)}")
 
 
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False)
+
+
+def _progress(quiet: bool) -> Any:
+    """A progress bar per stage on stderr (off with --json, whose stdout must stay clean)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_console(stderr=True),
+        disable=quiet,
+    )
 
 
 def _ratios(text: str) -> tuple[float, float, float]:
@@ -124,6 +149,7 @@ def recqr_cmd(
     min_score: Annotated[
         float, typer.Option(min=1, max=5, help="Keep records whose mean judge score is at least this.")
     ] = 3.0,
+    judge_mode: Annotated[str, typer.Option(help=JUDGE_MODE_HELP)] = "auto",
     vlm: Annotated[
         str | None,
         typer.Option(
@@ -174,6 +200,7 @@ def recqr_cmd(
     from convir.datagen.recqr import RecqrConfig, run_recqr
 
     ratios = _ratios(split_ratios)
+    _check_judge_mode(judge_mode)
     _check_specs(llm, judge_llm, vlm, entities, kg)
     if examples is not None and not examples.is_file():
         raise ConvirError(f"--examples {examples} not found")
@@ -192,21 +219,13 @@ def recqr_cmd(
         kg_min=kg_min,
         pairs=pairs,
         min_score=min_score,
+        judge_mode=judge_mode,
         n_examples=n_examples,
         examples=str(examples) if examples else None,
         seed=seed,
         ratios=ratios,
     )
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=_console(stderr=True),
-        disable=json_out,
-    )
+    progress = _progress(json_out)
     tasks: dict[str, Any] = {}
     with progress:
         summary = run_recqr(
@@ -255,6 +274,91 @@ def _meta(out: Path) -> dict[str, Any]:
     if meta.is_file():
         return json.loads(meta.read_text(encoding="utf-8")).get("config", {})
     return {}
+
+
+@datagen_app.command("judge")
+def judge_cmd(
+    dataset: Annotated[Path, typer.Argument(help="JSONL written by `convir datagen recqr`.")],
+    judge_llm: Annotated[
+        str | None,
+        typer.Option(help="The judge (default: the dataset's judge, else its generator LLM)."),
+    ] = None,
+    judge_mode: Annotated[str, typer.Option(help=JUDGE_MODE_HELP)] = "auto",
+    min_score: Annotated[
+        float | None,
+        typer.Option(min=1, max=5, help="Acceptance threshold (default: the dataset's, else 3)."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Judge a dataset's records again (another judge or mode), then redo acceptance and splits.
+
+    Records that passed the rule checks are scored; those already judged by the same judge
+    and mode are skipped, so a killed run continues. The earlier judgement is kept in each
+    record's judge_earlier.
+    """
+    from convir.llm import KINDS as LLM_KINDS
+    from convir.specs import parse_spec
+
+    _check_judge_mode(judge_mode)
+    if judge_llm:
+        parse_spec(judge_llm, LLM_KINDS)
+    if not dataset.is_file():
+        raise ConvirError(f"{dataset} not found")
+    meta = _meta(dataset)
+    spec = judge_llm or meta.get("judge_llm") or meta.get("llm")
+    if not spec:
+        raise ConvirError(f"{dataset} has no .meta.json naming its LLM: give --judge-llm SPEC")
+    from convir.datagen.recqr import RecqrConfig, rejudge
+
+    cfg = RecqrConfig(
+        llm=str(meta.get("llm") or spec),
+        judge_llm=spec,
+        judge_mode=judge_mode,
+        min_score=float(min_score if min_score is not None else meta.get("min_score", 3.0)),
+        seed=int(meta.get("seed", 0)),
+        ratios=tuple(meta.get("ratios", (0.8, 0.1, 0.1))),  # type: ignore[arg-type]
+    )
+    progress = _progress(json_out)
+    task: list[Any] = []
+    with progress:
+        result = rejudge(
+            dataset,
+            cfg,
+            on_total=lambda n: task.append(progress.add_task("judge", total=n)),
+            on_done=lambda: progress.advance(task[0]),
+        )
+    meta_path = dataset.with_suffix(".meta.json")
+    if meta_path.is_file():
+        from convir.atomic import write_json
+
+        full = json.loads(meta_path.read_text(encoding="utf-8"))
+        full.setdefault("config", {}).update(
+            judge_llm=spec, judge_mode=result["mode"], min_score=cfg.min_score
+        )
+        full["rejudge"] = result
+        write_json(meta_path, full)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        c = _console()
+        c.print(
+            f"judge {result['judge']} ({result['mode']}): {result['rejudged']} records judged, "
+            f"{result['skipped']} already judged so",
+            markup=False,
+        )
+        for part in ("text", "multimodal"):
+            d = result[part]
+            c.print(
+                f"  {part}: {d['accepted']} of {d['records']} records accepted; mean score "
+                f"{d['mean_score'] if d['mean_score'] is not None else '-'} over {d['judged']}",
+                markup=False,
+            )
+        c.print(
+            "splits: " + ", ".join(f"{k} {v['text']}+{v['multimodal']}" for k, v in result["splits"].items())
+        )
+        for rid, why in result["failed"][:20]:
+            c.print(f"  failed {rid}: {why}", markup=False)
+    raise typer.Exit(1 if result["failed"] else 0)
 
 
 @datagen_app.command("review-export")
@@ -356,17 +460,8 @@ def recqr_eval_cmd(
         for spec in llm:
             kw = {"anchor": False, "keep_answers": False} if plain_rewrite else {}
             rewriters[f"rewrite ({spec})"] = RewriteStrategy(load_llm(spec), **kw)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("[bold]rewrites"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=_console(stderr=True),
-        disable=json_out or not rewriters,
-    ) as progress:
-        task = progress.add_task("rewrite", total=len(records) * len(rewriters))
+    with _progress(json_out or not rewriters) as progress:
+        task = progress.add_task("rewrites", total=len(records) * len(rewriters))
         report = run_table3(records, idx, rewriters, mode, on_rewrite=lambda n: progress.advance(task, n))
     report |= {"dataset": str(dataset), "index": str(index), "split": split, "gallery": len(idx)}
     md = table3_markdown(report)

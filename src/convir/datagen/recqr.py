@@ -45,6 +45,8 @@ SPLIT_NAMES = ("train", "dev", "test")
 # ReCQR's Table 2 proportions could not be retrieved here (see docs/datagen.md): 8:1:1.
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 CRITERIA = ("coherence", "omission", "reconstruct")
+SCORE_DIGITS = ("1", "2", "3", "4", "5")
+JUDGE_MODES = ("auto", "text", "expected")
 _TURN = re.compile(r"(?:^|\n|\|)\s*(user|system|assistant)\s*:\s*", re.IGNORECASE)
 _LABEL = r"^\s*(request|next message|short message|message|caption|query|user)\s*:\s*"
 _PHOTO = re.compile(r"^\s*\[(?:photo|image)[^\]]*\]\s*", re.IGNORECASE)
@@ -77,6 +79,7 @@ class RecqrConfig:
     kg_min: float | None = None
     pairs: int | None = None  # most Stage Two records; None = one per accepted first image with a partner
     min_score: float = 3.0
+    judge_mode: str = "auto"  # auto | text | expected (see RecqrGenerator.judge)
     n_examples: int = 3
     examples: str | None = None
     seed: int = 0
@@ -325,9 +328,32 @@ class RecqrGenerator:
             raise InvalidOutput("ellipsis", out, "empty original query")
         return query, [e["id"] for e in picked]
 
+    def judge_mode(self) -> str:
+        """``expected`` when the judge gives token probabilities and the mode is ``auto``."""
+        from convir.llm.cache import can_score_options
+
+        mode = self.cfg.judge_mode
+        if mode == "auto":
+            return "expected" if can_score_options(self.judge_llm) else "text"
+        if mode == "expected" and not can_score_options(self.judge_llm):
+            raise ConvirError(
+                f"--judge-mode expected needs token probabilities, which {self.judge_llm.spec} does not "
+                "give; use a llamacpp: or hf: judge, or --judge-mode text"
+            )
+        return mode
+
     def judge(
         self, dialogue: list[dict[str, Any]], query: str, target: str, log_: dict[str, Any]
     ) -> dict[str, Any]:
+        """Scores 1-5 for coherence, omission and reconstructability, and their mean.
+
+        ``text`` reads the digits the judge writes. ``expected`` (G-Eval's probability-weighted
+        rating) reads the judge's next-token distribution over "1".."5" after each criterion
+        of the few-shot prompt and takes its mean; the greedy digit is written before the
+        next criterion, as the judge itself would. A 270M judge writes the same three digits
+        for nearly every record, while its probabilities still move with the record."""
+        if self.judge_mode() == "expected":
+            return self._judge_expected(dialogue, query, target, log_)
         out = self._ask(
             self.judge_llm,
             "recqr_judge",
@@ -342,7 +368,47 @@ class RecqrGenerator:
         scores = parse_scores(text)
         if scores is None:
             return {"score": None, "raw": out, "llm": self.judge_llm.spec, "why": "unparseable judge answer"}
-        return {**scores, "score": round(sum(scores.values()) / 3, 4), "llm": self.judge_llm.spec}
+        return {
+            **scores,
+            "score": round(sum(scores.values()) / 3, 4),
+            "mode": "text",
+            "llm": self.judge_llm.spec,
+        }
+
+    def _judge_expected(
+        self, dialogue: list[dict[str, Any]], query: str, target: str, log_: dict[str, Any]
+    ) -> dict[str, Any]:
+        from convir.llm.prompts import fewshot_prompt
+
+        llm = self.judge_llm
+        text = fewshot_prompt("recqr_judge", dialogue=render_dialogue(dialogue), query=query, target=target)
+        if not text.rstrip().endswith(CRITERIA[0]):
+            raise ConvirError(
+                f"the recqr_judge few-shot prompt must end with '{CRITERIA[0]}' for --judge-mode expected"
+            )
+        text = text.rstrip()
+        start = time.perf_counter()
+        scores: dict[str, float] = {}
+        probs: dict[str, list[float]] = {}
+        hits = []
+        for i, name in enumerate(CRITERIA):
+            if i:
+                text += f", {name}"
+            p = llm.option_probs(text + " ", SCORE_DIGITS)
+            hits.append(bool(getattr(llm, "last_hit", False)))
+            scores[name] = round(sum(int(d) * p[d] for d in SCORE_DIGITS), 4)
+            probs[name] = [round(p[d], 4) for d in SCORE_DIGITS]
+            text += " " + max(SCORE_DIGITS, key=lambda d: p[d])
+        log_["seconds"]["judge"] = round(time.perf_counter() - start, 4)
+        log_["cached"]["judge"] = all(hits)
+        log_["raw"]["judge"] = text[text.rindex("Scores:") :] if "Scores:" in text else ""
+        return {
+            **scores,
+            "score": round(sum(scores.values()) / 3, 4),
+            "mode": "expected",
+            "probs": probs,
+            "llm": llm.spec,
+        }
 
     # -- whole records --------------------------------------------------------------------
     def _finish(self, rec: dict[str, Any], log_: dict[str, Any]) -> dict[str, Any]:
@@ -444,11 +510,13 @@ def accepted(rec: dict[str, Any], min_score: float) -> bool:
 
 
 def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """(records, number of unreadable lines): a line torn by a kill is dropped, not fatal."""
+    """(records, number of unreadable lines): a line torn by a kill is dropped, not fatal.
+    A later line of the same id replaces the earlier one (``datagen judge`` appends updated
+    records), keeping the first line's place in the order."""
     if not path.exists():
         return [], 0
-    good, bad = [], 0
-    seen: set[str] = set()
+    good: dict[str, dict[str, Any]] = {}
+    bad = 0
     with path.open(encoding="utf-8", errors="replace") as fh:
         for line in fh:
             if not line.strip():
@@ -458,12 +526,11 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], int]:
             except json.JSONDecodeError:
                 bad += 1
                 continue
-            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str) or rec["id"] in seen:
+            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
                 bad += 1
                 continue
-            seen.add(rec["id"])
-            good.append(rec)
-    return good, bad
+            good[rec["id"]] = rec
+    return list(good.values()), bad
 
 
 def write_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
@@ -609,6 +676,7 @@ def run_recqr(
 
         vlm = load_vlm(cfg.vlm)
     gen = RecqrGenerator(cfg, llm, judge, extractor, examples, vlm)
+    gen.judge_mode()  # an impossible --judge-mode fails here, not once per record
     book = RecordLog(out)
     summary = RunSummary(str(out), entities=extractor.kind, kg=getattr(relation, "spec", str(relation)))
     streak = 0
@@ -684,3 +752,74 @@ def run_recqr(
         summary.seconds_per_record[part] = round(float(np.mean(fresh)), 3) if fresh else None
     summary.files = {k: str(v) for k, v in split_files(out).items()}
     return summary
+
+
+def judge_key(judgement: dict[str, Any] | None) -> tuple[str, str] | None:
+    """(judge spec, mode) of a stored judgement; records from before modes existed read as text."""
+    if not judgement or judgement.get("score") is None:
+        return None
+    return str(judgement.get("llm")), str(judgement.get("mode", "text"))
+
+
+def rejudge(
+    out: Path,
+    cfg: RecqrConfig,
+    judge: Any = None,
+    on_total: Callable[[int], None] = lambda n: None,
+    on_done: Callable[[], None] = lambda: None,
+    max_consecutive_failures: int = 5,
+) -> dict[str, Any]:
+    """Score the rule-checked records of ``out`` again with ``cfg.judge_llm`` (default
+    ``cfg.llm``) in ``cfg.judge_mode``, e.g. a strong judge over data a small model made.
+
+    Each re-judged record is appended at once (the last line of an id wins), so a killed run
+    continues where it stopped; records already judged by the same (judge, mode) are skipped.
+    The earlier judgement stays in ``judge_earlier``. Then acceptance and splits are redone."""
+    from convir.llm import load_llm
+
+    book = RecordLog(out)
+    judge = judge or load_llm(cfg.judge_llm or cfg.llm)
+    gen = RecqrGenerator(cfg, judge, judge, extractor=None, examples=[])
+    mode = gen.judge_mode()
+    want = (judge.spec, mode)
+    ok = [r for r in book.records.values() if r.get("status") == "ok"]
+    todo = [r for r in ok if judge_key(r.get("judge")) != want]
+    on_total(len(todo))
+    failed: list[tuple[str, str]] = []
+    streak = 0
+    for r in todo:
+        log_: dict[str, Any] = {"seconds": {}, "cached": {}, "raw": {}}
+        try:
+            new = gen.judge(r["dialogue"], r["original_query"], r["target_query"], log_)
+        except LLMError as exc:
+            streak += 1
+            failed.append((r["id"], str(exc)))
+            if streak >= max_consecutive_failures:
+                raise ConvirError(
+                    f"{streak} records in a row failed (last: {exc}); stopped. Re-judged records are kept "
+                    f"in {out}: re-run the same command to continue"
+                ) from exc
+            continue
+        finally:
+            on_done()
+        streak = 0
+        earlier = [*(r.get("judge_earlier") or []), *([r["judge"]] if r.get("judge") else [])]
+        book.add(
+            {**r, "judge": new, "judge_earlier": earlier, "rejudge_seconds": log_["seconds"].get("judge")}
+        )
+    records = list(book.records.values())
+    splits = finalize(out, records, cfg)
+    result: dict[str, Any] = {"judge": judge.spec, "mode": mode, "rejudged": len(todo) - len(failed)}
+    result["skipped"] = len(ok) - len(todo)
+    result["failed"] = failed
+    for part in PARTS:
+        recs = [r for r in records if r.get("part") == part]
+        scores = [r["judge"]["score"] for r in recs if judge_key(r.get("judge")) == want]
+        result[part] = {
+            "records": len(recs),
+            "judged": len(scores),
+            "accepted": sum(bool(r.get("accepted")) for r in recs),
+            "mean_score": round(float(np.mean(scores)), 4) if scores else None,
+        }
+    result["splits"] = splits
+    return result

@@ -19,6 +19,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +149,43 @@ class CachedLLM:
     def complete(self, prompt: str, params: GenParams | None = None) -> str:
         return self._call("complete", prompt, params)
 
+    def option_probs(self, prompt: str, options: Sequence[str]) -> dict[str, float]:
+        """The backend's :meth:`~convir.llm.base.OptionScorer.option_probs`, cached like a
+        completion (kind "options"); an :class:`LLMError` when the backend cannot score."""
+        scorer = getattr(self.inner, "option_probs", None)
+        if scorer is None:
+            raise LLMError(
+                f"{self.spec} cannot score options (token probabilities): use a llamacpp: or hf: model"
+            )
+        start = time.perf_counter()
+        payload = {"prompt": prompt, "options": list(options)}
+        key = cache_key(self.key_spec, "options", payload, GenParams())
+        cached = self._get(key)
+        if cached is not None:
+            self.last_hit = True
+            self.last_seconds = time.perf_counter() - start
+            return {str(k): float(v) for k, v in json.loads(cached).items()}
+        probs = scorer(prompt, list(options))
+        seconds = float(getattr(self.inner, "last_seconds", time.perf_counter() - start))
+        self._put(key, "options", json.dumps(probs), seconds)
+        self.last_hit = False
+        self.last_seconds = time.perf_counter() - start
+        return probs
+
+    @property
+    def scores_options(self) -> bool:
+        return can_score_options(self.inner)
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
     def __repr__(self) -> str:
         return f"CachedLLM({self.spec!r}, {str(self.path)!r}, hits={self.hits}, misses={self.misses})"
+
+
+def can_score_options(llm: Any) -> bool:
+    """Whether ``llm`` (or the backend behind a cache) gives token probabilities."""
+    return bool(getattr(llm, "scores_options", False)) or (
+        not isinstance(llm, CachedLLM) and callable(getattr(llm, "option_probs", None))
+    )

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from convir.llm import complete_stops
-from convir.llm.base import GenParams, LLMError, Message
+from convir.llm.base import GenParams, LLMError, Message, check_one_token_options, softmax_options
 from convir.specs import local_or_hub
 
 
@@ -125,6 +126,28 @@ class HFLLM(HFTextModel):
     def complete(self, prompt: str, params: GenParams | None = None) -> str:
         params = params or GenParams()
         return self._generate(prompt, params, complete_stops(params), specials=True)
+
+    def option_probs(self, prompt: str, options: Sequence[str]) -> dict[str, float]:
+        """Probability of each one-token option as the next token after ``prompt`` (one
+        forward pass), renormalised over the options."""
+        import torch
+
+        tok = self.tokenizer
+        ids = check_one_token_options(
+            lambda t: tok(t, add_special_tokens=True)["input_ids"], prompt, options, self.spec
+        )
+        inputs = tok(prompt, return_tensors="pt", add_special_tokens=True).to(self.device)
+        with self._lock:
+            self.last_inputs = inputs
+            start = time.perf_counter()
+            try:
+                with torch.inference_mode():
+                    logits = self.model(**inputs).logits[0, -1, ids].double().cpu().numpy()
+            except (RuntimeError, ValueError, IndexError) as exc:
+                raise LLMError(f"{self.spec} failed: {type(exc).__name__}: {exc}") from exc
+            finally:
+                self.last_seconds = time.perf_counter() - start
+        return softmax_options(options, logits)
 
     def __repr__(self) -> str:
         return f"HFLLM({self.spec!r}, instruct={self.instruct})"

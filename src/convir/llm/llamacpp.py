@@ -27,12 +27,14 @@ import threading
 import time
 import weakref
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from convir.llm import complete_stops
-from convir.llm.base import GenParams, LLMError, Message
+from convir.llm.base import GenParams, LLMError, Message, check_one_token_options, softmax_options
 from convir.llm.cache import default_cache_path
 
 INSTALL_HINT = "pip install 'convir[llm]' (or: pip install llama-cpp-python)"
@@ -330,6 +332,41 @@ class LlamaCppLLM:
             finally:
                 self.last_seconds = time.perf_counter() - start
         return out["choices"][0]["text"] or ""
+
+    def option_probs(self, prompt: str, options: Sequence[str]) -> dict[str, float]:
+        """Probability of each one-token option as the next token after ``prompt``,
+        renormalised over the options. Same evaluation path as :meth:`complete` (fresh
+        context, or the cached few-shot prefix then the rest), so it is deterministic."""
+        import llama_cpp
+
+        llm = self._llm
+        with self._lock:
+            start = time.perf_counter()
+            try:
+                ids = check_one_token_options(
+                    lambda t: llm.tokenize(t.encode("utf-8"), add_bos=True, special=True),
+                    prompt,
+                    options,
+                    self.spec,
+                )
+                if self.prefix_cache:
+                    feed = self._prefix_tokens(prompt)
+                else:
+                    self._fresh()
+                    feed = prompt
+                tokens = (
+                    llm.tokenize(feed.encode("utf-8"), add_bos=True, special=True)
+                    if isinstance(feed, str)
+                    else feed
+                )
+                llm.eval(tokens[llm.n_tokens :])
+                ptr = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)
+                logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))[ids].astype(np.float64)
+            except (ValueError, RuntimeError) as exc:
+                raise LLMError(f"{self.spec} failed: {exc}") from exc
+            finally:
+                self.last_seconds = time.perf_counter() - start
+        return softmax_options(options, logits)
 
     def __repr__(self) -> str:
         return f"LlamaCppLLM({self.spec!r}, instruct={self.instruct})"
