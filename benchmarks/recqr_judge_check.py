@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="records (the first N that passed the rule checks)")
     ap.add_argument("--judge", action="append", required=True, help="SPEC@MODE, MODE text or expected")
     ap.add_argument("--min-score", type=float, default=3.0)
+    ap.add_argument("--dump", type=Path, help="also write each judge's scores here (one JSON per judge)")
     ap.add_argument("--part", default="text", choices=["text", "multimodal", "all"])
     args = ap.parse_args()
 
@@ -76,11 +77,9 @@ def main() -> None:
             f"{np.median(secs):.2f} |",
             flush=True,
         )
-        if os.environ.get("JUDGE_CHECK_DUMP"):
-            out = (
-                Path(os.environ["JUDGE_CHECK_DUMP"])
-                / f"{spec.replace(':', '_').replace('/', '_')}@{mode}.json"
-            )
+        if args.dump:
+            args.dump.mkdir(parents=True, exist_ok=True)
+            out = args.dump / f"{spec.replace(':', '_').replace('/', '_')}@{mode}.json"
             out.write_text(
                 json.dumps({"pos": scores["pos"], "neg": scores["neg"], "ids": [r["id"] for r in ok]})
             )

@@ -47,10 +47,15 @@ def main() -> None:
                     for c in ("coherence", "omission", "reconstruct")
                 )
             )
+            # expected-score judges give continuous scores: bin them by 0.25 (text judges' thirds
+            # of an integer fall in distinct bins too)
+            bins = collections.Counter(np.floor(np.asarray(scores) * 4) / 4)
             print(
-                "score histogram: "
-                + ", ".join(f"{k:.2f}: {v}" for k, v in sorted(collections.Counter(scores).items()))
+                "score histogram (bins of 0.25): "
+                + ", ".join(f"[{k:.2f}, {k + 0.25:.2f}): {v}" for k, v in sorted(bins.items()))
             )
+            q = np.percentile(scores, [5, 25, 50, 75, 95])
+            print("score percentiles 5/25/50/75/95: " + " / ".join(f"{v:.2f}" for v in q))
         print(
             f"accepted: {len(acc)} = {100 * len(acc) / len(rs):.1f}% of records, "
             f"{100 * len(acc) / max(len(judged), 1):.1f}% of judged records"

@@ -23,7 +23,10 @@ Usage:
   python benchmarks/scale.py ingest --workers 1 2                 # Ray 1 vs 2 workers
   python benchmarks/scale.py flops                                 # CLIP image tower FLOPs
   python benchmarks/scale.py plot                                  # docs/img/scale_latency.png
-Cases: faiss-flat, faiss-hnsw, faiss-ivfpq, milvus-hnsw, milvus-ivfsq8 (Milvus Lite has no IVF_PQ).
+Cases: faiss-flat, faiss-hnsw, faiss-ivfpq, milvus-hnsw, milvus-ivfsq8, milvus-flat (Milvus Lite,
+which searches exhaustively whatever the index type), and milvus-server-hnsw / -ivfpq / -flat
+against a Milvus server at --milvus-uri (here the `milvus` PyPI package's embedded standalone
+server: `pip install milvus==2.3.5; milvus-server --data DIR`, with MILVUS_DATA=DIR for its size).
 """
 
 from __future__ import annotations
@@ -150,6 +153,17 @@ def truth(work: Path, dim: int, n: int) -> np.ndarray:
     return best_i
 
 
+def server_rss_mib() -> float | None:
+    """Resident memory of a local Milvus server process (the `milvus` binary), in MiB."""
+    out = subprocess.run(["pgrep", "-x", "milvus"], capture_output=True, text=True).stdout.split()
+    if not out:
+        return None
+    for line in Path(f"/proc/{out[0]}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def recall(found: np.ndarray, want: np.ndarray) -> float:
     return float(np.mean([len(set(f[f >= 0]) & set(w)) / 10 for f, w in zip(found, want, strict=True)]))
 
@@ -163,7 +177,7 @@ def latency(search: Any, queries: np.ndarray) -> tuple[float, float]:
     return pct(lat, 50), pct(lat, 95)
 
 
-def run_case(case: str, work: Path, dim: int, n: int, results: Path) -> None:
+def run_case(case: str, work: Path, dim: int, n: int, results: Path, milvus_uri: str = "") -> None:
     x, queries, want = open_gallery(work, dim, n), np.load(work / f"queries_{dim}.npy"), truth(work, dim, n)
     row: dict[str, Any] = {"case": case, "n": n, "dim": dim, "uptime_before": uptime(), "machine": machine()}
     base_mem = mem()["RssAnon"]
@@ -217,10 +231,15 @@ def run_case(case: str, work: Path, dim: int, n: int, results: Path) -> None:
     else:
         from pymilvus import DataType, MilvusClient
 
-        kind = {"milvus-hnsw": "HNSW", "milvus-ivfsq8": "IVF_SQ8", "milvus-flat": "FLAT"}[case]
+        server = case.startswith("milvus-server-")  # a Milvus server at --milvus-uri, not Lite
+        kinds = {"hnsw": "HNSW", "ivfsq8": "IVF_SQ8", "flat": "FLAT", "ivfpq": "IVF_PQ"}
+        kind = kinds[case.rsplit("-", 1)[1]]
         db = work / f"_{case}_{dim}_{n}.db"
         shutil.rmtree(db, ignore_errors=True)
-        client = MilvusClient(str(db))
+        client = MilvusClient(milvus_uri if server else str(db))
+        server_before = server_rss_mib() if server else None
+        if server and client.has_collection("c"):
+            client.drop_collection("c")
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vec", DataType.FLOAT_VECTOR, dim=dim)
@@ -228,6 +247,8 @@ def run_case(case: str, work: Path, dim: int, n: int, results: Path) -> None:
         params = {"M": 32, "efConstruction": 80} if kind == "HNSW" else {}
         if kind == "IVF_SQ8":
             params = {"nlist": max(16, min(int(4 * math.sqrt(min(n, 100_000))), 65536))}
+        if kind == "IVF_PQ":  # convir's --ann ivfpq layout (nlist 4 sqrt(n), m dim/8, 8 bits)
+            params = {"nlist": max(16, min(int(4 * math.sqrt(n)), 65536)), "m": dim // 8, "nbits": 8}
         ip.add_index("vec", index_type=kind, metric_type="IP", params=params)
         client.create_collection("c", schema=schema, index_params=ip)
         step = 5000
@@ -245,10 +266,16 @@ def run_case(case: str, work: Path, dim: int, n: int, results: Path) -> None:
         row["mem_after_build"] = mem()
         row["index_mib"] = mem()["RssAnon"] - base_mem
         row["disk_mib"] = sum(f.stat().st_size for f in db.rglob("*") if f.is_file()) / 2**20
+        if server:  # the index lives in the server process: its RSS, and its data folder on disk
+            row["server_rss_mib"] = {"before": server_before, "after_load": server_rss_mib()}
+            row["index_mib"] = (server_rss_mib() or 0) - (server_before or 0)
+            data = Path(os.environ.get("MILVUS_DATA", "/nonexistent"))
+            row["disk_mib"] = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) / 2**20
+            row["milvus_server"] = {"uri": milvus_uri, "version": client.get_server_version()}
         row["milvus"] = {"index": kind, "params": params}
         search_params: dict[str, Any] = {"ef": 128} if kind == "HNSW" else {"nprobe": 32}
         row["runs"] = []
-        big = n >= 1_000_000  # Milvus Lite searches in Python: fewer queries and one ef at 1M+
+        big = n >= 1_000_000 and not server  # Lite searches exhaustively: fewer queries, one ef at 1M+
         nq, nlat = (200, 50) if big else (N_QUERIES, N_LATENCY)
         row["queries"] = {"recall": nq, "latency": nlat}
         for ef in ([128] if big else [64, 128, 256]) if kind == "HNSW" else [None]:
@@ -272,6 +299,8 @@ def run_case(case: str, work: Path, dim: int, n: int, results: Path) -> None:
             row["runs"].append(
                 {"ef": ef, "recall10": recall(np.asarray(found), want[:nq]), "p50_ms": p50, "p95_ms": p95}
             )
+        if server:
+            client.drop_collection("c")
         client.close()
         shutil.rmtree(db, ignore_errors=True)
     row["peak_rss_mib"] = mem()["VmHWM"]
@@ -374,7 +403,8 @@ def table(results: Path) -> None:
                 f"{n:,}",
                 f"{r['build_s']:.1f}",
                 f"{r['index_mib']:,.0f}",
-                f"{r['disk_mib']:,.0f}",
+                # a server's data folder also holds earlier (dropped, not yet compacted) collections
+                "-" if "milvus_server" in r else f"{r['disk_mib']:,.0f}",
             ]
             cells += [f"{r['peak_rss_mib']:,.0f}", run["ef"] or "-", f"{run['recall10']:.4f}"]
             cells += [f"{run['p50_ms']:.2f}", f"{run['p95_ms']:.1f}", load]
@@ -390,7 +420,14 @@ def plot(results: Path, out: Path) -> None:
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, dim in zip(axes, (384, 512), strict=True):
-        for case in ("faiss-flat", "faiss-hnsw", "faiss-ivfpq", "milvus-hnsw", "milvus-ivfsq8"):
+        for case in (
+            "faiss-flat",
+            "faiss-hnsw",
+            "faiss-ivfpq",
+            "milvus-hnsw",
+            "milvus-server-hnsw",
+            "milvus-server-ivfpq",
+        ):
             pts = {}
             for r in rows:
                 if r.get("case") == case and r["dim"] == dim:
@@ -398,7 +435,12 @@ def plot(results: Path, out: Path) -> None:
                     pts[r["n"]] = run["p50_ms"]
             if pts:
                 ns = sorted(pts)
-                ax.plot(ns, [pts[n] for n in ns], marker="o", label=case)
+                ax.plot(
+                    ns,
+                    [pts[n] for n in ns],
+                    marker="o",
+                    label=case.replace("milvus-hnsw", "milvus-lite-hnsw"),
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(f"dimension {dim}")
@@ -423,13 +465,16 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "scale.jsonl")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument(
+        "--milvus-uri", default="http://localhost:19530", help="server for the milvus-server-* cases"
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     if args.what == "data":
         make_data(args.work, args.dim, args.n)
     elif args.what == "case":
-        run_case(args.case, args.work, args.dim, args.n, args.results)
+        run_case(args.case, args.work, args.dim, args.n, args.results, args.milvus_uri)
     elif args.what == "ingest":
         ingest_bench(args.work, args.workers, args.results, args.reps)
     elif args.what == "flops":

@@ -330,3 +330,18 @@ def test_the_store_spec_round_trips(tmp_path: Path) -> None:
     assert parse_store("faiss", tmp_path) == StoreSpec("faiss")
     with pytest.raises(ConvirError):
         parse_store("faiss:x", tmp_path)
+
+
+def test_lite_with_an_ann_index_warns_that_it_searches_exhaustively(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from convir.store import check_ann_for_store, parse_store
+
+    lite = parse_store(f"milvus:{tmp_path}/m.db", tmp_path / "ix")
+    server = parse_store("milvus:http://db.example:19530", tmp_path)
+    with caplog.at_level("WARNING", logger="convir.store"):
+        check_ann_for_store(lite, "flat")
+        check_ann_for_store(server, "hnsw")
+        assert not caplog.records
+        check_ann_for_store(lite, "hnsw")
+    assert len(caplog.records) == 1 and "FLAT" in caplog.records[0].getMessage()

@@ -184,6 +184,21 @@ def test_recqr_records_with_images(tmp_path: Path) -> None:
     assert "[image: a black dog on grass]" in recs[1].state().dialogue_text()
     ps = d.recqr_pairs(f)
     assert ps.pairs[0].positive == "a blue car parked on a street"
+    # datagen's Stage Two records carry the image inline in a user turn: that is an image too
+    rows.append(
+        {
+            "id": "c",
+            "history": ["User: a woman", "System: where?", "User: [photo: a woman at a table] like this one"],
+            "query": "but outdoors",
+            "rewrite": "a woman at a table outdoors",
+            "target": "img3",
+        }
+    )
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    recs = d.recqr_rewrite_records(f)
+    assert recs[2].multimodal and recs[2].images == ("a woman at a table",)
+    assert recs[2].state().dialogue_text().count("a woman at a table") == 1  # not inserted twice
+    rows.pop()
     rows[1]["images"] = [{"turn": 9, "caption": "x"}]
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with pytest.raises(DataFormatError, match=r"recqr\.jsonl, line 2: images\[0\]\.turn 9"):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,7 +394,9 @@ def sim_rewrite_records(
 def recqr_rewrite_records(path: str | Path) -> list[RewriteRecord]:
     """ReCQR JSONL as rewriting records. A history turn ``{"image": ..., "caption": ...}`` is
     not a string, so images are given as an ``images`` key: ``[{"turn": i, "caption": str}]``
-    (the caption is inserted as "[image: ...]" before turn i)."""
+    (the caption is inserted as "[image: ...]" before turn i), or already inline in a turn as
+    ``[photo: caption]`` / ``[image: caption]`` (how ``convir datagen recqr`` writes Stage Two
+    records), which counts as an image in the history too."""
     from convir.eval.datasets import load_recqr_jsonl
 
     path = Path(path)
@@ -417,12 +420,17 @@ def recqr_rewrite_records(path: str | Path) -> list[RewriteRecord]:
                 raise DataFormatError(f"{where}: images[{k}].turn {turn} is outside the dialogue")
             turns.insert(turn, f"[image: {caption}]")
             images.append(caption)
+        for t in rec.turns:  # images written inline by datagen: the caption is already there
+            images += [m.group(1).strip() for m in _INLINE_IMAGE.finditer(t) if m.group(1).strip()]
         description, rest = turns[0], turns[1:]
         exchanges = tuple(_split_turn(t) for t in rest)
         out.append(
             RewriteRecord(rec.id, description, exchanges, str(rec.rewritten), rec.target, tuple(images))
         )
     return out
+
+
+_INLINE_IMAGE = re.compile(r"\[(?:photo|image):\s*([^\]]+)\]")
 
 
 def _recqr_lines(path: Path) -> list[int]:
