@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,16 +127,16 @@ class CachedLLM:
             except sqlite3.Error as exc:
                 log.warning("LLM cache write failed (%s); answer not cached", exc)
 
-    def _call(self, kind: str, payload: Any, params: GenParams | None) -> str:
+    def _call(self, kind: str, payload: Any, params: GenParams, compute: Callable[[], str]) -> str:
+        """The cached answer for (model, kind, payload, params), else ``compute()``, stored."""
         start = time.perf_counter()
-        params = params or GenParams()
         key = cache_key(self.key_spec, kind, payload, params)
         cached = self._get(key)
         if cached is not None:
             self.last_hit = True
             self.last_seconds = time.perf_counter() - start
             return cached
-        out = self.inner.chat(payload, params) if kind == "chat" else self.inner.complete(payload, params)
+        out = compute()
         seconds = float(getattr(self.inner, "last_seconds", time.perf_counter() - start))
         self._put(key, kind, out, seconds)
         self.last_hit = False
@@ -144,10 +144,13 @@ class CachedLLM:
         return out
 
     def chat(self, messages: list[Message], params: GenParams | None = None) -> str:
-        return self._call("chat", [dict(m) for m in messages], params)
+        params = params or GenParams()
+        payload = [dict(m) for m in messages]
+        return self._call("chat", payload, params, lambda: self.inner.chat(messages, params))
 
     def complete(self, prompt: str, params: GenParams | None = None) -> str:
-        return self._call("complete", prompt, params)
+        params = params or GenParams()
+        return self._call("complete", prompt, params, lambda: self.inner.complete(prompt, params))
 
     def option_probs(self, prompt: str, options: Sequence[str]) -> dict[str, float]:
         """The backend's :meth:`~convir.llm.base.OptionScorer.option_probs`, cached like a
@@ -157,20 +160,9 @@ class CachedLLM:
             raise LLMError(
                 f"{self.spec} cannot score options (token probabilities): use a llamacpp: or hf: model"
             )
-        start = time.perf_counter()
         payload = {"prompt": prompt, "options": list(options)}
-        key = cache_key(self.key_spec, "options", payload, GenParams())
-        cached = self._get(key)
-        if cached is not None:
-            self.last_hit = True
-            self.last_seconds = time.perf_counter() - start
-            return {str(k): float(v) for k, v in json.loads(cached).items()}
-        probs = scorer(prompt, list(options))
-        seconds = float(getattr(self.inner, "last_seconds", time.perf_counter() - start))
-        self._put(key, "options", json.dumps(probs), seconds)
-        self.last_hit = False
-        self.last_seconds = time.perf_counter() - start
-        return probs
+        out = self._call("options", payload, GenParams(), lambda: json.dumps(scorer(prompt, list(options))))
+        return {str(k): float(v) for k, v in json.loads(out).items()}
 
     @property
     def scores_options(self) -> bool:
