@@ -19,7 +19,6 @@ datagen_app = typer.Typer(
 )
 
 SOURCES = ("auto", "folder", "manifest", "coco5k", "flickr8k")
-JUDGE_MODES = ("auto", "text", "expected")
 JUDGE_MODE_HELP = (
     "How the judge's 1-5 scores are read: text (the digits it writes) | expected (the mean of "
     "its token probabilities over 1-5, G-Eval style; llamacpp: and hf: judges) | auto (expected "
@@ -28,6 +27,8 @@ JUDGE_MODE_HELP = (
 
 
 def _check_judge_mode(mode: str) -> None:
+    from convir.datagen.recqr import JUDGE_MODES
+
     if mode not in JUDGE_MODES:
         raise ConvirError(f"unknown --judge-mode {mode!r}; use one of: {', '.join(JUDGE_MODES)}")
 
@@ -308,7 +309,7 @@ def judge_cmd(
     spec = judge_llm or meta.get("judge_llm") or meta.get("llm")
     if not spec:
         raise ConvirError(f"{dataset} has no .meta.json naming its LLM: give --judge-llm SPEC")
-    from convir.datagen.recqr import RecqrConfig, rejudge
+    from convir.datagen.recqr import DEFAULT_RATIOS, RecqrConfig, rejudge
 
     cfg = RecqrConfig(
         llm=str(meta.get("llm") or spec),
@@ -316,7 +317,7 @@ def judge_cmd(
         judge_mode=judge_mode,
         min_score=float(min_score if min_score is not None else meta.get("min_score", 3.0)),
         seed=int(meta.get("seed", 0)),
-        ratios=tuple(meta.get("ratios", (0.8, 0.1, 0.1))),  # type: ignore[arg-type]
+        ratios=tuple(meta.get("ratios", DEFAULT_RATIOS)),  # type: ignore[arg-type]
     )
     progress = _progress(json_out)
     task: list[Any] = []
@@ -390,7 +391,7 @@ def review_merge_cmd(
 ) -> None:
     """Merge human decisions into the dataset (agreement, else the tie-breaker) and rewrite
     the split files; records nobody reviewed keep the judge's decision."""
-    from convir.datagen.recqr import RecqrConfig, finalize, read_records
+    from convir.datagen.recqr import DEFAULT_RATIOS, RecqrConfig, finalize, read_records
     from convir.datagen.review import merge_review, read_review
 
     records, _bad = read_records(dataset)
@@ -402,7 +403,7 @@ def review_merge_cmd(
         llm=meta.get("llm", ""),
         min_score=float(meta.get("min_score", 3.0)),
         seed=int(meta.get("seed", 0)),
-        ratios=tuple(meta.get("ratios", (0.8, 0.1, 0.1))),  # type: ignore[arg-type]
+        ratios=tuple(meta.get("ratios", DEFAULT_RATIOS)),  # type: ignore[arg-type]
     )
     splits = finalize(dataset, records, cfg)
     typer.echo(
