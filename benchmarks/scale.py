@@ -20,6 +20,7 @@ efSearch) and p50/p95 latency of 200 single queries. ``uptime`` is recorded with
 Usage:
   python benchmarks/scale.py data --dim 384 --n 5000000          # vectors + ground truths
   python benchmarks/scale.py case faiss-hnsw --dim 384 --n 1000000
+  python benchmarks/scale.py query milvus-server-ivfpq --n 1000000  # the live collection of a running case
   python benchmarks/scale.py ingest --workers 1 2                 # Ray 1 vs 2 workers
   python benchmarks/scale.py flops                                 # CLIP image tower FLOPs
   python benchmarks/scale.py plot                                  # docs/img/scale_latency.png
@@ -177,6 +178,45 @@ def latency(search: Any, queries: np.ndarray) -> tuple[float, float]:
     return pct(lat, 50), pct(lat, 95)
 
 
+RESCORE = 20  # convir re-scores k x 20 IVF_PQ candidates exactly (AnnParams.refine_factor)
+
+
+def milvus_runs(
+    client: Any, kind: str, server: bool, x: np.ndarray, queries: np.ndarray, want: np.ndarray, n: int
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Recall@10 and single-query latency of collection "c" at each ef / nprobe. For IVF_PQ also
+    what `convir search` does on a Milvus IVF_PQ store: 200 candidates re-scored exactly."""
+    big = n >= 1_000_000 and not server  # Lite searches exhaustively: fewer queries, one ef at 1M+
+    nq, nlat = (200, 50) if big else (N_QUERIES, N_LATENCY)
+    sweep: list[dict[str, Any]] = [{"ef": ef} for ef in ([128] if big else [64, 128, 256])]
+    if kind != "HNSW":  # convir searches IVF with nprobe 32; the server cases show the curve
+        sweep = [{"nprobe": p} for p in ([16, 32, 64, 128] if server else [32])]
+    runs = []
+    for sp in sweep:
+        for rescore in [1, RESCORE] if kind == "IVF_PQ" else [1]:
+
+            def search(qs: np.ndarray, sp: dict[str, Any] = sp, r: int = rescore) -> list[list[int]]:
+                res = client.search("c", data=qs.tolist(), limit=10 * r, search_params={"params": sp})
+                out = []
+                for q, hits in zip(qs, res, strict=True):
+                    ids = np.asarray([h["id"] for h in hits], dtype=np.int64)
+                    if r > 1 and len(ids):  # exact inner products of the candidates, best 10
+                        exact = np.asarray(x[ids]) @ q
+                        ids = ids[np.argsort(-exact)]
+                    out.append(list(ids[:10]) + [-1] * (10 - min(len(ids), 10)))
+                return out
+
+            found: list[list[int]] = []
+            for start in range(0, nq, 100):
+                found += search(queries[start : start + 100])
+            search(queries[-1:])  # warm-up (the first search loads segment indexes)
+            p50, p95 = latency(lambda q, f=search: f(q[None, :]), queries[:nlat])
+            got = recall(np.asarray(found), want[:nq])
+            extra = {"rescored": rescore * 10} if rescore > 1 else {}
+            runs.append({**sp, **extra, "recall10": got, "p50_ms": p50, "p95_ms": p95})
+    return runs, {"recall": nq, "latency": nlat}
+
+
 def run_case(case: str, work: Path, dim: int, n: int, results: Path, milvus_uri: str = "") -> None:
     x, queries, want = open_gallery(work, dim, n), np.load(work / f"queries_{dim}.npy"), truth(work, dim, n)
     row: dict[str, Any] = {"case": case, "n": n, "dim": dim, "uptime_before": uptime(), "machine": machine()}
@@ -247,8 +287,10 @@ def run_case(case: str, work: Path, dim: int, n: int, results: Path, milvus_uri:
         params = {"M": 32, "efConstruction": 80} if kind == "HNSW" else {}
         if kind == "IVF_SQ8":
             params = {"nlist": max(16, min(int(4 * math.sqrt(min(n, 100_000))), 65536))}
-        if kind == "IVF_PQ":  # convir's --ann ivfpq layout (nlist 4 sqrt(n), m dim/8, 8 bits)
-            params = {"nlist": max(16, min(int(4 * math.sqrt(n)), 65536)), "m": dim // 8, "nbits": 8}
+        if kind == "IVF_PQ":  # what `convir index --ann ivfpq` asks Milvus for: lists per segment, m dim/8
+            from convir.store.milvus import milvus_nlist
+
+            params = {"nlist": milvus_nlist(n, dim), "m": dim // 8, "nbits": 8}
         ip.add_index("vec", index_type=kind, metric_type="IP", params=params)
         client.create_collection("c", schema=schema, index_params=ip)
         step = 5000
@@ -256,9 +298,13 @@ def run_case(case: str, work: Path, dim: int, n: int, results: Path, milvus_uri:
             block = np.asarray(x[start : start + step])
             client.insert("c", [{"id": start + i, "vec": v} for i, v in enumerate(block)])
         client.flush("c")
-        while True:  # wait for every segment's index
+        row["inserted_s"] = time.perf_counter() - t
+        while True:  # wait for every segment's index, including segments re-indexed after compaction
             info = client.describe_index("c", "vec")
-            if int(info.get("pending_index_rows", 0)) == 0 and int(info.get("indexed_rows", n)) >= n:
+            indexed = int(info.get("indexed_rows", n)) >= n
+            if indexed and "indexed_all_s" not in row:  # every row searchable through an index
+                row["indexed_all_s"] = time.perf_counter() - t
+            if int(info.get("pending_index_rows", 0)) == 0 and indexed:
                 break
             time.sleep(2)
         client.load_collection("c")
@@ -272,38 +318,39 @@ def run_case(case: str, work: Path, dim: int, n: int, results: Path, milvus_uri:
             data = Path(os.environ.get("MILVUS_DATA", "/nonexistent"))
             row["disk_mib"] = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) / 2**20
             row["milvus_server"] = {"uri": milvus_uri, "version": client.get_server_version()}
-        row["milvus"] = {"index": kind, "params": params}
-        search_params: dict[str, Any] = {"ef": 128} if kind == "HNSW" else {"nprobe": 32}
-        row["runs"] = []
-        big = n >= 1_000_000 and not server  # Lite searches exhaustively: fewer queries, one ef at 1M+
-        nq, nlat = (200, 50) if big else (N_QUERIES, N_LATENCY)
-        row["queries"] = {"recall": nq, "latency": nlat}
-        for ef in ([128] if big else [64, 128, 256]) if kind == "HNSW" else [None]:
-            if ef:
-                search_params = {"ef": ef}
-
-            def one(q: np.ndarray, sp: dict[str, Any] = search_params) -> Any:
-                return client.search("c", data=[q.tolist()], limit=10, search_params={"params": sp})
-
-            found = []
-            for start in range(0, nq, 100):
-                res = client.search(
-                    "c",
-                    data=queries[start : start + 100].tolist(),
-                    limit=10,
-                    search_params={"params": search_params},
-                )
-                found += [[h["id"] for h in hits] + [-1] * (10 - len(hits)) for hits in res]
-            one(queries[-1])  # warm-up (the first search loads segment indexes)
-            p50, p95 = latency(one, queries[:nlat])
-            row["runs"].append(
-                {"ef": ef, "recall10": recall(np.asarray(found), want[:nq]), "p50_ms": p50, "p95_ms": p95}
-            )
+        segment_mb = os.environ.get("CONVIR_MILVUS_SEGMENT_MB")  # what milvus_nlist assumed, when set
+        row["milvus"] = {"index": kind, "params": params, "segment_mb_env": segment_mb}
+        row["runs"], row["queries"] = milvus_runs(client, kind, server, x, queries, want, n)
         if server:
             client.drop_collection("c")
         client.close()
         shutil.rmtree(db, ignore_errors=True)
     row["peak_rss_mib"] = mem()["VmHWM"]
+    row["uptime_after"] = uptime()
+    print(json.dumps(row))
+    with results.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def query_live(case: str, work: Path, dim: int, n: int, results: Path, milvus_uri: str) -> None:
+    """The query half of a milvus-server-* case against the collection a running case is still
+    building (every row indexed, compaction still re-indexing merged segments): the figures a
+    user gets once the collection is searchable, without waiting for compaction to settle."""
+    from pymilvus import MilvusClient
+
+    queries, want = np.load(work / f"queries_{dim}.npy"), truth(work, dim, n)
+    client = MilvusClient(milvus_uri)
+    info = client.describe_index("c", "vec")
+    if int(info.get("total_rows", 0)) != n or int(info.get("indexed_rows", 0)) < n:
+        raise SystemExit(f"collection c is not a fully indexed {n:,}-row collection: {info}")
+    kind = str(info["index_type"])
+    client.load_collection("c")
+    row: dict[str, Any] = {"case": case, "n": n, "dim": dim, "live": True, "uptime_before": uptime()}
+    row["machine"] = machine()
+    row["milvus"] = {"index": kind, "describe_index": info, "version": client.get_server_version()}
+    row["runs"], row["queries"] = milvus_runs(
+        client, kind, True, open_gallery(work, dim, n), queries, want, n
+    )
     row["uptime_after"] = uptime()
     print(json.dumps(row))
     with results.open("a") as fh:
@@ -389,26 +436,36 @@ def table(results: Path) -> None:
     for line in results.read_text().splitlines():
         r = json.loads(line)
         if "runs" in r:
-            rows[(r["case"], r["dim"], r["n"])] = r
-    cols = ["case", "dim", "items", "build s", "index MiB", "on disk MiB", "peak RSS MiB", "ef", "recall@10"]
-    cols += ["p50 ms", "p95 ms", "load (1 min)"]
+            rows[(r["case"] + (" (live)" if r.get("live") else ""), r["dim"], r["n"])] = r
+    cols = ["case", "dim", "items", "build s", "index MiB", "on disk MiB", "peak RSS MiB", "ef / nprobe"]
+    cols += ["recall@10", "p50 ms", "p95 ms", "load (1 min)"]
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))
     for (case, dim, n), r in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
         load = r["uptime_before"].split("load average:")[1].split(",")[0].strip()
         for run in r["runs"]:
+            live = r.get("live")  # `scale.py query`: queried while compaction re-indexed; no build figures
             cells = [
                 case,
                 dim,
                 f"{n:,}",
-                f"{r['build_s']:.1f}",
-                f"{r['index_mib']:,.0f}",
+                "-" if live else f"{r['build_s']:.1f}",
+                "-" if live else f"{r['index_mib']:,.0f}",
                 # a server's data folder also holds earlier (dropped, not yet compacted) collections
-                "-" if "milvus_server" in r else f"{r['disk_mib']:,.0f}",
+                "-" if live or "milvus_server" in r else f"{r['disk_mib']:,.0f}",
             ]
-            cells += [f"{r['peak_rss_mib']:,.0f}", run["ef"] or "-", f"{run['recall10']:.4f}"]
+            knob = run.get("ef") or (f"nprobe {run['nprobe']}" if run.get("nprobe") else "-")
+            if run.get("rescored"):
+                knob += f", {run['rescored']} re-scored"
+            cells += ["-" if live else f"{r['peak_rss_mib']:,.0f}", knob, f"{run['recall10']:.4f}"]
             cells += [f"{run['p50_ms']:.2f}", f"{run['p95_ms']:.1f}", load]
             print("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+def default_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run at convir's search defaults (efSearch 128, nprobe 32)."""
+    usual = (x for x in runs if x.get("ef") in (None, 128) and x.get("nprobe") in (None, 32))
+    return next((x for x in usual if not x.get("rescored")), runs[0])
 
 
 def plot(results: Path, out: Path) -> None:
@@ -431,8 +488,7 @@ def plot(results: Path, out: Path) -> None:
             pts = {}
             for r in rows:
                 if r.get("case") == case and r["dim"] == dim:
-                    run = next((x for x in r["runs"] if x["ef"] in (None, 128)), r["runs"][0])
-                    pts[r["n"]] = run["p50_ms"]
+                    pts[r["n"]] = default_run(r["runs"])["p50_ms"]
             if pts:
                 ns = sorted(pts)
                 ax.plot(
@@ -457,7 +513,7 @@ def plot(results: Path, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["data", "case", "ingest", "flops", "table", "plot"])
+    ap.add_argument("what", choices=["data", "case", "query", "ingest", "flops", "table", "plot"])
     ap.add_argument("case", nargs="?")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -475,6 +531,8 @@ def main() -> None:
         make_data(args.work, args.dim, args.n)
     elif args.what == "case":
         run_case(args.case, args.work, args.dim, args.n, args.results, args.milvus_uri)
+    elif args.what == "query":
+        query_live(args.case, args.work, args.dim, args.n, args.results, args.milvus_uri)
     elif args.what == "ingest":
         ingest_bench(args.work, args.workers, args.results, args.reps)
     elif args.what == "flops":

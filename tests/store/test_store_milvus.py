@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections import OrderedDict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -345,3 +346,38 @@ def test_lite_with_an_ann_index_warns_that_it_searches_exhaustively(
         assert not caplog.records
         check_ann_for_store(lite, "hnsw")
     assert len(caplog.records) == 1 and "FLAT" in caplog.records[0].getMessage()
+
+
+def test_ivf_lists_are_sized_for_one_segment_as_milvus_builds_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Milvus trains IVF per sealed segment (1,024 MB by default since 2.4): 1M x 384 is ~2
+    segments of 699,050 rows, so 4 sqrt(699,050) = 3,344 lists, not the collection-wide 4,000."""
+    from convir.store.milvus import SEGMENT_ENV, milvus_nlist, segment_rows
+
+    monkeypatch.delenv(SEGMENT_ENV, raising=False)
+    assert segment_rows(384) == 699_050
+    assert milvus_nlist(1_000_000, 384) == milvus_nlist(5_000_000, 384) == 3344
+    assert milvus_nlist(10_000, 384) == 400  # a collection smaller than a segment: 4 sqrt(N)
+    assert milvus_nlist(10, 384) == 126  # floor of 1,000 rows, as before
+    monkeypatch.setenv(SEGMENT_ENV, "512")  # a Milvus 2.3 server
+    assert segment_rows(384) == 349_525 and milvus_nlist(1_000_000, 384) == 2364
+    from pymilvus import MilvusClient
+
+    store = MilvusStore(StoreSpec("milvus", "http://db.example:19530"), Path("."), "c")
+    store._client = SimpleNamespace(prepare_index_params=MilvusClient.prepare_index_params)  # no server
+    params = store._index_params("ivfpq", 384, 1_000_000)
+    (index,) = list(params)
+    conf = index.to_dict()
+    assert conf["index_type"] == "IVF_PQ" and conf["m"] == 48 and conf["nlist"] == 2364
+
+
+@pytest.mark.parametrize("value", ["big", "0", "-5"])
+def test_a_bad_segment_size_is_one_line_before_anything_is_encoded(
+    tmp_path: Path, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "ix"
+    monkeypatch.setenv("CONVIR_MILVUS_SEGMENT_MB", value)
+    res = run_cli(
+        "index", str(tmp_path), "--out", str(out), "--ann", "ivfpq", "--store", "milvus:http://localhost:1"
+    )
+    assert res.returncode == 2 and "CONVIR_MILVUS_SEGMENT_MB" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and not out.exists()

@@ -144,6 +144,10 @@ def check_ann_for_store(spec: StoreSpec, ann_kind: str) -> None:
             "Milvus Lite has no IVF_PQ index (it offers FLAT, HNSW, IVF_FLAT, IVF_SQ8): use --ann hnsw "
             "or flat with a milvus:PATH store, or a Milvus server for ivfpq"
         )
+    if not spec.is_lite and ann_kind == "ivfpq":
+        from convir.store.milvus import segment_rows
+
+        segment_rows(1)  # a bad CONVIR_MILVUS_SEGMENT_MB is reported now, not after encoding
     if spec.is_lite and ann_kind != "flat":
         # measured (docs/benchmarks.md, Scale): Lite with HNSW answered in 1.4 s at 1M items
         # with recall 1.0, a Milvus server with the same HNSW in milliseconds

@@ -47,6 +47,8 @@ SYNC_BATCH = 1000
 TOKEN_ENV = "MILVUS_TOKEN"
 DB_ENV = "MILVUS_DB"
 TIMEOUT_ENV = "CONVIR_MILVUS_TIMEOUT"
+SEGMENT_ENV = "CONVIR_MILVUS_SEGMENT_MB"
+SEGMENT_MB = 1024  # Milvus' dataCoord.segment.maxSize default since 2.4 (512 before)
 MAX_LIMIT = 16384  # Milvus' topk limit
 ID_MAX_LEN = 65535
 
@@ -58,6 +60,33 @@ _VER = "i.hash || ':' || CAST(i.updated AS TEXT)"
 
 class MilvusStoreError(ConvirError):
     """Milvus could not be reached or refused an operation (the message names the URI)."""
+
+
+def segment_rows(dim: int) -> int:
+    """Vectors in one sealed Milvus segment (its size limit over 4 bytes per dimension).
+
+    The limit is the server's ``dataCoord.segment.maxSize``: 1,024 MB by default since Milvus 2.4,
+    512 MB in 2.3; set CONVIR_MILVUS_SEGMENT_MB for a server that differs."""
+    raw = os.environ.get(SEGMENT_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else SEGMENT_MB
+    except ValueError:
+        raise MilvusStoreError(f"{SEGMENT_ENV}={raw!r} is not a number of megabytes") from None
+    if mb <= 0:
+        raise MilvusStoreError(f"{SEGMENT_ENV}={raw!r} must be positive")
+    return max(1, int(mb * 2**20 // (4 * dim)))
+
+
+def milvus_nlist(n_items: int, dim: int) -> int:
+    """IVF lists for a Milvus index: 4 sqrt(n) with n the rows of one *segment*, not the collection.
+
+    Milvus trains and builds an IVF index per segment (its performance FAQ states the rule with
+    n = the rows a segment holds at its maximum size), so the collection-wide 4 sqrt(N) that faiss
+    uses gives every segment far more lists than its rows support: at 1M x 384 that was 4,000
+    lists per segment, whose k-means had not finished after 25 minutes on 2 cores (a 2.3
+    server, 512 MB segments; per segment the rule gives 2,364)."""
+    n = max(min(n_items, segment_rows(dim)), 1000)
+    return max(16, min(int(4 * math.sqrt(n)), 65536))
 
 
 def _quiet() -> None:
@@ -225,9 +254,8 @@ class MilvusStore:
         if kind == "HNSW":
             params = {"M": p.hnsw_m, "efConstruction": p.hnsw_ef_construction}
         elif kind == "IVF_PQ":
-            n = max(n_items, 1000)
             m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m > 0 and dim % m == 0)
-            params = {"nlist": max(16, min(int(4 * math.sqrt(n)), 65536)), "m": m, "nbits": 8}
+            params = {"nlist": milvus_nlist(n_items, dim), "m": m, "nbits": 8}
         ip.add_index("vec", index_type=kind, metric_type="IP", params=params)
         return ip
 
