@@ -165,6 +165,13 @@ def server_rss_mib() -> float | None:
     return None
 
 
+def emit(row: dict[str, Any], results: Path) -> None:
+    """Print one result row and append it to the results file."""
+    print(json.dumps(row))
+    with results.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
 def recall(found: np.ndarray, want: np.ndarray) -> float:
     return float(np.mean([len(set(f[f >= 0]) & set(w)) / 10 for f, w in zip(found, want, strict=True)]))
 
@@ -327,9 +334,7 @@ def run_case(case: str, work: Path, dim: int, n: int, results: Path, milvus_uri:
         shutil.rmtree(db, ignore_errors=True)
     row["peak_rss_mib"] = mem()["VmHWM"]
     row["uptime_after"] = uptime()
-    print(json.dumps(row))
-    with results.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    emit(row, results)
 
 
 def query_live(case: str, work: Path, dim: int, n: int, results: Path, milvus_uri: str) -> None:
@@ -352,9 +357,7 @@ def query_live(case: str, work: Path, dim: int, n: int, results: Path, milvus_ur
         client, kind, True, open_gallery(work, dim, n), queries, want, n
     )
     row["uptime_after"] = uptime()
-    print(json.dumps(row))
-    with results.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    emit(row, results)
 
 
 def ingest_bench(work: Path, workers: list[int], results: Path, reps: int) -> None:
@@ -390,9 +393,7 @@ def ingest_bench(work: Path, workers: list[int], results: Path, reps: int) -> No
                 "wall_s": wall,
                 "uptime": load,
             }
-            print(json.dumps(row))
-            with results.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
+            emit(row, results)
 
 
 _VIT = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size")
@@ -425,9 +426,7 @@ def flops(results: Path) -> None:
             dt = time.perf_counter() - t
         row = {"case": "flops", "model": name, "gflop_per_image": fc.get_total_flops() / 1e9,
                "cpu_images_per_s": 8 / dt, "uptime": uptime()}  # fmt: skip
-        print(json.dumps(row))
-        with results.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        emit(row, results)
 
 
 def table(results: Path) -> None:
