@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -56,6 +59,29 @@ def gallery(tmp_path: Path) -> Path:
         img = make_image(root / rel, color)
         img.with_suffix(".txt").write_text("\n".join(caps) + "\n", encoding="utf-8")
     return root
+
+
+T = TypeVar("T")
+
+
+def run_together(fn: Callable[[], T], n: int) -> tuple[list[T], list[BaseException]]:
+    """Call ``fn`` in ``n`` threads started together: what each returned, and what each raised
+    (an exception in a thread is otherwise only a pytest warning)."""
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            results.append(fn())
+        except BaseException as e:  # returned to the caller, which asserts on it
+            errors.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:

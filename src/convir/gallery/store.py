@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from convir.errors import ConvirError, IndexMismatchError
+from convir.sqlitedb import use_wal
 
 DB_NAME = "convir.sqlite"
 # 2: items_version / build_items_version (a build knows which item set it was built from)
@@ -141,7 +142,7 @@ class Store:
             self.root.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(db, check_same_thread=False, timeout=30)
         try:
-            self.db.execute("PRAGMA journal_mode=WAL")
+            use_wal(self.db)
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(_SCHEMA)
             version = self.get("schema_version")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from convir.llm.base import LLM, GenParams, LLMError, Message
+from convir.sqlitedb import use_wal
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class CachedLLM:
                 self.path, timeout=_BUSY_MS / 1000, check_same_thread=False, isolation_level=None
             )
             conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
-            conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(conn, _BUSY_MS / 1000)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:

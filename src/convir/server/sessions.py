@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from convir.sqlitedb import use_wal
+
 log = logging.getLogger("convir.server")
 DB_NAME = "sessions.sqlite"
 _BUSY_MS = 30_000
@@ -94,7 +96,7 @@ class SessionStore:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, timeout=_BUSY_MS / 1000)
         db.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
-        db.execute("PRAGMA journal_mode=WAL")
+        use_wal(db, _BUSY_MS / 1000)
         db.execute("PRAGMA synchronous=NORMAL")
         return db
 
