@@ -8,6 +8,10 @@ from typing import Any
 
 import torch
 
+from convir._compat import ensure_torchvision
+
+ensure_torchvision()  # as convir's encoders do: PyPI's CUDA torchvision beside a CPU torch
+
 TINY_ARCH = "ConvirTinyTestArch"
 TINY_OPEN_CLIP = {
     "embed_dim": 16,

@@ -381,3 +381,43 @@ def test_a_bad_segment_size_is_one_line_before_anything_is_encoded(
     )
     assert res.returncode == 2 and "CONVIR_MILVUS_SEGMENT_MB" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(("kind", "want"), [("hnsw", {"ef": 128}), ("ivfpq", {"nprobe": 32})])
+def test_a_milvus_search_sizes_its_effort_for_one_segment(
+    kind: str, want: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each segment is its own graph or list set of at most ~700k rows at 384-d (2.4+), so the
+    per-segment defaults apply however large the collection (faiss' one graph grows instead)."""
+    from convir.store.milvus import SEGMENT_ENV
+
+    monkeypatch.delenv(SEGMENT_ENV, raising=False)
+    calls: list[dict] = []
+    store = MilvusStore(StoreSpec("milvus", "http://db.example:19530"), Path("."), "c")
+    store._client = SimpleNamespace(search=lambda *a, **kw: calls.append(kw) or [[]])  # no server
+    assert store.search(np.zeros((1, 384), np.float32), 10, kind) == [[]]
+    assert calls[0]["search_params"] == {"metric_type": "IP", "params": want}
+    monkeypatch.setenv(SEGMENT_ENV, "100000")  # segments of 68M rows at 384-d: 69 started millions
+    store.search(np.zeros((1, 384), np.float32), 10, kind)
+    got = calls[1]["search_params"]["params"]
+    assert got == (
+        {"ef": 128 * 69} if kind == "hnsw" else {"nprobe": 32}
+    )  # nprobe did not matter (0.91-0.92)
+
+
+def test_milvus_ivf_pq_re_scores_more_candidates_in_a_larger_collection() -> None:
+    """Milvus ranks IVF_PQ hits by PQ codes; convir re-scores k x 20 per started million items."""
+    from convir.store.milvus import MilvusAnn
+
+    limits: list[int] = []
+
+    def search(q: np.ndarray, limit: int, kind: str, expr: str | None) -> list[list[tuple[str, float]]]:
+        limits.append(limit)
+        return [[(str(i), 0.0) for i in range(limit)]]
+
+    for n, want in ((5_000, 10 * 20), (1_000_001, 10 * 40)):
+        vectors = np.zeros((n, 4), np.float32)
+        vectors[7] = 1.0  # the exact re-scoring, not Milvus's order, puts item 7 first
+        ann = MilvusAnn(SimpleNamespace(search=search), [str(i) for i in range(n)], vectors, "ivfpq")
+        _, found = ann.search(np.ones((1, 4), np.float32), 10)
+        assert limits[-1] == want + 8 and found[0, 0] == 7

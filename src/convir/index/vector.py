@@ -1,9 +1,9 @@
 """Inner-product vector search with faiss: exact ``flat`` and approximate ``hnsw``/``lsh``/``ivfpq``.
 
 All vectors are L2-normalised, so inner product = cosine. ``lsh`` (random hyperplanes, as
-in QueryFormer) and ``ivfpq`` compress vectors; their candidates (``refine_factor`` x k) are re-scored
-exactly against the stored vectors, so returned scores are true cosines and comparable
-across kinds, which hybrid fusion relies on.
+in QueryFormer) and ``ivfpq`` compress vectors; their candidates (k x ``refine_factor``,
+growing with the index) are re-scored exactly against the stored vectors, so returned scores
+are true cosines and comparable across kinds, which hybrid fusion relies on.
 """
 
 from __future__ import annotations
@@ -25,18 +25,48 @@ ANN_KINDS = {
 }
 
 
+HNSW_EF_SEARCH = 128  # per started million items (benchmarks/ann_quality.py, benchmarks/scale.py)
+REFINE_FACTOR = 20  # candidates re-scored per result, per started million items
+
+
+def per_million(base: int, n: int) -> int:
+    """``base`` up to 1M items, then ``base`` per started million.
+
+    Approximate search must do more work as the collection grows to keep its recall, and both
+    measured knobs grew about linearly (docs/benchmarks.md, "Scale", faiss at 5M x 512):
+    HNSW (M 32) recall@10 fell from 0.964 at 1M to 0.864 at 5M with efSearch 128, and 512
+    restored 0.953 (1.0 ms p50); IVF-PQ fell from 0.979 to 0.915 with 200 candidates re-scored
+    for k = 10, and 1,000 restored 0.993 (1.9 ms p50). More IVF lists probed did not help
+    (nprobe 16 / 32 / 128: 0.910 / 0.915 / 0.916): the loss is PQ's ranking of the candidates."""
+    return base * max(1, math.ceil(n / 1_000_000))
+
+
 @dataclass
 class AnnParams:
-    """Build/search knobs; defaults chosen by benchmarks/ann_quality.py (see docs/benchmarks.md)."""
+    """Build/search knobs; defaults chosen by benchmarks/ann_quality.py and benchmarks/scale.py
+    (see docs/benchmarks.md). ``hnsw_ef_search`` / ``refine_factor`` of None grow with the
+    index (:func:`per_million`); a number fixes them."""
 
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 128
+    hnsw_ef_search: int | None = None
     lsh_bits_per_dim: int = 2
-    refine_factor: int = 20
+    refine_factor: int | None = None
     ivf_nprobe: int = 32
     filter_exact_max: int = 50_000  # a --where admitting at most this many items is searched exactly
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def ef_search(self, n: int) -> int:
+        """efSearch for a graph of ``n`` items."""
+        return self.hnsw_ef_search or per_million(HNSW_EF_SEARCH, n)
+
+    def candidates(self, k: int, n: int) -> int:
+        """Compressed-index candidates to re-score exactly for the top ``k`` of ``n`` items."""
+        return min(n, k * (self.refine_factor or per_million(REFINE_FACTOR, n)))
+
+    def nprobe(self, nlist: int) -> int:
+        """Lists to probe in an IVF index of ``nlist`` lists."""
+        return min(nlist, self.ivf_nprobe)
 
 
 def _faiss() -> Any:
@@ -58,7 +88,7 @@ def build_ann(vectors: np.ndarray, kind: str, params: AnnParams | None = None) -
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, p.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = p.hnsw_ef_construction
-        index.hnsw.efSearch = p.hnsw_ef_search
+        index.hnsw.efSearch = p.ef_search(n)
     elif kind == "lsh":
         index = faiss.IndexLSH(d, p.lsh_bits_per_dim * d, True, True)  # rotate + trained thresholds
     else:
@@ -67,7 +97,7 @@ def build_ann(vectors: np.ndarray, kind: str, params: AnnParams | None = None) -
         nlist, m, nbits = ivfpq_layout(n, d)
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
-        index.nprobe = min(p.ivf_nprobe, nlist)
+        index.nprobe = p.nprobe(nlist)
         index.train(x[ivfpq_train_rows(n, nlist)])
     if not index.is_trained:
         index.train(x)
@@ -122,9 +152,9 @@ class AnnIndex:
         self.params = params or AnnParams()
         self.index = index
         if index is not None and kind == "hnsw":
-            index.hnsw.efSearch = self.params.hnsw_ef_search
+            index.hnsw.efSearch = self.params.ef_search(len(vectors))
         if index is not None and kind == "ivfpq":
-            index.nprobe = min(self.params.ivf_nprobe, index.nlist)
+            index.nprobe = self.params.nprobe(index.nlist)
 
     @classmethod
     def load(
@@ -155,7 +185,7 @@ class AnnIndex:
                 return exact_topk(self.vectors, q, k)
         if self.kind == "hnsw":
             return self.index.search(q, k)
-        n_cand = min(len(self), k * self.params.refine_factor)
+        n_cand = self.params.candidates(k, len(self))
         _, cand = self.index.search(q, n_cand)
         return self._refine(q, k, cand)
 
@@ -185,11 +215,11 @@ class AnnIndex:
         faiss = _faiss()
         sel = faiss.IDSelectorBatch(allowed)
         if self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(self.params.hnsw_ef_search, k))
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(self.params.ef_search(len(self)), k))
             s, p = self.index.search(q, k, params=params)
             return s, p
-        params = faiss.SearchParametersIVF(sel=sel, nprobe=min(self.params.ivf_nprobe, self.index.nlist))
-        _, cand = self.index.search(q, min(len(allowed), k * self.params.refine_factor), params=params)
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=self.params.nprobe(self.index.nlist))
+        _, cand = self.index.search(q, self.params.candidates(k, len(allowed)), params=params)
         return self._refine(q, k, cand)
 
 

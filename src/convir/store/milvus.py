@@ -245,7 +245,7 @@ class MilvusStore:
 
     def _index_params(self, ann_kind: str, dim: int, n_items: int) -> Any:
         """--ann -> Milvus index (same parameters as the faiss indexes, convir.index.vector)."""
-        from convir.index.vector import AnnParams
+        from convir.index.vector import AnnParams, ivfpq_layout
 
         p = AnnParams()
         ip = self.client.prepare_index_params()
@@ -254,7 +254,7 @@ class MilvusStore:
         if kind == "HNSW":
             params = {"M": p.hnsw_m, "efConstruction": p.hnsw_ef_construction}
         elif kind == "IVF_PQ":
-            m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m > 0 and dim % m == 0)
+            m = ivfpq_layout(max(n_items, 1), dim)[1]  # the faiss index's sub-vectors
             params = {"nlist": milvus_nlist(n_items, dim), "m": m, "nbits": 8}
         ip.add_index("vec", index_type=kind, metric_type="IP", params=params)
         return ip
@@ -411,12 +411,14 @@ class MilvusStore:
         """(id, inner product) hits per query, best first."""
         from convir.index.vector import AnnParams
 
-        p = AnnParams()
+        # Milvus searches each segment's own graph / lists, so the effort is sized for one
+        # full segment (128 / 32 at the usual dimensions), not for the collection
+        p, rows = AnnParams(), segment_rows(int(np.shape(queries)[-1]))
         params: dict[str, Any] = {}
         if ann_kind == "hnsw":
-            params = {"ef": max(p.hnsw_ef_search, limit)}
+            params = {"ef": max(p.ef_search(rows), limit)}
         elif ann_kind == "ivfpq":
-            params = {"nprobe": p.ivf_nprobe}
+            params = {"nprobe": p.nprobe(milvus_nlist(rows, int(np.shape(queries)[-1])))}  # 32
         res = self._call(
             "search",
             self.client.search,
@@ -562,7 +564,7 @@ class MilvusAnn:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         expr = flt.where.milvus() if flt is not None else None
         refine = self.kind == "ivfpq"
-        want = k * self.params.refine_factor if refine else k
+        want = self.params.candidates(k, len(self)) if refine else k
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_p = np.full((len(q), k), -1, np.int64)
         for row in range(len(q)):
