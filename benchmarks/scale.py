@@ -185,14 +185,13 @@ def latency(search: Any, queries: np.ndarray) -> tuple[float, float]:
     return pct(lat, 50), pct(lat, 95)
 
 
-RESCORE = 20  # convir re-scores k x 20 IVF_PQ candidates exactly (AnnParams.refine_factor)
-
-
 def milvus_runs(
     client: Any, kind: str, server: bool, x: np.ndarray, queries: np.ndarray, want: np.ndarray, n: int
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Recall@10 and single-query latency of collection "c" at each ef / nprobe. For IVF_PQ also
-    what `convir search` does on a Milvus IVF_PQ store: 200 candidates re-scored exactly."""
+    what `convir search` does on a Milvus IVF_PQ store: its candidates re-scored exactly."""
+    from convir.index.vector import REFINE_FACTOR, per_million
+
     big = n >= 1_000_000 and not server  # Lite searches exhaustively: fewer queries (20 timed at
     # 5M, seconds each), one ef at 1M+
     nq, nlat = (200, 20 if n >= 5_000_000 else 50) if big else (N_QUERIES, N_LATENCY)
@@ -201,7 +200,7 @@ def milvus_runs(
         sweep = [{"nprobe": p} for p in ([16, 32, 64, 128] if server else [32])]
     runs = []
     for sp in sweep:
-        for rescore in [1, RESCORE] if kind == "IVF_PQ" else [1]:
+        for rescore in [1, per_million(REFINE_FACTOR, n)] if kind == "IVF_PQ" else [1]:
 
             def search(qs: np.ndarray, sp: dict[str, Any] = sp, r: int = rescore) -> list[list[int]]:
                 res = client.search("c", data=qs.tolist(), limit=10 * r, search_params={"params": sp})
@@ -473,7 +472,8 @@ def table(results: Path) -> None:
 
 
 def default_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run at convir's search defaults (efSearch 128, nprobe 32)."""
+    """The run at efSearch 128 / nprobe 32 / 200 re-scored: convir's defaults up to 1M items,
+    one setting across sizes for the plot."""
     usual = [
         x
         for x in runs

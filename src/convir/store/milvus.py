@@ -413,12 +413,13 @@ class MilvusStore:
 
         # Milvus searches each segment's own graph / lists, so the effort is sized for one
         # full segment (128 / 32 at the usual dimensions), not for the collection
-        p, rows = AnnParams(), segment_rows(int(np.shape(queries)[-1]))
+        dim = int(np.shape(queries)[-1])
+        p, rows = AnnParams(), segment_rows(dim)
         params: dict[str, Any] = {}
         if ann_kind == "hnsw":
             params = {"ef": max(p.ef_search(rows), limit)}
         elif ann_kind == "ivfpq":
-            params = {"nprobe": p.nprobe(milvus_nlist(rows, int(np.shape(queries)[-1])))}  # 32
+            params = {"nprobe": p.nprobe(milvus_nlist(rows, dim))}  # 32
         res = self._call(
             "search",
             self.client.search,
