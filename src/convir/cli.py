@@ -270,6 +270,11 @@ def _print_report(report: Any) -> None:
         + f" in {report.seconds:.1f}s"
         + (f" ({rate:,.0f} items/s encoding)" if rate else "")
     )
+    if report.repointed:
+        console.print(
+            f"re-pointed {report.repointed} unchanged items to their new image paths (not re-encoded)",
+            markup=False,
+        )
     if report.rebuilt and not (report.added or report.updated or report.removed):
         console.print(f"rebuilt the search files: {report.rebuild_reason}", markup=False)
     if not report.bm25:

@@ -45,7 +45,16 @@ from convir.errors import ConvirError
 from convir.gallery.items import MAX_CAPTION_CHARS, cap_captions, item_documents, item_vectors
 from convir.gallery.lock import LOCK_NAME, IndexLock
 from convir.gallery.sources import FORMATS, SourceItem, open_source
-from convir.gallery.store import DB_NAME, IndexCorruptError, Store, StoredItem
+from convir.gallery.store import (
+    DB_NAME,
+    GALLERY_ROOT,
+    IndexCorruptError,
+    Store,
+    StoredItem,
+    absolute_path,
+    root_of_source,
+    stored_path,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +76,7 @@ class IngestReport:
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
+    repointed: int = 0  # unchanged items whose image path changed (a moved gallery): not re-encoded
     failed: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)
@@ -354,10 +364,8 @@ def _ingest_locked(
         source_key = json.dumps([str(Path(gallery).expanduser().resolve()), fmt])
         have_source = store.get("source")
         if have_source and have_source != source_key and not replace and store.count():
-            raise ConvirError(
-                f"{out} indexes another gallery ({json.loads(have_source)[0]}); "
-                "use a new --out folder, or --replace to make it mirror this gallery instead"
-            )
+            raise ConvirError(_another_gallery(out, have_source))
+        gallery_root = root_of_source(source_key)
         spec = encoder_spec or store.encoder_spec or DEFAULT_ENCODER
         if store.encoder_spec and spec != store.encoder_spec:
             # the stored spec is canonical (absolute model paths); a different kind can be refused
@@ -382,6 +390,8 @@ def _ingest_locked(
             report.warnings.append(("convir.sqlite", note))
         report.ignored = ignored
         report.seen = len(items)
+        old_paths = store.image_paths()
+        repoint: list[tuple[str, str | None]] = []  # (id, new path) of unchanged items that moved
 
         def claim() -> None:
             """Just before the first change: this folder now mirrors this gallery."""
@@ -391,6 +401,9 @@ def _ingest_locked(
                 store.set("max_pixels", str(max_pixels))
             if store.get(STORE_SETTING) != vstore.to_json():
                 store.set(STORE_SETTING, vstore.to_json())
+            if store.get(GALLERY_ROOT) != str(gallery_root) or repoint:
+                store.set_gallery_root(gallery_root, repoint)  # type: ignore[arg-type]
+                repoint.clear()  # once: later calls find the root set
 
         previous = store.fingerprints()
         pending: list[tuple[SourceItem, str, str | None]] = []
@@ -417,12 +430,16 @@ def _ingest_locked(
             if old and old[0] == h:
                 keep.add(it.id)
                 report.unchanged += 1
+                new_path = absolute_path(stored_path(it.image, gallery_root), gallery_root)
+                if new_path != old_paths.get(it.id):
+                    repoint.append((it.id, new_path))
                 if stat and stat != old[1]:
                     stat_updates.append((it.id, stat))
                 continue
             pending.append((it, h, stat))
         if stat_updates:
             store.update_stat(stat_updates)
+        report.repointed = len(repoint)
 
         if pending:
             from convir.gallery.distributed import open_encoding
@@ -524,6 +541,19 @@ def _build_needed(store: Store, ann_kind: str, rebuild: bool, vstore: Any = None
     if store_kind(info) != vstore.kind or (vstore.kind != "faiss" and built.get("uri") != vstore.uri):
         return f"--store {vstore.display(store.root)}"
     return store_out_of_step(store, vstore)
+
+
+def _another_gallery(out: Path, have_source: str) -> str:
+    """The refusal to switch galleries silently; when the indexed one is gone it may have moved."""
+    old = json.loads(have_source)[0]
+    msg = (
+        f"{out} indexes another gallery ({old}); use a new --out folder, or --replace to make it "
+        "mirror this gallery instead"
+    )
+    if not Path(old).exists():
+        msg += f" ({old} no longer exists: if the gallery moved here, --replace re-points the index "
+        msg += "without re-encoding)"
+    return msg
 
 
 def _empty_message(report: IngestReport) -> str:

@@ -3,6 +3,7 @@
 Layout (everything below INDEX_DIR)::
 
     convir.sqlite        items (id, path, captions, meta, content hash, vector) + settings
+                         (image paths relative to the ``gallery_root`` setting: see below)
     convir.lock          the writer lock (one ``convir index`` at a time; holder's pid inside)
     builds/<gen>/        derived, read-only search artifacts of one build generation
                          (files: :mod:`convir.index.build`)
@@ -15,6 +16,12 @@ version it was built from, and publishing it (pointing readers at ``builds/<gen>
 transaction that checks that version is still current. A run therefore knows for certain
 whether the published build matches the items: a run killed anywhere between changing the
 items and publishing is redone by the next run.
+
+Image paths are stored relative to the gallery root recorded in the ``gallery_root`` setting
+(the gallery folder; for a manifest, the manifest's folder), so a gallery that moved is
+re-pointed by changing one setting, not every row (``convir index NEW --out IX --replace``
+re-points without re-encoding). A manifest may name images outside its folder: those are
+stored absolute (their real path). Readers always get absolute paths (:meth:`Store.items`).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +44,9 @@ from convir.sqlitedb import use_wal
 
 DB_NAME = "convir.sqlite"
 # 2: items_version / build_items_version (a build knows which item set it was built from)
-SCHEMA_VERSION = 2
+# 3: image paths relative to the recorded gallery root (setting ``gallery_root``)
+SCHEMA_VERSION = 3
+GALLERY_ROOT = "gallery_root"
 T = TypeVar("T")
 
 
@@ -78,6 +88,54 @@ def index_command(root: Path, source: str | None = None, rebuild: bool = False) 
     if fmt != "auto":
         cmd += f" --format {fmt}"
     return cmd + (" --rebuild" if rebuild else "")
+
+
+def root_of_source(source: str | None) -> Path | None:
+    """The gallery root for a ``source`` setting ``[path, format]``: the gallery folder, or the
+    folder of a manifest (or of any gallery given as a file); None when nothing was indexed."""
+    if not source:
+        return None
+    try:
+        path, fmt = json.loads(source)
+        path = Path(path)
+    except (ValueError, TypeError):
+        return None
+    manifest = fmt == "manifest" or (fmt == "auto" and path.suffix == ".jsonl")
+    return path.parent if manifest or path.is_file() else path
+
+
+def stored_path(path: str | Path | None, root: Path | None) -> str | None:
+    """How an image path is stored: relative (POSIX) to the gallery root when it lies under it,
+    else absolute (the real path, so the server can tell a symlink swapped in later)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if root is None or not p.is_absolute():
+        return str(p)
+    if p.is_relative_to(root):
+        return p.relative_to(root).as_posix()
+    real = Path(os.path.realpath(p))
+    return real.relative_to(root).as_posix() if real.is_relative_to(root) else str(real)
+
+
+def absolute_path(stored: str | None, root: Path | None) -> str | None:
+    """The usable path of a stored one: the gallery root joined with a relative path."""
+    if stored is None or root is None or Path(stored).is_absolute():
+        return stored
+    return str(root / stored)
+
+
+def repoint_command(root: Path, source: str | None) -> str:
+    """The command that re-points ``root`` at its gallery in a new place (for messages)."""
+    import shlex
+
+    gallery, fmt = "NEW_PLACE", "auto"
+    with contextlib.suppress(ValueError, TypeError):
+        path, fmt = json.loads(source or "")
+        if Path(path).suffix == ".jsonl" or fmt == "manifest":
+            gallery = f"NEW_PLACE/{Path(path).name}"
+    cmd = f"convir index {shlex.quote(gallery)} --out {shlex.quote(str(root))} --replace"
+    return cmd + (f" --format {fmt}" if fmt != "auto" else "")
 
 
 def _guard(method: Callable[..., T]) -> Callable[..., T]:
@@ -161,8 +219,24 @@ class Store:
     def upgrade(self) -> None:
         """Writers only: record the current schema (older indexes gain items_version = 0 and,
         having no build_items_version, get their build redone once by the next run)."""
+        self._upgrade_gallery_root()
         if self.get("schema_version") != str(SCHEMA_VERSION):
             self.set("schema_version", str(SCHEMA_VERSION))
+
+    @_guard
+    def _upgrade_gallery_root(self) -> None:
+        """Schema 3: record the gallery root and store the paths under it relative to it (one
+        transaction; paths outside it stay absolute), so a moved gallery can be re-pointed."""
+        if self.get(GALLERY_ROOT) is not None:
+            return
+        root = root_of_source(self.get("source"))
+        if root is None:
+            return  # nothing indexed yet: the first run records the root
+        with self.db:
+            rows = self.db.execute("SELECT id, path FROM items WHERE path IS NOT NULL").fetchall()
+            updates = [(new, i) for i, p in rows if (new := stored_path(p, root)) != p]
+            self.db.executemany("UPDATE items SET path=? WHERE id=?", updates)
+            self.db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (GALLERY_ROOT, str(root)))
 
     # settings -------------------------------------------------------------------------------
     @_guard
@@ -183,6 +257,24 @@ class Store:
     def dim(self) -> int | None:
         d = self.get("dim")
         return int(d) if d else None
+
+    @property
+    def gallery_root(self) -> Path | None:
+        """The folder item paths are relative to (an index not yet upgraded: its source's)."""
+        root = self.get(GALLERY_ROOT)
+        return Path(root) if root else root_of_source(self.get("source"))
+
+    @_guard
+    def set_gallery_root(self, root: Path, paths: Iterable[tuple[str, str | None]] = ()) -> None:
+        """Point the index at ``root`` and set the image paths of some items (id, absolute path)
+        in one transaction: a moved gallery is re-pointed with no item re-encoded. Paths are
+        not part of a build, so the items version is unchanged."""
+        root = Path(root)
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (GALLERY_ROOT, str(root)))
+            self.db.executemany(
+                "UPDATE items SET path=? WHERE id=?", [(stored_path(p, root), i) for i, p in paths]
+            )
 
     @_guard
     def bind_encoder(self, spec: str, dim: int) -> None:
@@ -207,12 +299,19 @@ class Store:
         return {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT id, hash, stat FROM items")}
 
     @_guard
+    def image_paths(self) -> dict[str, str | None]:
+        """id -> absolute image path (None: a caption-only item) of every item."""
+        root = self.gallery_root
+        return {i: absolute_path(p, root) for i, p in self.db.execute("SELECT id, path FROM items")}
+
+    @_guard
     def upsert(self, rows: Iterable[tuple[StoredItem, str, str | None, np.ndarray]]) -> None:
         """Write one batch (item, hash, stat, vector) in a single transaction (bumps the items version)."""
         now = time.time()
         rows = list(rows)
         if not rows:
             return
+        root = self.gallery_root if self.get(GALLERY_ROOT) else None
         with self.db:
             self._bump_version()
             self.db.executemany(
@@ -220,7 +319,7 @@ class Store:
                 [
                     (
                         it.id,
-                        it.path,
+                        stored_path(it.path, root),
                         json.dumps(it.captions, ensure_ascii=False),
                         json.dumps(it.meta, ensure_ascii=False),
                         h,
@@ -308,13 +407,15 @@ class Store:
 
     @_guard
     def items(self, ids: list[str]) -> dict[str, StoredItem]:
+        """The stored items of ``ids`` (those that exist), image paths made absolute."""
         out: dict[str, StoredItem] = {}
+        root = self.gallery_root
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             q = f"SELECT id, path, captions, meta, vec_source FROM items WHERE id IN ({marks})"
             for i, p, c, m, s in self.db.execute(q, chunk):
-                out[i] = StoredItem(i, p, json.loads(c), json.loads(m), s)
+                out[i] = StoredItem(i, absolute_path(p, root), json.loads(c), json.loads(m), s)
         return out
 
     @_guard

@@ -2,10 +2,13 @@
 
 Checks SQLite itself (``PRAGMA integrity_check``), every stored item (vector size and
 values, captions and metadata JSON), the published build (every file present and loadable,
-its ids exactly the stored items, built from the current item set) and reports leftovers.
+its ids exactly the stored items, built from the current item set), that every item's
+image file exists under the gallery root, and reports leftovers.
 Two repairs exist: re-running ``convir index`` rebuilds a damaged or stale build from
 SQLite without re-encoding; ``--rebuild`` also sets a damaged convir.sqlite aside and
-indexes the gallery from scratch.
+indexes the gallery from scratch. Missing image files are repaired by re-pointing a moved
+gallery (``convir index NEW_PLACE --out INDEX --replace``, no re-encoding) or by re-indexing,
+which drops the items whose files are gone.
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ def check_index(root: Path) -> CheckReport:
         needs = _check_build(store, report)
         if needs:
             report.repair = index_command(root, source, rebuild=needs == "rebuild")
+        images_repair = _check_images(store, report)
+        if images_repair and not report.repair:
+            report.repair = images_repair
         leftovers = _leftovers(store)
         if leftovers:
             report.notes.append(leftovers)
@@ -161,6 +167,36 @@ def _check_build(store: Any, report: CheckReport) -> str | None:
         bm25 = f"BM25 ({'stemmed: ' + stem if stem else 'not stemmed'})" if tok else "BM25"
     report.ok_lines.append(f"build {path.name}: {info['count']} items, ann {info['ann']}, {bm25}")
     return None
+
+
+def _check_images(store: Any, report: CheckReport, shown: int = 5) -> str | None:
+    """Every item's image file must exist (a moved or unmounted gallery leaves all of them
+    missing); the repair: re-point the index at the new place, or re-index to drop the missing."""
+    from convir.gallery.store import index_command, repoint_command
+
+    paths = store.image_paths()
+    missing = [(i, p) for i, p in sorted(paths.items()) if p is not None and not Path(p).is_file()]
+    with_images = sum(p is not None for p in paths.values())
+    if not missing:
+        if with_images:
+            report.ok_lines.append(
+                f"image files: all {with_images} found (gallery root {store.gallery_root})"
+            )
+        return None
+    root = store.gallery_root
+    examples = ", ".join(f"{i} ({p})" for i, p in missing[:shown])
+    more = f", ... {len(missing) - shown} more" if len(missing) > shown else ""
+    line = f"{len(missing)} of {with_images} image files are missing: {examples}{more}"
+    source = store.get("source")
+    if root is not None and not root.is_dir():
+        report.problems.append(
+            f"{line}. The gallery root {root} does not exist (moved or not mounted?): if the gallery "
+            "moved, the repair command below re-points the index (with NEW_PLACE its new folder) "
+            "without re-encoding"
+        )
+        return repoint_command(store.root, source)
+    report.problems.append(f"{line}. Re-indexing the gallery drops the items whose files are gone")
+    return index_command(store.root, source)
 
 
 def _leftovers(store: Any) -> str | None:

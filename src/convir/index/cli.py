@@ -15,8 +15,9 @@ def check_cmd(
 ) -> None:
     """Verify an index: SQLite integrity, stored items, build files, ids vs items.
 
-    Exit code 0 when the index is sound, 1 when it has problems (the output names the
-    command that repairs them), 2 when INDEX_DIR is not an index.
+    Exit code 0 when the index is sound, 1 when it has problems, missing image files included
+    (the output names the command that repairs them: for a moved gallery, the one that
+    re-points the index), 2 when INDEX_DIR is not an index.
     """
     from rich.console import Console
 

@@ -1,10 +1,11 @@
 """Images the server sends: gallery thumbnails and generated images, never a client's path.
 
 A thumbnail is looked up by item id: the file is the path the index recorded for that id,
-resolved and checked to be inside the gallery folder (or to be exactly the recorded file,
-for manifests that point elsewhere), so neither ``..`` in an id nor a symlink planted in
-the gallery reaches other files. Generated images are served only when the session's own
-state recorded them and they lie in the image cache.
+resolved whole and checked to be inside the gallery root recorded at index time (or, for
+a manifest naming images elsewhere, to be exactly the recorded real path), so neither
+``..`` in an id nor a symlink planted in the gallery (a file or a folder) reaches other
+files. Generated images are served only when the session's own state recorded them and
+they lie in the image cache.
 
 Both are re-encoded from their pixels alone (:func:`pixels_only`): the decoded pixels are
 copied into a new image with no metadata, after applying the EXIF orientation and
@@ -15,7 +16,6 @@ ICC profile, XMP, PNG text chunk or C2PA manifest of the original file leaves th
 from __future__ import annotations
 
 import io
-import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -24,47 +24,38 @@ from typing import Any
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
 
 
-def gallery_root(source_setting: str | None) -> Path | None:
-    """The folder a gallery was indexed from (the ``source`` setting ``[path, format]``)."""
-    if not source_setting:
-        return None
-    try:
-        path = Path(json.loads(source_setting)[0])
-    except (ValueError, TypeError, IndexError):
-        return None
-    return path.parent if path.is_file() else path
+def gallery_root(root_setting: str | None, source_setting: str | None = None) -> Path | None:
+    """The gallery root recorded at index time (the ``gallery_root`` setting; an index not yet
+    upgraded: the folder of its ``source`` setting ``[path, format]``)."""
+    from convir.gallery.store import root_of_source
+
+    return Path(root_setting) if root_setting else root_of_source(source_setting)
 
 
 def safe_item_path(stored: str, root: Path | None) -> Path | None:
-    """The recorded image file of an item, or None when it is missing or escapes the gallery.
+    """The image file of an item (``stored``: the absolute path the index gives for it), or
+    None when it is missing or escapes the gallery.
 
-    ``convir index`` records paths as it was given them, so a relative path is relative to
-    the directory it ran in; it is looked up under the gallery folder by its trailing parts
-    (``demo/a.png`` indexed from ``demo`` is ``ROOT/a.png``). An absolute path outside the
-    gallery (a manifest may point anywhere) is served only if it is the file itself, not a
-    symlink to something else."""
+    The path is resolved whole (every symlink on the way, not just the last component) and
+    must lie under the gallery root recorded at index time, itself a real path then: a folder
+    of the gallery replaced by a symlink to somewhere else afterwards is refused. A manifest
+    may name images outside its folder; such a path (stored as its real path at index time)
+    is served only while it still resolves to exactly itself, with no symlink anywhere on it."""
     raw = Path(stored)
-    if ".." in raw.parts:
+    if not raw.is_absolute() or ".." in raw.parts:
         return None
-    real_root = root.resolve() if root is not None else None
-    if raw.is_absolute():
-        candidates = [raw]
-    elif root is None:
+    try:
+        resolved = raw.resolve(strict=True)
+    except (OSError, RuntimeError):
         return None
-    else:
-        candidates = [root.joinpath(*raw.parts[i:]) for i in range(len(raw.parts))]
-    for cand in candidates:
-        try:
-            resolved = cand.resolve(strict=True)
-        except (OSError, RuntimeError):
-            continue
-        if not resolved.is_file():
-            continue
-        if real_root is not None and resolved.is_relative_to(real_root):
+    if not resolved.is_file():
+        return None
+    if root is not None and root.is_absolute():
+        if resolved.is_relative_to(root):
             return resolved
-        if cand is raw and raw.is_absolute() and not raw.is_symlink():
-            return resolved
-    return None
+        if raw.is_relative_to(root):
+            return None  # under the gallery by name, elsewhere in fact: a symlink on the way
+    return resolved if resolved == raw else None
 
 
 def safe_generated_path(stored: str, images_dir: Path) -> Path | None:

@@ -21,6 +21,7 @@ from convir.dialog.session import SessionSpec, build_conversation
 from convir.dialog.state import DialogState
 from convir.errors import ConvirError
 from convir.gallery.layer import TextRanking
+from convir.gallery.store import GALLERY_ROOT, repoint_command
 from convir.llm.base import LLMError
 from convir.server.media import ThumbnailCache, gallery_root, safe_generated_path, safe_item_path
 from convir.server.models import SessionCreate, TurnIn
@@ -125,7 +126,9 @@ class Service:
 
         self.index_dir = Path(index_dir)
         self.gallery = ServerGallery(open_index(self.index_dir))
-        self.root = gallery_root(self.gallery.setting("source"))
+        self.root = self._gallery_root()
+        if self.root is not None and not self.root.is_dir():
+            log.warning("%s", self._root_missing())
         self.sessions = SessionStore(self.index_dir)
         self.thumbs = ThumbnailCache()
         if isinstance(llm, str):
@@ -415,8 +418,11 @@ class Service:
         if item_id not in self.gallery.position:
             raise ApiError(404, "no_item", f"no item {item_id!r} in this gallery")
         item = self.gallery.items([item_id]).get(item_id)
-        path = safe_item_path(item.path, self.root) if item is not None and item.path else None
+        root = self._gallery_root()
+        path = safe_item_path(item.path, root) if item is not None and item.path else None
         if path is None:
+            if item is not None and item.path and root is not None and not root.is_dir():
+                raise ApiError(404, "no_image", f"item {item_id!r} has no image file: {self._root_missing()}")
             raise ApiError(404, "no_image", f"item {item_id!r} has no image file")
         try:
             return self.thumbs.get(path, size)
@@ -424,6 +430,17 @@ class Service:
             raise ApiError(
                 415, "bad_image", f"cannot read the image of {item_id!r}: {type(exc).__name__}"
             ) from exc
+
+    def _gallery_root(self) -> Path | None:
+        """Read per request: a re-pointed index serves the new root without a restart."""
+        return gallery_root(self.gallery.setting(GALLERY_ROOT), self.gallery.setting("source"))
+
+    def _root_missing(self) -> str:
+        cmd = repoint_command(self.index_dir, self.gallery.setting("source"))
+        return (
+            f"the gallery root {self._gallery_root()} does not exist (moved or not mounted?); "
+            f"if the gallery moved, `{cmd}` re-points the index without re-encoding"
+        )
 
     def generated_image(self, session_id: str, turn: int, index: int, owner: Owner) -> bytes:
         """The PNG of an image this session recorded, re-encoded from its pixels."""
