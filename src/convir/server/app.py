@@ -43,14 +43,14 @@ from convir.server.security import (
     secret_key,
     valid_secret,
 )
-from convir.server.service import ApiError, Service
+from convir.server.service import ApiError, Service, disk_full_error, is_disk_full
 from convir.server.sessions import Owner
 
 log = logging.getLogger("convir.server")
 STATIC = Path(__file__).parent / "static"
 SessionId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="session id")]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": m.ErrorOut} for s in (400, 401, 404, 409, 413, 415, 422, 429, 503)
+    s: {"model": m.ErrorOut} for s in (400, 401, 404, 408, 409, 413, 415, 422, 429, 503, 507)
 }
 
 
@@ -135,11 +135,16 @@ def create_app(
     max_turns: int = 100,
     warm: bool = True,
     prompt_turns: int = 3,
+    body_timeout: float | None = 30.0,
+    llm_budget: float | None = None,
 ) -> FastAPI:
     """The app for ``index_dir``. ``token``: one bearer token every API call must send;
     ``tokens``: a file of per-user hashed tokens instead (see :mod:`convir.server.tokens`).
     ``allowed_hosts``: Host header values to accept (None = any; ``convir serve`` on a
-    loopback address passes the loopback names so DNS rebinding cannot reach it)."""
+    loopback address passes the loopback names so DNS rebinding cannot reach it).
+    ``body_timeout``: seconds a request body may take to arrive (408 after; None = no limit);
+    ``llm_budget``: seconds of LLM time (waiting included) one turn may use before it falls
+    back to the LLM-free path (None = no limit; see :mod:`convir.llm.fair`)."""
     from convir.server.tokens import TokenTable
 
     if token and tokens:
@@ -159,6 +164,7 @@ def create_app(
             max_turns,
             warm,
             prompt_turns,
+            llm_budget=llm_budget,
         )
     except ApiError as exc:  # a bad default (e.g. --questioner plain without --llm)
         raise ConvirError(exc.detail) from exc
@@ -324,14 +330,44 @@ def create_app(
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
+    api.add_middleware(AllowOptions, routes=api.router.routes)  # type: ignore[arg-type]
     api.add_middleware(
         Guard,  # type: ignore[arg-type]
         token=token,
         tokens=table,
         allowed_hosts=allowed_hosts,
         max_body=max_body,
+        body_timeout=body_timeout,
     )
     return api
+
+
+class AllowOptions:
+    """``OPTIONS`` on a served path answers 204 with its ``Allow`` header (RFC 9110), not a
+    405 without one; an unknown path stays a 404. Inside the Guard: the token is still needed."""
+
+    def __init__(self, app: Any, routes: list[Any]) -> None:
+        self.app, self.routes = app, routes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") == "OPTIONS":
+            from starlette.routing import Match, Mount
+
+            methods: set[str] = set()
+            for route in self.routes:  # ask each route (included routers too) per method
+                if isinstance(route, Mount):  # the static files: read-only
+                    if route.matches(scope)[0] is not Match.NONE:
+                        methods |= {"GET", "HEAD"}
+                    continue
+                for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+                    if route.matches({**scope, "method": method})[0] is Match.FULL:
+                        methods.add(method)
+            if methods:
+                allow = ", ".join(sorted(methods | {"OPTIONS"})).encode()
+                await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", allow)]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await self.app(scope, receive, send)
 
 
 def _error_handlers(api: FastAPI) -> None:
@@ -361,6 +397,8 @@ def _error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(Exception)
     async def crashed(_: Request, exc: Exception) -> JSONResponse:
+        if is_disk_full(exc):  # a write no route expected to fail (a cache, a temp file)
+            return await api_error(_, disk_full_error(getattr(exc, "filename", None)))
         log.exception("internal error", exc_info=exc)
         return JSONResponse(
             {"error": "internal", "detail": "internal error (logged); no session was changed"},
