@@ -17,9 +17,8 @@ the functions that need them.
 
 from __future__ import annotations
 
-import errno
-
 import base64
+import errno
 import importlib.util
 import logging
 import os

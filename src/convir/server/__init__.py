@@ -41,7 +41,6 @@ def serve(
     import uvicorn
 
     from convir.server.limits import HEADER_TIMEOUT_S, MAX_CONNECTIONS, protocol_class
-
     from convir.server.security import LOOPBACK_HOSTS, is_loopback
 
     hosts: list[str] | None = None

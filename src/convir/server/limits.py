@@ -108,7 +108,6 @@ def protocol_class(
     """uvicorn's HTTP protocol (``http=`` of its Config) with these limits."""
     try:
         import httptools  # noqa: F401
-
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     except ImportError:
         from uvicorn.protocols.http.h11_impl import H11Protocol as base

@@ -13,7 +13,8 @@ import errno
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -613,21 +614,17 @@ def _images_dir() -> Path:
     return cache_dir() / "images"
 
 
-class disk_full_as_507:  # noqa: N801 - used as a context manager, like contextlib's
+@contextmanager
+def disk_full_as_507(path: Path) -> Iterator[None]:
     """Turns "no space left" (``OSError`` ENOSPC, SQLite's "database or disk is full") inside
-    the block into a 507 naming the device's path. SQLite rolls the transaction back, so the
-    session stays as it was."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is not None and is_disk_full(exc):
-            raise disk_full_error(self.path) from exc
-        return False
+    the block into a 507 naming the device's path. SQLite rolls the transaction back and an
+    image is written to a temporary name first, so the session stays as it was."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(getattr(exc, "filename", None) or path) from exc
+        raise
 
 
 def is_disk_full(exc: BaseException) -> bool:
