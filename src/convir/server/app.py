@@ -324,6 +324,7 @@ def create_app(
         return thumbnail_response(item_id, size)
 
     api.include_router(r)
+    _link_session_operations(api)
 
     @api.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -340,6 +341,35 @@ def create_app(
         body_timeout=body_timeout,
     )
     return api
+
+
+def _link_session_operations(api: FastAPI) -> None:
+    """OpenAPI links from the create response (and every session view) to the operations on
+    that session, with its id and owner secret, so a client generator or a stateful tester
+    (schemathesis) can chain create -> turn -> read -> delete."""
+    make_schema = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema:
+            return api.openapi_schema
+        schema = make_schema()
+        paths = schema["paths"]
+        one, turns = "/api/sessions/{session_id}", "/api/sessions/{session_id}/turns"
+        targets = {"GetSession": (one, "get"), "PostTurn": (turns, "post"), "DeleteSession": (one, "delete")}
+
+        def links(secret: str) -> dict[str, Any]:
+            params = {"path.session_id": "$response.body#/id", f"header.{SECRET_HEADER}": secret}
+            return {
+                name: {"operationId": paths[path][method]["operationId"], "parameters": params}
+                for name, (path, method) in targets.items()
+            }
+
+        paths["/api/sessions"]["post"]["responses"]["201"]["links"] = links("$response.body#/secret")
+        for path, method in ((one, "get"), (turns, "post")):
+            paths[path][method]["responses"]["200"]["links"] = links(f"$request.header.{SECRET_HEADER}")
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 class AllowOptions:
