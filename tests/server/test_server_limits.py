@@ -221,3 +221,114 @@ def test_a_turn_over_its_llm_budget_runs_without_the_llm_and_says_so(
     unlimited = TestClient(create_app(tiny_index(tmp_path_factory), llm=GatedLLM(gated=False), warm=False))
     view = unlimited.post("/api/sessions", json={"description": "a red square", "questioner": "plain"}).json()
     assert view["notice"] is None and view["question"] == "Is it bright?"
+
+
+class ImagesServer:
+    """A real HTTP server answering the OpenAI Images API with a small PNG (b64_json)."""
+
+    def __init__(self) -> None:
+        import base64
+        import io
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, "PNG")
+        answer = json.dumps({"created": 0, "data": [{"b64_json": base64.b64encode(buf.getvalue()).decode()}]})
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                body = answer.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.spec = f"openai-images:http://127.0.0.1:{self.httpd.server_address[1]}/v1#m"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _mount_small_tmpfs(folder: Any) -> bool:
+    """A real 1 MiB filesystem at ``folder`` when this process may mount one (root on Linux)."""
+    import shutil
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if not shutil.which("mount"):
+        return False
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    return res.returncode == 0
+
+
+def test_a_generated_image_on_a_full_disk_is_507_and_the_session_is_unchanged(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image cache's device fills up between two turns: on a real small tmpfs where this
+    test may mount one, else by the OS error injected where the PNG is written."""
+    import errno
+    import subprocess
+
+    pytest.importorskip("convir.imagine")
+    monkeypatch.setenv("CONVIR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CONVIR_IMAGES_API_KEY", "sk-test")
+    images = tmp_path / "cache" / "images"
+    mounted = _mount_small_tmpfs(images)
+    server = ImagesServer()
+    try:
+        app = create_app(tiny_index(tmp_path_factory), generators=[server.spec], warm=False)
+        client = TestClient(app)
+        res = client.post(
+            "/api/sessions", json={"description": "a red square", "imagine": "dar", "generator": server.spec}
+        )
+        assert res.status_code == 201, res.text
+        view = res.json()
+        owner = {HEADER: view.pop("secret")}
+        assert view["images"] and view["images"][0]["url"]
+        if mounted:  # fill the device
+            with open(images / "filler", "wb") as f, pytest.raises(OSError) as full:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            assert full.value.errno == errno.ENOSPC
+        else:
+            from convir.imagine import cache
+
+            def no_space(self: Any, key: str, image: Any) -> Any:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            monkeypatch.setattr(cache.ImageCache, "put", no_space)
+        res = client.post(
+            f"/api/sessions/{view['id']}/turns",
+            json={"kind": "say", "text": "on a green field"},
+            headers=owner,
+        )
+        assert res.status_code == 507, res.text
+        assert res.json()["error"] == "disk_full" and str(images) in res.json()["detail"]
+        assert client.get(f"/api/sessions/{view['id']}", headers=owner).json() == view
+        if mounted:
+            (images / "filler").unlink()
+        else:
+            monkeypatch.undo()
+            monkeypatch.setenv("CONVIR_CACHE", str(tmp_path / "cache"))
+        res = client.post(
+            f"/api/sessions/{view['id']}/turns",
+            json={"kind": "say", "text": "on a green field"},
+            headers=owner,
+        )
+        assert res.status_code == 200 and res.json()["images"], res.text  # imagination still on
+    finally:
+        server.close()
+        if mounted:
+            subprocess.run(["umount", str(images)], check=False)
