@@ -7,8 +7,9 @@ HttpOnly, SameSite=Strict cookie for the page); every other session route needs 
 served (Swagger UI and ReDoc load their code from a CDN); the schema is ``/openapi.json``.
 Blocking work (encoder, LLM, SQLite) runs in the thread pool; turns of one session wait
 for each other on an asyncio lock (first come, first applied), other sessions run in
-parallel. Errors are JSON ``{"error": code, "detail": sentence}``: 4xx for anything a
-client sent, 503 when the LLM failed, 500 only for a bug.
+parallel (sharing the one LLM fairly: :mod:`convir.llm.fair`). Errors are JSON
+``{"error": code, "detail": sentence}``: 4xx for anything a client sent, 503 when the LLM
+failed, 507 when the disk is full, 500 only for a bug.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Request and response bodies of the HTTP API (pydantic; they also make the OpenAPI schema).
 
 Inputs forbid unknown fields, bound every text and number, and are strict (``"k": true`` or
-``"k": "5"`` is a 422, not 1 or 5), so a typo'd field, a wrong type or a megabyte of text is
-a clear 422, not a silent default or a slow turn.
+``"k": "5"`` is a 422, not 1 or 5; ``5.0`` is 5, as JSON Schema's ``integer`` says), so a
+typo'd field, a wrong type or a megabyte of text is a clear 422, not a silent default or a
+slow turn. Named components are enums of the registry's names, so the schema lists exactly
+what is accepted.
 """
 
 from __future__ import annotations
