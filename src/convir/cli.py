@@ -509,6 +509,26 @@ def serve_cmd(
         typer.Option(help="Extra Host header to accept (e.g. a reverse proxy's name); repeatable."),
     ] = None,
     prompt_turns: PromptTurnsOpt = 3,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, help="Seconds a client may take to send a request's headers (then 408, closed)."
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a client may take to send a request's body (then 408).")
+    ] = 30.0,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Open connections served at once; more are answered 503 and closed.")
+    ] = 512,
+    llm_budget: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds of LLM time (waiting for the shared model included) one turn may use; past "
+            "it the turn finishes without the LLM and its response says so. 0 = no limit.",
+        ),
+    ] = 60.0,
 ) -> None:
     """Serve the web page and the HTTP API for conversational search over INDEX_DIR.
 
@@ -544,6 +564,10 @@ def serve_cmd(
         imagine=imagine,
         generator=generator,
         prompt_turns=prompt_turns,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
+        llm_budget=llm_budget or None,
     )
 
 

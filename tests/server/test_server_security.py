@@ -312,13 +312,14 @@ def test_huge_and_negative_numbers_are_a_4xx(app: Any) -> None:
 
 def test_numbers_in_json_must_be_integers(app: Any) -> None:
     c = _client(app)
-    for k in (True, False, "5", 5.0, "many", [5]):
+    # 5.0 is an integer to JSON Schema (and to the server since issue 26); 5.5 is not
+    for k in (True, False, "5", 5.5, "many", [5]):
         res = c.post("/api/sessions", json={"description": "a red square", "k": k})
         assert res.status_code == 422, (k, res.text)
         assert res.json()["errors"][0]["loc"] == ["body", "k"]
     v = _create(c, k=2)
     assert len(v["results"]) == 2
-    for version in (True, "1", 1.0):
+    for version in (True, "1", 1.5):
         res = c.post(f"/api/sessions/{v['id']}/turns", json={"kind": "say", "text": "x", "version": version})
         assert res.status_code == 422, (version, res.text)
     assert c.post(

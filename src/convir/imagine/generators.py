@@ -18,6 +18,7 @@ the functions that need them.
 from __future__ import annotations
 
 import base64
+import errno
 import importlib.util
 import logging
 import os
@@ -106,6 +107,8 @@ class CachedGenerator:
             try:
                 path = self.cache.put(key, image)
             except (OSError, ValueError) as exc:  # undecodable bytes from a server, or a full disk
+                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # the disk, not the generator: the caller reports it (the server: 507)
                 raise GeneratorError(
                     f"{self.spec}: cannot decode or store the generated image: {exc}"
                 ) from exc

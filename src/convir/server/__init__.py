@@ -28,14 +28,19 @@ def serve(
     allowed_hosts: list[str] | None = None,
     log_level: str = "info",
     tokens: str | Path | None = None,
+    header_timeout: float | None = None,
+    max_connections: int | None = None,
     **options: Any,
 ) -> None:
     """Run the app with uvicorn until interrupted.
 
     On a loopback address only loopback Host headers are accepted (plus ``allowed_hosts``),
-    so a web page elsewhere cannot reach the server through DNS rebinding."""
+    so a web page elsewhere cannot reach the server through DNS rebinding.
+    ``header_timeout`` / ``max_connections``: see :mod:`convir.server.limits` (defaults there);
+    ``body_timeout`` (in ``options``) goes to the app's guard."""
     import uvicorn
 
+    from convir.server.limits import HEADER_TIMEOUT_S, MAX_CONNECTIONS, protocol_class
     from convir.server.security import LOOPBACK_HOSTS, is_loopback
 
     hosts: list[str] | None = None
@@ -44,4 +49,10 @@ def serve(
     elif allowed_hosts:
         hosts = list(allowed_hosts)
     app = create_app(index_dir, token=token, tokens=tokens, allowed_hosts=hosts, **options)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=512)
+    http = protocol_class(
+        HEADER_TIMEOUT_S if header_timeout is None else header_timeout,
+        MAX_CONNECTIONS if max_connections is None else max_connections,
+    )
+    # the protocol refuses connections past max_connections itself (uvicorn's own
+    # limit_concurrency would only answer once a whole request had arrived)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, http=http)

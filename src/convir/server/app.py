@@ -7,8 +7,9 @@ HttpOnly, SameSite=Strict cookie for the page); every other session route needs 
 served (Swagger UI and ReDoc load their code from a CDN); the schema is ``/openapi.json``.
 Blocking work (encoder, LLM, SQLite) runs in the thread pool; turns of one session wait
 for each other on an asyncio lock (first come, first applied), other sessions run in
-parallel. Errors are JSON ``{"error": code, "detail": sentence}``: 4xx for anything a
-client sent, 503 when the LLM failed, 500 only for a bug.
+parallel (sharing the one LLM fairly: :mod:`convir.llm.fair`). Errors are JSON
+``{"error": code, "detail": sentence}``: 4xx for anything a client sent, 503 when the LLM
+failed, 507 when the disk is full, 500 only for a bug.
 """
 
 from __future__ import annotations
@@ -43,14 +44,14 @@ from convir.server.security import (
     secret_key,
     valid_secret,
 )
-from convir.server.service import ApiError, Service
+from convir.server.service import ApiError, Service, disk_full_error, is_disk_full
 from convir.server.sessions import Owner
 
 log = logging.getLogger("convir.server")
 STATIC = Path(__file__).parent / "static"
 SessionId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="session id")]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": m.ErrorOut} for s in (400, 401, 404, 409, 413, 415, 422, 429, 503)
+    s: {"model": m.ErrorOut} for s in (400, 401, 404, 408, 409, 413, 415, 422, 429, 503, 507)
 }
 
 
@@ -135,11 +136,16 @@ def create_app(
     max_turns: int = 100,
     warm: bool = True,
     prompt_turns: int = 3,
+    body_timeout: float | None = 30.0,
+    llm_budget: float | None = None,
 ) -> FastAPI:
     """The app for ``index_dir``. ``token``: one bearer token every API call must send;
     ``tokens``: a file of per-user hashed tokens instead (see :mod:`convir.server.tokens`).
     ``allowed_hosts``: Host header values to accept (None = any; ``convir serve`` on a
-    loopback address passes the loopback names so DNS rebinding cannot reach it)."""
+    loopback address passes the loopback names so DNS rebinding cannot reach it).
+    ``body_timeout``: seconds a request body may take to arrive (408 after; None = no limit);
+    ``llm_budget``: seconds of LLM time (waiting included) one turn may use before it falls
+    back to the LLM-free path (None = no limit; see :mod:`convir.llm.fair`)."""
     from convir.server.tokens import TokenTable
 
     if token and tokens:
@@ -159,6 +165,7 @@ def create_app(
             max_turns,
             warm,
             prompt_turns,
+            llm_budget=llm_budget,
         )
     except ApiError as exc:  # a bad default (e.g. --questioner plain without --llm)
         raise ConvirError(exc.detail) from exc
@@ -318,20 +325,80 @@ def create_app(
         return thumbnail_response(item_id, size)
 
     api.include_router(r)
+    _link_session_operations(api)
 
     @api.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
 
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
+    api.add_middleware(AllowOptions, routes=api.router.routes)  # type: ignore[arg-type]
     api.add_middleware(
         Guard,  # type: ignore[arg-type]
         token=token,
         tokens=table,
         allowed_hosts=allowed_hosts,
         max_body=max_body,
+        body_timeout=body_timeout,
     )
     return api
+
+
+def _link_session_operations(api: FastAPI) -> None:
+    """OpenAPI links from the create response (and every session view) to the operations on
+    that session, with its id and owner secret, so a client generator or a stateful tester
+    (schemathesis) can chain create -> turn -> read -> delete."""
+    make_schema = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema:
+            return api.openapi_schema
+        schema = make_schema()
+        paths = schema["paths"]
+        one, turns = "/api/sessions/{session_id}", "/api/sessions/{session_id}/turns"
+        targets = {"GetSession": (one, "get"), "PostTurn": (turns, "post"), "DeleteSession": (one, "delete")}
+
+        def links(secret: str) -> dict[str, Any]:
+            params = {"path.session_id": "$response.body#/id", f"header.{SECRET_HEADER}": secret}
+            return {
+                name: {"operationId": paths[path][method]["operationId"], "parameters": params}
+                for name, (path, method) in targets.items()
+            }
+
+        paths["/api/sessions"]["post"]["responses"]["201"]["links"] = links("$response.body#/secret")
+        for path, method in ((one, "get"), (turns, "post")):
+            paths[path][method]["responses"]["200"]["links"] = links(f"$request.header.{SECRET_HEADER}")
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+
+
+class AllowOptions:
+    """``OPTIONS`` on a served path answers 204 with its ``Allow`` header (RFC 9110), not a
+    405 without one; an unknown path stays a 404. Inside the Guard: the token is still needed."""
+
+    def __init__(self, app: Any, routes: list[Any]) -> None:
+        self.app, self.routes = app, routes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") == "OPTIONS":
+            from starlette.routing import Match, Mount
+
+            methods: set[str] = set()
+            for route in self.routes:  # ask each route (included routers too) per method
+                if isinstance(route, Mount):  # the static files: read-only
+                    if route.matches(scope)[0] is not Match.NONE:
+                        methods |= {"GET", "HEAD"}
+                    continue
+                for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+                    if route.matches({**scope, "method": method})[0] is Match.FULL:
+                        methods.add(method)
+            if methods:
+                allow = ", ".join(sorted(methods | {"OPTIONS"})).encode()
+                await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", allow)]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await self.app(scope, receive, send)
 
 
 def _error_handlers(api: FastAPI) -> None:
@@ -361,6 +428,8 @@ def _error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(Exception)
     async def crashed(_: Request, exc: Exception) -> JSONResponse:
+        if is_disk_full(exc):  # a write no route expected to fail (a cache, a temp file)
+            return await api_error(_, disk_full_error(getattr(exc, "filename", None)))
         log.exception("internal error", exc_info=exc)
         return JSONResponse(
             {"error": "internal", "detail": "internal error (logged); no session was changed"},

@@ -1,21 +1,47 @@
 """Request and response bodies of the HTTP API (pydantic; they also make the OpenAPI schema).
 
 Inputs forbid unknown fields, bound every text and number, and are strict (``"k": true`` or
-``"k": "5"`` is a 422, not 1 or 5), so a typo'd field, a wrong type or a megabyte of text is
-a clear 422, not a silent default or a slow turn.
+``"k": "5"`` is a 422, not 1 or 5; ``5.0`` is 5, as JSON Schema's ``integer`` says), so a
+typo'd field, a wrong type or a megabyte of text is a clear 422, not a silent default or a
+slow turn. Named components are enums of the registry's names, so the schema lists exactly
+what is accepted.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from convir.dialog.answers import ANSWER_MODES
+from convir.specs import REGISTRY
 
 MAX_TEXT = 1000  # one answer / detail (a long caption is ~30 words)
 MAX_DESCRIPTION = 2000
 MAX_ID = 512
 MAX_OFFSET = 1_000_000  # far above any session count (max_sessions), far below SQLite's int64
 MAX_VERSION = 1_000_000
+
+
+def _names(*names: str) -> Any:
+    """A ``Literal`` of the given names: the schema's enum is exactly what the server accepts."""
+    return Literal[names]  # type: ignore[valid-type]
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's ``integer`` includes ``36.0`` (a number with a zero fraction): accept it
+    as 36, so the server takes what its schema allows; ``36.5``, ``true`` and ``"36"`` stay 422."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# named components come from the registry (a plugin's strategy is accepted and listed too)
+Strategy = _names(*REGISTRY.names("strategy"))
+Questioner = _names(*REGISTRY.names("questioner"))
+Imagination = _names(*REGISTRY.names("imagination"), "none", "off")
+AnswerMode = _names(*ANSWER_MODES)
+Integer = Annotated[int, BeforeValidator(_integral)]
 
 
 class _In(BaseModel):
@@ -26,15 +52,13 @@ class SessionCreate(_In):
     """Start a conversation: the first description of the image, plus how to search."""
 
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION, examples=["a dog on a beach"])
-    strategy: str | None = Field(None, max_length=32, description="concat | rewrite | expand | rerank")
-    questioner: str | None = Field(
-        None, max_length=32, description="plain | candidates | infogain | infogain-open | choice | none"
+    strategy: Strategy | None = Field(None, description="query strategy (GET /api/options describes each)")
+    questioner: Questioner | None = Field(None, description="who asks the questions (GET /api/options)")
+    answers: AnswerMode | None = Field(
+        None, description="aware (yes/no answers re-weight the candidates) | text"
     )
-    answers: str | None = Field(
-        None, max_length=16, description="aware (yes/no answers re-weight the candidates) | text"
-    )
-    k: int | None = Field(None, ge=1, le=50, description="results shown per turn")
-    imagine: str | None = Field(None, max_length=32, description="imagination method (None = off)")
+    k: Integer | None = Field(None, ge=1, le=50, description="results shown per turn")
+    imagine: Imagination | None = Field(None, description="imagination method (null, none or off = off)")
     generator: str | None = Field(None, max_length=200, description="image generator (server-allowed)")
 
 
@@ -50,7 +74,7 @@ class TurnIn(_In):
     image_feedback: str | None = Field(
         None, max_length=MAX_TEXT, description="how the generated images differ from the target"
     )
-    version: int | None = Field(
+    version: Integer | None = Field(
         None,
         ge=1,
         le=MAX_VERSION,
@@ -118,6 +142,11 @@ class SessionView(BaseModel):
     history: list[HistoryTurn]
     found: str | None
     timings: dict[str, float]
+    notice: str | None = Field(
+        None,
+        description="set when the last turn ran without the LLM because its LLM time budget was "
+        "spent (the model busy with other sessions); says what was used instead",
+    )
 
 
 class SessionCreated(SessionView):

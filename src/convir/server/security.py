@@ -10,6 +10,7 @@ cookie), never in a URL, so uvicorn's access log (request line and status) canno
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -105,7 +106,8 @@ def is_loopback(host: str) -> bool:
 class Guard:
     """Host allow-list (DNS-rebinding protection for a loopback server), bearer token on
     every non-public path (one shared ``token``, or per-user ``tokens``), request body limit
-    (413), and security headers."""
+    (413) and deadline (408: a body trickled in byte by byte must not hold a worker), and
+    security headers."""
 
     def __init__(
         self,
@@ -114,6 +116,7 @@ class Guard:
         allowed_hosts: Iterable[str] | None = None,
         max_body: int = 64 * 1024,
         tokens: TokenTable | None = None,
+        body_timeout: float | None = 30.0,
     ) -> None:
         if token and tokens is not None:
             raise ValueError("give a shared token or a tokens table, not both")
@@ -122,6 +125,7 @@ class Guard:
         self.tokens = tokens
         self.allowed_hosts = {h.lower().strip("[]") for h in allowed_hosts} if allowed_hosts else None
         self.max_body = max_body
+        self.body_timeout = body_timeout
 
     def _user(self, scope: Scope) -> str | None:
         """The caller's user ("" for an open server or the shared token), None if refused."""
@@ -181,19 +185,20 @@ class Guard:
                 if too_big:
                     await send_json(send, 413, "too_large", f"request body over {self.max_body} bytes")
                     return
-            messages: list[Message] = []
-            size = 0
-            while True:  # also catches chunked bodies and a lying Content-Length
-                msg = await receive()
-                messages.append(msg)
-                if msg["type"] != "http.request":
-                    break
-                size += len(msg.get("body", b""))
-                if size > self.max_body:
-                    await send_json(send, 413, "too_large", f"request body over {self.max_body} bytes")
-                    return
-                if not msg.get("more_body"):
-                    break
+            try:
+                messages = await self._read_body(receive)
+            except TimeoutError:
+                await send_json(
+                    send,
+                    408,
+                    "timeout",
+                    f"the request body did not arrive within {self.body_timeout:g} s",
+                    [(b"connection", b"close")],
+                )
+                return
+            if messages is None:
+                await send_json(send, 413, "too_large", f"request body over {self.max_body} bytes")
+                return
 
             async def replay() -> Message:
                 return messages.pop(0) if messages else await receive()
@@ -201,3 +206,20 @@ class Guard:
             await self.app(scope, replay, send_with_headers)
             return
         await self.app(scope, receive, send_with_headers)
+
+    async def _read_body(self, receive: Receive) -> list[Message] | None:
+        """The body's messages, None past ``max_body`` (also catches chunked bodies and a lying
+        Content-Length); ``TimeoutError`` when the whole body takes over ``body_timeout``."""
+        messages: list[Message] = []
+        size = 0
+        async with asyncio.timeout(self.body_timeout):
+            while True:
+                msg = await receive()
+                messages.append(msg)
+                if msg["type"] != "http.request":
+                    return messages
+                size += len(msg.get("body", b""))
+                if size > self.max_body:
+                    return None
+                if not msg.get("more_body"):
+                    return messages

@@ -9,8 +9,13 @@ LLM, SQLite) and thread-safe; the app runs them in a thread pool.
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +28,7 @@ from convir.errors import ConvirError
 from convir.gallery.layer import TextRanking
 from convir.gallery.store import GALLERY_ROOT, repoint_command
 from convir.llm.base import LLMError
+from convir.llm.fair import BudgetSpent, FairLLM, llm_turn
 from convir.server.media import ThumbnailCache, gallery_root, safe_generated_path, safe_item_path
 from convir.server.models import SessionCreate, TurnIn
 from convir.server.sessions import Owner, SessionRow, SessionStore, VersionConflict
@@ -121,6 +127,8 @@ class Service:
         max_turns: int = 100,
         warm: bool = True,
         prompt_turns: int = 3,
+        *,
+        llm_budget: float | None = None,
     ) -> None:
         from convir.search import open_index
 
@@ -131,12 +139,8 @@ class Service:
             log.warning("%s", self._root_missing())
         self.sessions = SessionStore(self.index_dir)
         self.thumbs = ThumbnailCache()
-        if isinstance(llm, str):
-            from convir.llm import load_llm
-
-            self.llm: Any = load_llm(llm)
-        else:
-            self.llm = llm
+        self.llm: Any = _fair_llm(llm)
+        self.llm_budget = llm_budget
         self.llm_spec: str | None = getattr(self.llm, "spec", None) if self.llm is not None else None
         self.max_sessions, self.max_turns = max_sessions, max_turns
         self.prompt_turns = prompt_turns
@@ -218,12 +222,54 @@ class Service:
         spec = self._resolve(body)
         if self.sessions.count() >= self.max_sessions:
             raise ApiError(429, "too_many_sessions", f"{self.max_sessions} sessions exist; delete some first")
-        conv = self._conversation(spec)
-        res = _run_turn(conv.start, body.description)
-        state = conv.state
-        assert state is not None
-        row = self.sessions.create(spec.to_dict(), state.to_dict(), self._last(res, state, conv.k), owner)
+
+        def start(conv: Conversation) -> dict[str, Any]:
+            res = _run_turn(conv.start, body.description)
+            assert conv.state is not None
+            return self._last(res, conv.state, conv.k)
+
+        with self._disk_full(_images_dir()):
+            state, last = self._within_budget(spec, None, start)
+        with self._disk_full(self.sessions.path):
+            row = self.sessions.create(spec.to_dict(), state.to_dict(), last, owner)
         return self.view(row)
+
+    def _within_budget(
+        self,
+        spec: SessionSpec | dict[str, Any],
+        stored: dict[str, Any] | None,
+        apply: Callable[[Conversation], dict[str, Any]],
+    ) -> tuple[DialogState, dict[str, Any]]:
+        """``apply`` a turn to the state ``stored`` (None: a new session) within this server's
+        per-turn LLM budget. When the budget runs out before the turn is done, the turn is
+        applied again from the stored state without the LLM (:func:`llm_free`), and its
+        ``notice`` says so; the session keeps its options, so the next turn uses the LLM again."""
+        try:
+            with llm_turn(self.llm_budget) as used:
+                conv = self._conversation(spec, DialogState.from_dict(stored) if stored is not None else None)
+                last = apply(conv)
+            if not used.spent:
+                assert conv.state is not None
+                return conv.state, last
+        except BudgetSpent:
+            pass
+        free = llm_free(spec if isinstance(spec, SessionSpec) else SessionSpec.from_dict(spec))
+        log.info("LLM budget (%s s) spent: turn applied without the LLM", self.llm_budget)
+        state = DialogState.from_dict(stored) if stored is not None else None
+        conv = build_conversation(free, self.gallery, llm=None, state=state)
+        last = apply(conv)
+        last["notice"] = (
+            f"the LLM time budget of a turn ({self.llm_budget:g} s) was spent (the model is busy with "
+            f"other sessions): this turn ranked with '{free.strategy}' and asked "
+            f"{'no question' if free.questioner == 'none' else 'with ' + repr(free.questioner)}; "
+            "the next turn uses the LLM again"
+        )
+        assert conv.state is not None
+        return conv.state, last
+
+    @staticmethod
+    def _disk_full(path: Path) -> Any:
+        return disk_full_as_507(path)
 
     def get(self, session_id: str, owner: Owner) -> SessionRow:
         row = self.sessions.get(session_id, owner)
@@ -250,48 +296,58 @@ class Service:
             state = DialogState.from_dict(row.state)
             if len(state.exchanges) >= self.max_turns:
                 raise ApiError(409, "too_many_turns", f"a session holds at most {self.max_turns} turns")
-            conv = self._conversation(row.options, state)
-            text, feedback = (body.text or "").strip(), body.image_feedback
-            if body.kind in ("found", "more", "less") and not body.item_id:
-                raise ApiError(422, "invalid_request", f"kind {body.kind!r} needs item_id")
-            if body.item_id and body.item_id not in self.gallery.position:
-                raise ApiError(400, "unknown_item", f"{body.item_id!r} is not in this gallery")
-            if body.kind == "found":
-                conv.mark_found(body.item_id)  # type: ignore[arg-type]
-                last = row.last
-            elif body.kind in ("choose", "more", "less"):
-                if body.kind == "choose":
-                    if not state.pending_options:
-                        raise ApiError(409, "no_choice", "there is no image-choice question to answer")
-                    if body.item_id is not None and body.item_id not in state.pending_options:
-                        raise ApiError(400, "not_an_option", f"{body.item_id!r} is not one of the options")
-                    res = _run_turn(conv.choose, body.item_id, feedback)
-                else:
-                    res = _run_turn(conv.more if body.kind == "more" else conv.less, body.item_id)
-                last = self._last(res, state, conv.k)
-            else:
-                if body.kind in ("answer", "skip") and state.pending_question is None:
-                    raise ApiError(
-                        409, "no_question", "there is no pending question: add a detail (kind 'say')"
-                    )
-                if body.kind in ("answer", "say") and not text:
-                    raise ApiError(422, "invalid_request", f"kind {body.kind!r} needs a non-empty text")
-                if body.kind == "say":
-                    res = _run_turn(conv.say, text, feedback)
-                else:
-                    res = _run_turn(conv.reply, text if body.kind == "answer" else "", feedback)
-                last = self._last(res, state, conv.k)
+            with self._disk_full(_images_dir()):  # a generated image that could not be stored
+                state, last = self._within_budget(
+                    row.options, row.state, lambda conv, row=row: self._apply(conv, body, row)
+                )
             status = "found" if state.found else "open"
             try:
-                row = self.sessions.save(row, state.to_dict(), last, status)
+                with self._disk_full(self.sessions.path):
+                    row = self.sessions.save(row, state.to_dict(), last, status)
             except VersionConflict:
                 log.info("session %s changed under this turn (another process?); re-applying", session_id)
                 continue
             return self.view(row)
         raise ApiError(409, "conflict", "the session kept changing during this turn; try again")
 
+    def _apply(self, conv: Conversation, body: TurnIn, row: SessionRow) -> dict[str, Any]:
+        """One user turn on ``conv`` (built over the stored state); the ``last`` record to store."""
+        state = conv.state
+        assert state is not None
+        text, feedback = (body.text or "").strip(), body.image_feedback
+        if body.kind in ("found", "more", "less") and not body.item_id:
+            raise ApiError(422, "invalid_request", f"kind {body.kind!r} needs item_id")
+        if body.item_id and body.item_id not in self.gallery.position:
+            raise ApiError(400, "unknown_item", f"{body.item_id!r} is not in this gallery")
+        if body.kind == "found":
+            conv.mark_found(body.item_id)  # type: ignore[arg-type]
+            last = {key: v for key, v in row.last.items() if key != "notice"}
+        elif body.kind in ("choose", "more", "less"):
+            if body.kind == "choose":
+                if not state.pending_options:
+                    raise ApiError(409, "no_choice", "there is no image-choice question to answer")
+                if body.item_id is not None and body.item_id not in state.pending_options:
+                    raise ApiError(400, "not_an_option", f"{body.item_id!r} is not one of the options")
+                res = _run_turn(conv.choose, body.item_id, feedback)
+            else:
+                res = _run_turn(conv.more if body.kind == "more" else conv.less, body.item_id)
+            last = self._last(res, state, conv.k)
+        else:
+            if body.kind in ("answer", "skip") and state.pending_question is None:
+                raise ApiError(409, "no_question", "there is no pending question: add a detail (kind 'say')")
+            if body.kind in ("answer", "say") and not text:
+                raise ApiError(422, "invalid_request", f"kind {body.kind!r} needs a non-empty text")
+            if body.kind == "say":
+                res = _run_turn(conv.say, text, feedback)
+            else:
+                res = _run_turn(conv.reply, text if body.kind == "answer" else "", feedback)
+            last = self._last(res, state, conv.k)
+        return last
+
     def delete(self, session_id: str, owner: Owner) -> None:
-        if not self.sessions.delete(session_id, owner):
+        with self._disk_full(self.sessions.path):
+            deleted = self.sessions.delete(session_id, owner)
+        if not deleted:
             raise _no_session(session_id)
 
     def list_sessions(self, limit: int, offset: int, owner: Owner) -> dict[str, Any]:
@@ -393,6 +449,7 @@ class Service:
             "history": history,
             "found": st.found,
             "timings": last.get("timings", {}),
+            "notice": last.get("notice"),
         }
 
     def choices_view(self, ids: list[str]) -> list[dict[str, Any]]:
@@ -517,9 +574,86 @@ def _run_turn(fn: Any, *args: Any) -> TurnResult:
     """LLM failures become 503 (the stored session is untouched: nothing was saved)."""
     try:
         return fn(*args)
+    except BudgetSpent:
+        raise  # the service finishes the turn without the LLM
     except LLMError as exc:
         raise ApiError(
             503, "llm_unavailable", f"the language model failed: {exc}; the session is unchanged, try again"
         ) from exc
     except ConvirError as exc:
         raise ApiError(400, "bad_turn", str(exc)) from exc
+
+
+def _fair_llm(llm: str | Any | None) -> Any:
+    """The server's LLM behind a :class:`~convir.llm.fair.FairLLM`, under the disk cache (a
+    cached answer never waits for the model)."""
+    from convir.llm.cache import CachedLLM
+
+    if llm is None:
+        return None
+    if isinstance(llm, str):
+        from convir.llm import load_llm
+
+        llm = load_llm(llm)
+    if isinstance(llm, CachedLLM):
+        return CachedLLM(FairLLM(llm.inner), llm.path)
+    return FairLLM(llm)
+
+
+def llm_free(spec: SessionSpec) -> SessionSpec:
+    """``spec`` with every part that calls the LLM replaced by its LLM-free counterpart: the
+    strategy by concat, the questioner by none, imagination off (for a turn over budget)."""
+    strategy = spec.strategy
+    if REGISTRY.needs_llm("strategy", strategy) or (
+        strategy == "rerank" and REGISTRY.needs_llm("reranker", spec.reranker or "llm")
+    ):
+        strategy = "concat"
+    questioner = spec.questioner or "none"
+    if REGISTRY.needs_llm("questioner", questioner):
+        questioner = "none"
+    free = replace(
+        spec,
+        strategy=strategy,
+        reranker=spec.reranker if strategy == "rerank" else None,
+        questioner=questioner,
+        llm=None,
+        imagine=None,
+    )
+    return free.resolved(have_llm=False)
+
+
+DISK_FULL = 507
+
+
+def _images_dir() -> Path:
+    from convir.paths import cache_dir
+
+    return cache_dir() / "images"
+
+
+@contextmanager
+def disk_full_as_507(path: Path) -> Iterator[None]:
+    """Turns "no space left" (``OSError`` ENOSPC, SQLite's "database or disk is full") inside
+    the block into a 507 naming the device's path. SQLite rolls the transaction back and an
+    image is written to a temporary name first, so the session stays as it was."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(getattr(exc, "filename", None) or path) from exc
+        raise
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(path: Path | str | None) -> ApiError:
+    where = f"the device holding {path}" if path else "the server's disk"
+    return ApiError(
+        DISK_FULL,
+        "disk_full",
+        f"no space left on {where}; free space and retry (the session is unchanged)",
+    )
