@@ -76,7 +76,7 @@ _CONTRACTIONS = [
     (r"\bno[ -]one\b|\bnoone\b", "nobody"),
     (r"'s\b", ""),
 ]
-_TOKEN = re.compile(r"[a-z0-9]+|[,;.!?:]")
+_TOKEN = re.compile(r"[^\W_]+|[,;.!?:]")
 _PUNCT = frozenset(",;.!?:")
 
 
@@ -335,7 +335,8 @@ def read(answer: str, question: str | None = None, *, volunteered: bool = False)
         or (negated and not facts and not q_stems)
     ):
         return Reading("no", *found)
-    kind = _kind_match(_words(rest), _words(question or "")) if q_stems else None
+    said = frozenset(w for f in fragments for w in f)  # outside the negations: "not at night"
+    kind = _kind_match(said, _words(question or "")) if q_stems else None
     if kind == "no":
         return Reading("no", *found, correction=True)
     if kind == "yes":
