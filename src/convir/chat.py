@@ -21,7 +21,9 @@ HELP = """Type an answer to the question, or any extra detail. Commands:
   /say TEXT  add a detail without answering the question
   /skip      skip the question (it is not asked again and adds nothing to the search)
   /save      save the session now        /quit  save and leave        /help  this text
-An image-choice question is answered with the option's number, or none."""
+Answers are read as typed: "idk" / "not sure" skip the question, "no, it is not on a road" is a
+"no" and pushes down what mentions a road. An image-choice question takes the option's number,
+none, "idk" (skip) or any other text (a detail)."""
 
 
 def run_chat(
@@ -210,7 +212,7 @@ def _show_options(console: Any, idx: Any, res: TurnResult, previews: str) -> Non
     caps = idx.captions(pos)
     for n, (item_id, c) in enumerate(zip(res.options, caps, strict=True), 1):
         console.print(f"  [{n}] {c[0] if c else ''}  ({item_id})", markup=False, highlight=False)
-    console.print("  answer with a number, or none", highlight=False)
+    console.print("  answer with a number, none, idk (skip), or describe it in words", highlight=False)
     if previews != "off":
         from convir.preview import preview_results
 

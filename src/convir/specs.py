@@ -452,6 +452,13 @@ def _declare_builtins(r: Registry) -> None:
     )
     r.register(
         "answerer",
+        "facts",
+        "offline, no LLM (default without --llm): yes / no / don't know and open answers by rule "
+        "from the target's held-out captions",
+        "convir.simulate.answerers:FactAnswerer",
+    )
+    r.register(
+        "answerer",
         "vlm",
         "answers from the target image with a vision-language model (--vlm hf:MODEL or openai:URL#MODEL)",
         "convir.simulate.vlm:VLMAnswerer",

@@ -3,8 +3,9 @@
 A dense text encoder reads "is there a dog? no" as evidence *for* a dog, and a concatenated
 query grows every turn whether or not an answer said anything. Here each answer is *read*:
 
-* :func:`read_answer`: yes / no / unknown / text (a free-text fact), including free text such
-  as "no, it is not red";
+* :func:`read_answer`: yes / no / unknown / text (a free-text fact), read by
+  :mod:`convir.dialog.reading` from what people type ("idk", "i dont think so", "no, it's
+  blue", "a red bike, not on a road"), with the negated phrases and new facts;
 * :func:`evidence`: the (attribute, yes|no) facts of the dialogue. The attribute of a yes/no
   question is what an ``infogain`` question asked about, or the content words of any other
   yes/no question ("Is the boat red?" -> boat + red); negations in free text ("the dog is not
@@ -33,12 +34,12 @@ Defaults tuned on coco5k-sim dev (benchmarks/tune_infogain.py, docs/benchmarks.m
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from convir.dialog.reading import is_yes_no_question, read, strip_negations
 from convir.dialog.state import DialogState, Exchange
 from convir.dialog.strategies import Ranking
 from convir.text import content_stems, content_words
@@ -49,48 +50,11 @@ ANSWER_MODES = {
     "text": "the papers' text-only handling: every answer is query text",
 }
 
-_YES = re.compile(
-    r"^\W*(yes|yeah|yep|yup|sure|correct|right|indeed|definitely|absolutely|of course|"
-    r"it is|there is|there are)\b",
-    re.I,
-)
-_NO = re.compile(
-    r"^\W*(no|nope|nah|not|none|never|nothing|neither|there is no|there are no|there isn't|"
-    r"there aren't|it is not|it isn't|it's not|they are not|they aren't)\b",
-    re.I,
-)
-_UNKNOWN = re.compile(
-    r"^\W*(unknown|i don't know|don't know|not sure|no idea|maybe|can't tell|unsure)\b", re.I
-)
-# "not red", "no snow", "isn't a cat", "without people" (up to two words after the negation)
-_NEGATED = re.compile(
-    r"\b(?:not|no|without|isn't|aren't|wasn't|weren't|never|neither|nor)\s+"
-    r"(?:a |an |the |any |very |really )?([a-z0-9]+(?:\s+[a-z0-9]+)?)",
-    re.I,
-)
-_AUX = re.compile(
-    r"^\W*(?:so|and|also|ok|okay|then|now|well|but)?[,\s]*"
-    r"(is|are|was|were|do|does|did|can|could|has|have|had|will|would|should)\b",
-    re.I,
-)
 
-
-def read_answer(answer: str) -> str:
-    """ "yes", "no", "unknown" or "text" (a free-text answer that is neither)."""
-    text = (answer or "").strip()
-    if not text or _UNKNOWN.match(text):
-        return "unknown"
-    if _NO.match(text):
-        return "no"
-    if _YES.match(text):
-        return "yes"
-    return "text"
-
-
-def is_yes_no_question(question: str | None) -> bool:
-    """Starts with an auxiliary verb and is not an alternative question ("Is it indoors or
-    outdoors?" is answered by naming one, so "yes" / "no" says nothing about either)."""
-    return bool(question and _AUX.match(question) and not re.search(r"\bor\b", question, re.I))
+def read_answer(answer: str, question: str | None = None) -> str:
+    """ "yes", "no", "unknown" or "text" (a free-text answer that is neither); the full reading,
+    with negated phrases and new facts, is :func:`convir.dialog.reading.read`."""
+    return read(answer, question).polarity
 
 
 def question_attribute(question: str | None) -> str | None:
@@ -103,15 +67,10 @@ def question_attribute(question: str | None) -> str | None:
 
 
 def negated_phrases(text: str) -> list[str]:
-    """Content words a free-text answer says are absent ("the dog is not black" -> ["black"];
-    "no, there is no snow" -> ["snow"]); a leading bare "no" is the answer's reading, not a phrase."""
-    body = re.sub(r"^\W*(no|nope|nah)\b[\s,.;:!-]*", "", text or "", flags=re.I)
-    out = []
-    for m in _NEGATED.finditer(body):
-        words = content_words(m.group(1))
-        if words:
-            out.append(words[0] if len(words) == 1 else " ".join(words[:2]))
-    return out
+    """What free text says is absent ("the dog is not black" -> ["black"]; "a red bike, not on
+    a road" -> ["road"]; "no people" -> ["people"]); a leading bare "no" is the answer's reading,
+    not a phrase (:mod:`convir.dialog.reading`)."""
+    return list(read(text, volunteered=True).negated)
 
 
 @dataclass(frozen=True)
@@ -130,12 +89,11 @@ def evidence(state: DialogState) -> list[Fact]:
     """The yes/no facts of the dialogue (see the module docstring); duplicates kept once."""
     facts: list[Fact] = [Fact(p, "no") for p in negated_phrases(state.description)]
     for e in state.said:
-        reading = read_answer(e.answer)
+        r = read(e.answer, e.question, volunteered=e.question is None)
         attr = e.attribute or (question_attribute(e.question) if e.question else None)
-        if attr and reading in ("yes", "no"):
-            facts.append(Fact(attr, reading))
-        if reading in ("no", "text") or e.question is None:
-            facts += [Fact(p, "no") for p in negated_phrases(e.answer)]
+        if attr and r.polarity in ("yes", "no"):
+            facts.append(Fact(attr, r.polarity))
+        facts += [Fact(p, "no") for p in r.negated]
     seen: set[tuple[frozenset[str], str]] = set()
     out = []
     for f in facts:
@@ -146,29 +104,27 @@ def evidence(state: DialogState) -> list[Fact]:
     return out
 
 
-def _strip_negations(text: str) -> str:
-    """Free text without its negated phrases ("a dog, not a cat" -> "a dog,")."""
-    return re.sub(r"\s+", " ", _NEGATED.sub("", text)).strip(" ,;")
-
-
 def text_view(state: DialogState) -> DialogState:
     """The dialogue as the strategy should read it when answers are read: "no" and "unknown"
-    answers out (their meaning is in the posterior), a "yes" to an attribute question as the
-    attribute itself ("a red sail"), negated phrases removed from free text."""
+    answers out (their meaning is in the posterior) but for the new facts they state ("no,
+    it's blue" -> "blue"; "idk" -> nothing), a "yes" to an attribute question as the attribute
+    itself plus its new facts ("a red sail, sunny"), negated phrases removed from free text."""
     kept: list[Exchange] = []
     for e in state.said:
-        reading = read_answer(e.answer)
-        if e.question and reading in ("no", "unknown"):
+        r = read(e.answer, e.question, volunteered=e.question is None)
+        if e.question and r.polarity in ("no", "unknown"):
+            if r.facts:
+                kept.append(Exchange(None, r.fact_text))
             continue
-        if e.attribute and reading == "yes":
-            kept.append(Exchange(None, e.attribute))
+        if e.attribute and r.polarity == "yes":
+            kept.append(Exchange(None, ", ".join([e.attribute, *r.facts])))
             continue
-        text = _strip_negations(e.answer) if negated_phrases(e.answer) else e.answer
+        if e.question is None and r.polarity == "unknown":
+            continue  # "idk" volunteered: nothing to search for
+        text = strip_negations(e.answer) if r.negated else e.answer
         if text:
             kept.append(replace(e, answer=text))
-    return replace(
-        state, description=_strip_negations(state.description) or state.description, exchanges=kept
-    )
+    return replace(state, description=strip_negations(state.description) or state.description, exchanges=kept)
 
 
 def item_stems(gallery: Any, positions: np.ndarray) -> list[frozenset[str]]:

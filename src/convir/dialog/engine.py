@@ -8,6 +8,7 @@ assembles them from a :class:`~convir.dialog.session.SessionSpec`.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -97,7 +98,8 @@ class Conversation:
 
     def reply(self, answer: str, image_feedback: str | None = None) -> TurnResult:
         """Answer the pending question; an empty answer skips it (it is not asked again). The
-        answer to an image-choice question is an option number (1..n), an item id or "none".
+        answer to an image-choice question is an option number (1..n), an item id or "none";
+        "don't know" in any form skips it, and other text is a detail (as :meth:`say`).
         ``image_feedback``: how the last generated images differ from the target (refiner)."""
         st = self._need_state()
         q = st.pending_question
@@ -106,7 +108,13 @@ class Conversation:
         if not answer.strip():
             return self.skip(image_feedback)
         if st.pending_options:
-            return self.choose(parse_choice(answer, st.pending_options), image_feedback)
+            if is_choice(answer, st.pending_options):
+                return self.choose(parse_choice(answer, st.pending_options), image_feedback)
+            from convir.dialog.reading import read
+
+            if read(answer, q).polarity == "unknown":  # "idk", "not sure": a skip
+                return self.skip(image_feedback)
+            return self.say(answer, image_feedback)  # a detail instead of a pick
         st.exchanges.append(Exchange(q, answer.strip(), attribute=st.pending_attribute))
         self._record_feedback(image_feedback)
         return self._turn()
@@ -215,6 +223,21 @@ class Conversation:
             list(st.pending_options),
         )
         return self.last
+
+
+_ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth"]
+_CHOICE = re.compile(
+    r"(?:(?:option|number|no\.?|image|picture|photo|pic|the)\s*)?[#\[(]?\d+[\])]?"
+    r"|(?:the\s+)?(?:" + "|".join(_ORDINALS) + r")(?:\s+(?:one|option|image|picture|photo))?"
+    r"|none|neither|no|nope|none of (?:them|these)|not any|neither of (?:them|these)"
+)
+
+
+def is_choice(answer: str, options: list[str]) -> bool:
+    """The answer picks an option or none of them ("2", "option 3", "the first one", an item
+    id, "none"); other text ("idk", "a red one on grass") is not a pick."""
+    text = answer.strip().lower().rstrip(".!")
+    return text in {o.lower() for o in options} or bool(_CHOICE.fullmatch(text))
 
 
 def parse_choice(answer: str, options: list[str]) -> str | None:

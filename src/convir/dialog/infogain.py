@@ -190,7 +190,7 @@ def stalled_answers(state: DialogState) -> int:
     for e in reversed(state.exchanges):
         if e.kind != "text" or e.skipped:
             continue
-        if not e.attribute or read_answer(e.answer) == "yes":
+        if not e.attribute or read_answer(e.answer, e.question) == "yes":
             break
         n += 1
     return n

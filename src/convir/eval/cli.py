@@ -289,13 +289,14 @@ def dialog_cmd(
         ),
     ] = None,
     answerer: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Simulated user: captions (LLM answers from held-out captions) | vlm (a "
-            "vision-language model looks at the target image; needs --vlm and a dataset with "
-            "images, e.g. flickr8k-sim)"
+            help="Simulated user: facts (no LLM: yes / no / don't know and open answers by rule from "
+            "the held-out captions) | captions (an LLM answers from the held-out captions; needs "
+            "--llm) | vlm (a vision-language model looks at the target image; needs --vlm and a "
+            "dataset with images, e.g. flickr8k-sim). Default: captions with --llm, else facts"
         ),
-    ] = "captions",
+    ] = None,
     llm: LLMOpt = None,
     vlm: Annotated[
         str | None,
@@ -404,6 +405,8 @@ def dialog_cmd(
     settings = imagine_settings(
         imagine, generator, generator_option, images_per_turn, dar_schedule, dar_fusion
     )
+    if answerer is None:  # no LLM, no problem: the rule-based simulated user
+        answerer = "captions" if llm and llm.strip() else "facts"
     spec = SessionSpec.with_imagination(
         settings,
         strategy=strategy,

@@ -77,6 +77,11 @@ def check_sim_dataset(
     if gallery not in GALLERIES:
         raise ConvirError(f"--gallery must be split or all, not {gallery!r}")
     parse_start(start)
+    if answerer == "human":
+        raise ConvirError(
+            "--answerer human is the person at the terminal: talk to an index with `convir chat`; "
+            "eval dialog's simulated users are facts (no LLM), captions (--llm) and vlm (--vlm)"
+        )
     if answerer == "vlm" and dataset not in SIM_WITH_IMAGES:
         raise ConvirError(
             f"--answerer vlm needs the target images, which {dataset} does not have: "

@@ -3,6 +3,8 @@
 * ``captions`` — offline simulator: an LLM answers only from the target's held-out
   captions (never shown to the retrieval side), "unknown" when they do not say. This keeps
   the simulator from leaking text the gallery already contains.
+* ``facts`` — offline and LLM-free (the default without ``--llm``): answers by rule from the
+  same held-out captions (:class:`FactAnswerer`), deterministic and fast.
 * ``human`` — the person at the terminal (the HTTP service answers through its API).
 * ``vlm`` — answers from the target IMAGE with a vision-language model (``--vlm SPEC``:
   ``hf:MODEL`` or ``openai:BASE_URL#MODEL``), see :mod:`convir.simulate.vlm`; it can also say
@@ -20,6 +22,7 @@ from convir.errors import ConvirError
 from convir.specs import REGISTRY
 
 UNKNOWN = "unknown"
+DONT_KNOW = "I don't know"  # what the facts answerer says (a person's words; read as unknown)
 _NOT_STATED = re.compile(
     r"\b(unknown|not (stated|mentioned|say|said|specified|known|clear)|cannot|can't|no information)\b", re.I
 )
@@ -190,6 +193,97 @@ class CaptionAnswerer:
         return line
 
 
+class FactAnswerer(CaptionAnswerer):
+    """A simulated user without an LLM: answers by rule from the target's held-out captions
+    (its *facts*), so an evaluation needs no model and takes seconds. Deterministic.
+
+    * yes/no question: "yes" when the held-out captions mention the attribute (all its content
+      stems, the posterior's has-test); "no" when none of the target's captions mention it (the
+      closed-world assumption, as :meth:`CaptionAnswerer.absent`: captions name what a photo
+      shows, so what no caption names is taken as absent; the posterior's ``eps`` allows for
+      the misses); "I don't know" when only the captions the system indexes mention it (the
+      user's facts do not, so it neither confirms nor denies them);
+    * alternative question ("Is it indoors or outdoors?"): the alternative the facts mention,
+      else "I don't know";
+    * open question: up to ``phrases`` YAKE keyphrases of the facts that are new to this
+      dialogue (not in its questions or earlier answers), those sharing words with the
+      question first; "I don't know" when the facts have nothing new;
+    * image choice: the option closest to the facts (:meth:`CaptionAnswerer.choose`);
+    * refiner feedback (:meth:`differences`): the facts' keyphrases the image prompt lacks.
+
+    Every answer is a held-out caption's own words or yes/no about the system's words, so it
+    leaks no gallery text and never contradicts its facts."""
+
+    name = "facts"
+
+    def __init__(
+        self,
+        captions_by_id: dict[str, list[str]],
+        all_captions_by_id: dict[str, list[str]] | None = None,
+        encoder: Any = None,
+        phrases: int = 2,
+        llm: Any = None,
+    ) -> None:
+        super().__init__(None, captions_by_id, all_captions_by_id=all_captions_by_id, encoder=encoder)
+        self.phrases = phrases
+        self._said: dict[str, set[str]] = {}  # stems of the dialogue so far, per target
+
+    def _fact_stems(self, target_id: str) -> set[str]:
+        return _stems(" ".join(self.captions_by_id.get(target_id) or []))
+
+    def answer(self, question: str, target_id: str) -> Answer:
+        from convir.dialog.answers import question_attribute
+        from convir.dialog.reading import is_yes_no_question
+
+        said = self._said.setdefault(target_id, set())
+        said |= _stems(question)
+        facts = self._fact_stems(target_id)
+        attr = question_attribute(question)
+        if attr:
+            stems = _stems(attr)
+            if stems <= facts:
+                return Answer("yes")
+            if self.absent(question, target_id) or not self.all_captions_by_id.get(target_id):
+                return Answer("no")
+            return Answer(DONT_KNOW)
+        if is_yes_no_question(re.sub(r"\bor\b", "and", question)):  # an alternative question
+            for alt in re.split(r",|\bor\b", re.sub(r"^\W*\w+\s+(it|there|the \w+)\s+", "", question)):
+                alt_stems = _stems(alt)
+                if alt_stems and alt_stems <= facts:
+                    return Answer(" ".join(w for w in re.findall(r"[a-z0-9]+", alt.lower())))
+            return Answer(DONT_KNOW)
+        return Answer(self._open(question, target_id, said))
+
+    def _open(self, question: str, target_id: str, said: set[str]) -> str:
+        """New fact phrases for an open question (see the class docstring)."""
+        from convir.text import keyphrases
+
+        caps = self.captions_by_id.get(target_id) or []
+        q = _stems(question)
+        found: list[tuple[int, int, str]] = []
+        for i, phrase in enumerate(keyphrases(" ".join(c.strip().rstrip(".") + "." for c in caps))):
+            stems = _stems(phrase)
+            if stems and not stems <= said:
+                found.append((-len(stems & q), i, phrase))
+        picked: list[str] = []
+        for _, _, phrase in sorted(found):
+            if len(picked) == self.phrases:
+                break
+            if not _stems(phrase) <= said:
+                picked.append(phrase)
+                said |= _stems(phrase)
+        return ", ".join(picked) if picked else DONT_KNOW
+
+    def differences(self, image_prompt: str, target_id: str, image_path: str = "") -> str:
+        """The facts' keyphrases the generated image's prompt lacks; "" when none."""
+        from convir.text import keyphrases
+
+        caps = self.captions_by_id.get(target_id) or []
+        have = _stems(image_prompt)
+        missing = [p for p in keyphrases(" ".join(caps)) if not _stems(p) <= have]
+        return ", ".join(missing[: self.phrases])
+
+
 class HumanAnswerer:
     """The person at the terminal; I/O is injectable so the chat loop and tests share it.
     An empty reply means "skip this question" and is returned as ""."""
@@ -238,5 +332,7 @@ def load_answerer(
         return VLMAnswerer(load_vlm(vlm) if isinstance(vlm, str) else vlm, image_paths_by_id)
     if name == "human":
         return HumanAnswerer()
+    if name == "facts":
+        return FactAnswerer(captions_by_id or {}, all_captions_by_id=all_captions_by_id, encoder=encoder)
     REGISTRY.require_llm("answerer", name, llm is not None)
     return CaptionAnswerer(llm, captions_by_id or {}, all_captions_by_id=all_captions_by_id, encoder=encoder)
