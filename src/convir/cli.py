@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from convir import __version__
+from convir.dialog.session import PROMPT_TURNS
 from convir.errors import ConvirError
 from convir.eval.options import (
     GeneratorOpt,
@@ -431,7 +432,7 @@ def chat_cmd(
     overwrite: Annotated[
         bool, typer.Option(help="Let --save replace an existing session file (default: refuse).")
     ] = False,
-    prompt_turns: PromptTurnsOpt = 3,
+    prompt_turns: PromptTurnsOpt = PROMPT_TURNS,
 ) -> None:
     """Find an image by talking: describe it, answer questions, mark the one you wanted."""
     from convir.chat import run_chat
@@ -508,7 +509,7 @@ def serve_cmd(
         list[str] | None,
         typer.Option(help="Extra Host header to accept (e.g. a reverse proxy's name); repeatable."),
     ] = None,
-    prompt_turns: PromptTurnsOpt = 3,
+    prompt_turns: PromptTurnsOpt = PROMPT_TURNS,
     header_timeout: Annotated[
         float,
         typer.Option(

@@ -123,3 +123,21 @@ def test_writer_reports_the_selected_targets_and_the_reader_skips_a_torn_tail(tm
     resumed.add("t0", [1, 1])  # re-added: the later record wins
     assert sorted(latest_records(tmp_path / "run")) == ["t0", "t1", "t2"]
     assert latest_records(tmp_path / "run")["t0"]["ranks"] == [1, 1]
+
+
+def test_runs_that_differ_only_in_prompt_turns_get_different_folders() -> None:
+    """Issue 27: --prompt-turns shapes every LLM prompt, so two runs differing only there must
+    not share (and silently resume) one run folder; the default keeps older folders' names."""
+    from convir.dialog.session import PROMPT_TURNS, SessionSpec
+    from convir.eval.runs import run_dir_for
+    from convir.eval.simulated import sim_config
+
+    def folder(prompt_turns: int) -> Path:
+        spec = SessionSpec(questioner="infogain", prompt_turns=prompt_turns)
+        config = sim_config(spec, "coco5k-sim", Path("data/coco5k"), "dev", "caption:minilm", 1)
+        return run_dir_for(None, "dialog", config)
+
+    assert folder(2) != folder(4)
+    assert "prompt_turns" not in sim_config(
+        SessionSpec(prompt_turns=PROMPT_TURNS), "coco5k-sim", Path("d"), "dev", "caption:minilm", 1
+    )

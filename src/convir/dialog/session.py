@@ -24,6 +24,9 @@ from typing import Any
 from convir.errors import ConvirError
 from convir.specs import REGISTRY, NeedsLLMError
 
+# exchanges an LLM prompt shows besides the description by default (every front end's default)
+PROMPT_TURNS = 3
+
 
 @dataclass(frozen=True)
 class SessionSpec:
@@ -44,7 +47,7 @@ class SessionSpec:
     k: int = 10  # results a turn shows (the refiner shows at least 7 + 3)
     depth: int = 100  # how deep each turn ranks (the target's rank is exact up to here)
     # exchanges an LLM prompt shows besides the description (0 = all): bounds every call's time
-    prompt_turns: int = 3
+    prompt_turns: int = PROMPT_TURNS
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

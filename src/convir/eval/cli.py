@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from convir.dialog.session import PROMPT_TURNS
 from convir.errors import ConvirError
 from convir.eval.options import (
     GeneratorOpt,
@@ -328,7 +329,7 @@ def dialog_cmd(
             "'unknown' answers leave the query text) | text (every answer is query text, as the papers)"
         ),
     ] = "aware",
-    prompt_turns: PromptTurnsOpt = 3,
+    prompt_turns: PromptTurnsOpt = PROMPT_TURNS,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N targets.")] = None,
     turns: Annotated[
         int | None, typer.Option(min=0, help="Question rounds after the description (default 10).")

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from convir.dialog.session import PROMPT_TURNS
 from convir.errors import ConvirError
 
 
@@ -43,8 +44,10 @@ SIM_WITH_IMAGES = frozenset({"flickr8k-sim", "jsonl-sim"})  # targets may have i
 GALLERIES = ("split", "all")
 # v2: the captions simulator answers "no" to yes/no questions about what none of the target's
 # captions mention (v1 said "unknown"); v3: not to alternative questions ("indoors or
-# outdoors?"); recorded so a run folder is never resumed by another version
-SIMULATOR_VERSION = 3
+# outdoors?"); v4: answers read by convir.dialog.reading (idk, negations anywhere, corrections),
+# which changes what the system takes from the same simulated replies; recorded so a run folder
+# is never resumed by another version
+SIMULATOR_VERSION = 4
 
 
 @dataclass
@@ -327,6 +330,7 @@ def sim_config(
     config |= {"gallery": gallery} if gallery != "split" else {}
     config |= {"start": start} if start != "full" else {}
     config |= {"answers": spec.answers} if spec.answers != "aware" else {}
+    config |= {"prompt_turns": spec.prompt_turns} if spec.prompt_turns != PROMPT_TURNS else {}
     config |= {"simulator": SIMULATOR_VERSION}
     config |= {"vlm": spec.vlm} if spec.vlm else {}
     config |= {"reranker": spec.reranker} if spec.reranker not in (None, "llm") else {}

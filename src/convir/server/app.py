@@ -31,6 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convir import __version__
+from convir.dialog.session import PROMPT_TURNS
 from convir.errors import ConvirError
 from convir.server import models as m
 from convir.server.security import (
@@ -135,7 +136,7 @@ def create_app(
     max_sessions: int = 10_000,
     max_turns: int = 100,
     warm: bool = True,
-    prompt_turns: int = 3,
+    prompt_turns: int = PROMPT_TURNS,
     body_timeout: float | None = 30.0,
     llm_budget: float | None = None,
 ) -> FastAPI:

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from convir import __version__
 from convir.dialog.engine import Conversation, TurnResult
-from convir.dialog.session import SessionSpec, build_conversation
+from convir.dialog.session import PROMPT_TURNS, SessionSpec, build_conversation
 from convir.dialog.state import DialogState
 from convir.errors import ConvirError
 from convir.gallery.layer import TextRanking
@@ -126,7 +126,7 @@ class Service:
         max_sessions: int = 10_000,
         max_turns: int = 100,
         warm: bool = True,
-        prompt_turns: int = 3,
+        prompt_turns: int = PROMPT_TURNS,
         *,
         llm_budget: float | None = None,
     ) -> None:
@@ -183,7 +183,7 @@ class Service:
             llm=self.llm_spec,
             imagine=body.imagine if body.imagine is not None else (d.imagine if d else None),
             generator=generator,
-            prompt_turns=getattr(self, "prompt_turns", 3),
+            prompt_turns=getattr(self, "prompt_turns", PROMPT_TURNS),
         )
         try:
             return spec.validate(have_llm=self.llm is not None)
