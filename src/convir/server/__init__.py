@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["create_app", "serve"]
+__all__ = ["check_port", "create_app", "serve"]
 
 
 def create_app(index_dir: str | Path, token: str | None = None, **options: Any) -> Any:
@@ -38,6 +38,7 @@ def serve(
 
     from convir.server.security import LOOPBACK_HOSTS, is_loopback
 
+    check_port(host, port)  # before any model loads
     hosts: list[str] | None = None
     if is_loopback(host):
         hosts = [*LOOPBACK_HOSTS, host, *(allowed_hosts or [])]
@@ -45,3 +46,28 @@ def serve(
         hosts = list(allowed_hosts)
     app = create_app(index_dir, token=token, tokens=tokens, allowed_hosts=hosts, **options)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, limit_concurrency=512)
+
+
+def check_port(host: str, port: int) -> None:
+    """A one-line :class:`~convir.errors.ConvirError` if ``host:port`` cannot be listened on
+    (another server has it, an address not on this machine, a privileged port), found by
+    binding it the way uvicorn will (SO_REUSEADDR, which still refuses a port in use)."""
+    import errno
+    import socket
+
+    from convir.errors import ConvirError
+
+    if not port:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConvirError(
+                    f"port {port} on {host} is in use; stop the server that holds it or pick another "
+                    "with --port"
+                ) from None
+            raise ConvirError(f"cannot listen on port {port} of {host}: {exc.strerror or exc}") from None

@@ -24,7 +24,7 @@ from convir.gallery.layer import TextRanking
 from convir.llm.base import LLMError
 from convir.server.media import ThumbnailCache, gallery_root, safe_generated_path, safe_item_path
 from convir.server.models import SessionCreate, TurnIn
-from convir.server.sessions import Owner, SessionRow, SessionStore, VersionConflict
+from convir.server.sessions import Owner, Quota, QuotaExceeded, SessionRow, SessionStore, VersionConflict
 from convir.specs import REGISTRY, NeedsLLMError
 
 log = logging.getLogger("convir.server")
@@ -120,6 +120,7 @@ class Service:
         max_turns: int = 100,
         warm: bool = True,
         prompt_turns: int = 3,
+        quota: Quota | None = None,
     ) -> None:
         from convir.search import open_index
 
@@ -127,6 +128,8 @@ class Service:
         self.gallery = ServerGallery(open_index(self.index_dir))
         self.root = gallery_root(self.gallery.setting("source"))
         self.sessions = SessionStore(self.index_dir)
+        self.quota = quota if quota is not None else Quota(total=max_sessions)
+        self._expire()  # sessions idle past the limit while the server was down
         self.thumbs = ThumbnailCache()
         if isinstance(llm, str):
             from convir.llm import load_llm
@@ -213,16 +216,26 @@ class Service:
     # the same sentence as one that does not exist, so its existence is not revealed.
     def create(self, body: SessionCreate, owner: Owner) -> dict[str, Any]:
         spec = self._resolve(body)
-        if self.sessions.count() >= self.max_sessions:
-            raise ApiError(429, "too_many_sessions", f"{self.max_sessions} sessions exist; delete some first")
-        conv = self._conversation(spec)
-        res = _run_turn(conv.start, body.description)
-        state = conv.state
-        assert state is not None
-        row = self.sessions.create(spec.to_dict(), state.to_dict(), self._last(res, state, conv.k), owner)
+        self._expire()
+        try:
+            self.sessions.check_quota(owner, self.quota)  # before the turn's work, and again on insert
+            conv = self._conversation(spec)
+            res = _run_turn(conv.start, body.description)
+            state = conv.state
+            assert state is not None
+            row = self.sessions.create(
+                spec.to_dict(), state.to_dict(), self._last(res, state, conv.k), owner, self.quota
+            )
+        except QuotaExceeded as exc:
+            raise ApiError(429, "too_many_sessions", str(exc)) from exc
         return self.view(row)
 
+    def _expire(self) -> None:
+        """Delete idle sessions (at most once a minute, at the next request)."""
+        self.sessions.expire(self.quota.idle_s, every_s=60)
+
     def get(self, session_id: str, owner: Owner) -> SessionRow:
+        self._expire()
         row = self.sessions.get(session_id, owner)
         if row is None:
             raise _no_session(session_id)
@@ -293,6 +306,7 @@ class Service:
 
     def list_sessions(self, limit: int, offset: int, owner: Owner) -> dict[str, Any]:
         """Only the caller's sessions (none when it sent no owner secret)."""
+        self._expire()
         rows = self.sessions.recent(owner, limit, offset)
         return {
             "sessions": [
