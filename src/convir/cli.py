@@ -530,6 +530,26 @@ def serve_cmd(
             "it the turn finishes without the LLM and its response says so. 0 = no limit.",
         ),
     ] = 60.0,
+    max_sessions: Annotated[
+        int, typer.Option(min=0, help="Sessions kept in all (429 beyond; 0: no limit).")
+    ] = 10_000,
+    max_sessions_per_owner: Annotated[
+        int, typer.Option(min=0, help="Sessions one owner secret (a browser) may hold; 0: no limit.")
+    ] = 500,
+    max_sessions_per_user: Annotated[
+        int, typer.Option(min=0, help="Sessions one user of --tokens may hold; 0: no limit.")
+    ] = 2_000,
+    session_idle_days: Annotated[
+        float, typer.Option(min=0, help="Delete a session not used for this many days; 0: keep for ever.")
+    ] = 30,
+    reset_sessions: Annotated[
+        bool,
+        typer.Option(
+            "--reset-sessions",
+            help="Set INDEX_DIR/sessions.sqlite aside (renamed, not deleted; e.g. when damaged) and "
+            "start with no sessions.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the web page and the HTTP API for conversational search over INDEX_DIR.
 
@@ -551,6 +571,8 @@ def serve_cmd(
             f"[bold yellow]warning:[/] serving on {host} without a token: anyone who can reach this "
             "port can use it (set CONVIR_TOKEN)"
         )
+    if reset_sessions:
+        _reset_sessions(index_dir, host, port)
     serve(
         index_dir,
         host=host,
@@ -569,7 +591,25 @@ def serve_cmd(
         body_timeout=body_timeout,
         max_connections=max_connections,
         llm_budget=llm_budget or None,
+        max_sessions=max_sessions,
+        max_sessions_per_owner=max_sessions_per_owner,
+        max_sessions_per_user=max_sessions_per_user,
+        session_idle_days=session_idle_days,
     )
+
+
+def _reset_sessions(index_dir: Path, host: str, port: int) -> None:
+    """``convir serve --reset-sessions``: the port is checked first (a server still running on
+    it may be using the database), then the database is renamed aside."""
+    from convir.server import check_port
+    from convir.server.sessions import reset_sessions
+
+    if not index_dir.is_dir():
+        raise ConvirError(f"no index at {index_dir}")
+    check_port(host, port)
+    aside = reset_sessions(index_dir)
+    msg = f"moved the sessions database aside to {aside}" if aside else "there was no sessions database"
+    _console(stderr=True).print(msg, markup=False, soft_wrap=True)
 
 
 def _cache_dir() -> Path:

@@ -72,7 +72,7 @@ def test_a_whole_session_over_the_api(client: TestClient) -> None:
     sid = v["id"]
     assert v["version"] == 1 and v["turn"] == 0 and v["question"] is None and len(v["results"]) == 5
     assert v["results"][0]["thumbnail"].startswith("/api/thumbnails?id=")
-    assert v["secret"] and client.cookies.get("convir_session_secret") == v["secret"]
+    assert v["secret"] and client.cookies.get("convir_session_secret_80") == v["secret"]  # port 80
     first = _ids(v)
 
     v = client.post(f"/api/sessions/{sid}/turns", json={"kind": "say", "text": "it is at sunset"}).json()

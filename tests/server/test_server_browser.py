@@ -1,7 +1,8 @@
 """End to end in a real browser: Debian's chromium driven by Playwright (no browser download)
 through the page served by the real ``convir serve`` (SmolLM2 asking the questions, a
 bearer token passed in the URL fragment): describe, answer, add a detail, pick the image; the
-owner cookie, and a second browser that cannot open the first one's session.
+owner cookie, and a second browser that cannot open the first one's session; a page on another
+port of the same host that plants the owner cookie (secret fixation) and gets nothing.
 
 Missing chromium or playwright is a failure, not a skip, so CI cannot pass without running
 it; set CONVIR_SKIP_BROWSER=1 to skip on a machine without them. Saves a screenshot
@@ -14,9 +15,12 @@ import importlib.util
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import REPO
@@ -137,7 +141,7 @@ def test_two_turn_conversation_in_chromium(server: Server, tmp_path: Path) -> No
             expect(page.locator("#found-banner")).to_contain_text(TARGET, timeout=30_000)
 
             # the owner secret is an HttpOnly, SameSite=Strict cookie that the page cannot read
-            owner = {c["name"]: c for c in page.context.cookies()}["convir_session_secret"]
+            owner = {c["name"]: c for c in page.context.cookies()}[f"convir_session_secret_{server.port}"]
             assert owner["httpOnly"] and owner["sameSite"] == "Strict" and owner["path"] == "/api"
             assert "convir_session_secret" not in page.evaluate("document.cookie")
             sid = page.url.split("#session=", 1)[1]
@@ -221,4 +225,84 @@ def test_image_choice_and_more_like_this_in_chromium(server: Server) -> None:
             assert last in _ids(page)[: len(ids) - 1]
         finally:
             browser.close()
+    assert not errors, errors
+
+
+# the attacker's page: on another port of 127.0.0.1 (cookies are shared by all ports of a host),
+# it plants an owner secret it knows, under the cookie's name before and after issue 26
+KNOWN = "A" * 40
+PLANT = """<!doctype html><title>elsewhere</title><script>
+document.cookie = "convir_session_secret=%(known)s; path=/";
+document.cookie = "convir_session_secret_%(port)d=%(known)s; path=/";
+</script><p id="done">planted</p>"""
+
+
+def _attacker_site(target_port: int) -> ThreadingHTTPServer:
+    body = (PLANT % {"known": KNOWN, "port": target_port}).encode()
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    return site
+
+
+def test_a_cookie_planted_by_another_port_owns_nothing_in_chromium(server: Server) -> None:
+    """Secret fixation (issue 26): a page on another loopback port sets the owner cookie to a value
+    it knows; the victim then searches on the convir page. The server mints the victim's secret
+    itself (the planted one owns nothing: the attacker lists no session) and deletes the planted
+    copy, so the victim's conversation goes on normally."""
+    from playwright.sync_api import expect, sync_playwright
+
+    site = _attacker_site(server.port)
+    errors: list[str] = []
+    name = f"convir_session_secret_{server.port}"
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{site.server_address[1]}/")
+                expect(page.locator("#done")).to_have_text("planted")
+                planted = {(c["name"], c["path"]): c["value"] for c in page.context.cookies()}
+                assert planted[(name, "/")] == KNOWN  # the browser holds it for convir's port too
+
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+                page.goto(f"{server.url}/#token={TOKEN}")
+                expect(page.locator("#strategy option")).not_to_have_count(0)
+                page.get_by_label("Describe the image").fill(DESCRIPTION)
+                page.get_by_label("Describe the image").press("Enter")
+                expect(page.locator("#results li")).to_have_count(8, timeout=60_000)
+                expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+                sid = page.url.split("#session=", 1)[1]
+
+                # the attacker, holding the planted value, sees nothing of the victim's search
+                attacker = {"Authorization": f"Bearer {TOKEN}", "X-Session-Secret": KNOWN}
+                assert httpx.get(f"{server.url}/api/sessions", headers=attacker).json()["total"] == 0
+                assert httpx.get(f"{server.url}/api/sessions/{sid}", headers=attacker).status_code == 404
+
+                # the planted copy is gone, the server's own cookie is the only one for its port
+                mine = [c for c in page.context.cookies() if c["name"] == name]
+                assert [(c["path"], c["value"] != KNOWN) for c in mine] == [("/api", True)]
+                # and the victim's conversation goes on (a second cookie would be a 400 here)
+                page.get_by_label("Add a detail").fill("the sail is red")
+                page.get_by_role("button", name="Add", exact=True).click()
+                expect(page.locator("#history li")).to_have_count(2, timeout=60_000)
+                expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+                expect(page.locator("#error")).to_be_hidden()
+            finally:
+                browser.close()
+    finally:
+        site.shutdown()
+        site.server_close()
     assert not errors, errors

@@ -8,8 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import socket
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from server_helpers import (
     tiny_index,
 )
 
-COOKIE = "convir_session_secret"
+COOKIE = "convir_session_secret_80"  # the cookie's name carries the port (TestClient's is 80)
 HEADER = "X-Session-Secret"
 
 
@@ -74,9 +77,9 @@ def test_a_session_is_private_to_the_client_that_created_it(app: Any, index_dir:
     alice, bob = _client(app), _client(app)
     v = _create(alice)
     sid, secret = v["id"], v["secret"]
-    cookie = alice.post("/api/sessions", json={"description": "x"}).headers["set-cookie"].lower()
-    assert f"{COOKIE}=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
-    assert "path=/api" in cookie
+    set_cookies = alice.post("/api/sessions", json={"description": "x"}).headers.get_list("set-cookie")
+    cookie = next(c for c in set_cookies if c.startswith(f"{COOKIE}={secret};")).lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/api" in cookie
 
     listed = bob.get("/api/sessions").json()
     assert listed == {"sessions": [], "total": 0}
@@ -109,15 +112,15 @@ def test_a_session_is_private_to_the_client_that_created_it(app: Any, index_dir:
 
 
 def test_a_header_client_keeps_one_secret_for_all_its_sessions(app: Any) -> None:
-    mine = {HEADER: "k" * 20 + "Q_-" * 5 + "0" * 10}
+    mine = {HEADER: _create(_client(app))["secret"]}  # minted by the server
     c = _client(app, headers=mine)
     first, second = _create(c), _create(c)
     assert first["secret"] == second["secret"] == mine[HEADER]
     res = c.post("/api/sessions", json={"description": "x"})
     assert "set-cookie" not in res.headers  # a header client manages its own secret
     listed = c.get("/api/sessions").json()
-    assert listed["total"] == 3 and {first["id"], second["id"]} <= {s["id"] for s in listed["sessions"]}
-    assert c.get("/api/sessions", params={"limit": 1, "offset": 1}).json()["total"] == 3
+    assert listed["total"] == 4 and {first["id"], second["id"]} <= {s["id"] for s in listed["sessions"]}
+    assert c.get("/api/sessions", params={"limit": 1, "offset": 1}).json()["total"] == 4
 
     other = _client(app)
     for bad in ("short", "has space" * 5, "!" * 40, "a" * 129):
@@ -132,6 +135,75 @@ def test_a_header_client_keeps_one_secret_for_all_its_sessions(app: Any) -> None
     )
     assert res.status_code == 201 and res.json()["secret"] != "not-a-secret"
     assert f"{COOKIE}={res.json()['secret']};" in res.headers["set-cookie"]
+
+
+# --- owner secrets are minted by the server only (issue 26) -------------------------------------
+
+
+def test_a_planted_secret_owns_nothing(app: Any) -> None:
+    """Secret fixation: a value another page on this host planted as the cookie (cookies ignore
+    ports), or a client made up, is not adopted when a session is created: the victim gets a new
+    secret and whoever knows the planted value lists, reads and continues nothing."""
+    known = "A" * 40
+    attacker = _client(app, headers={HEADER: known})
+    for cookie in (f"convir_session_secret={known}", f"{COOKIE}={known}"):  # before and after issue 26
+        res = _client(app).post("/api/sessions", json={"description": "x"}, headers={"Cookie": cookie})
+        assert res.status_code == 201 and res.json()["secret"] != known
+        sid = res.json()["id"]
+        assert attacker.get("/api/sessions").json() == {"sessions": [], "total": 0}
+        assert attacker.get(f"/api/sessions/{sid}").status_code == 404
+        set_cookies = res.headers.get_list("set-cookie")
+        assert any(c.startswith(f"{COOKIE}={res.json()['secret']};") for c in set_cookies)
+        # a copy planted at Path=/ is deleted (the server's own cookie lives at Path=/api)
+        assert any(c.startswith(f"{COOKIE}=;") and "Path=/;" in c for c in set_cookies)
+    # the same for a made-up header secret: a new one is returned (and set as the cookie)
+    res = attacker.post("/api/sessions", json={"description": "x"})
+    assert res.status_code == 201 and res.json()["secret"] != known
+    assert attacker.get("/api/sessions").json()["total"] == 0
+    # the victim's own (minted) secret keeps working: its sessions are listed together
+    victim = _client(app)
+    first = _create(victim)
+    assert _create(victim)["secret"] == first["secret"]
+    assert victim.get("/api/sessions").json()["total"] == 2
+
+
+def test_a_secret_minted_for_another_user_is_not_adopted(index_dir: Path, tmp_path: Path) -> None:
+    alice_t, bob_t = "alice-token-" + "a" * 30, "bob-token-" + "b" * 30
+    app = create_app(
+        index_dir, tokens=_tokens_file(tmp_path / "tokens", {"alice": alice_t, "bob": bob_t}), warm=False
+    )
+    alice = _client(app, headers={"Authorization": f"Bearer {alice_t}"})
+    secret = _create(alice)["secret"]
+    bob = _client(app, headers={"Authorization": f"Bearer {bob_t}", HEADER: secret})
+    assert _create(bob)["secret"] != secret  # minted for alice: bob gets his own
+    assert (
+        alice.post("/api/sessions", json={"description": "x"}, headers={HEADER: secret}).json()["secret"]
+        == secret
+    )
+
+
+def test_a_request_with_two_session_cookies_is_refused(app: Any) -> None:
+    """A browser sends one cookie per path it holds; Starlette keeps the last. Two copies mean a
+    planted one (another port's page set it at Path=/): 400, and the copies outside /api go."""
+    c = _client(app)
+    v = _create(c)
+    both = {"Cookie": f"{COOKIE}={v['secret']}; {COOKIE}={'A' * 40}"}
+    for res in (
+        c.get("/api/sessions", headers=both),
+        c.get(f"/api/sessions/{v['id']}", headers=both),
+        c.post("/api/sessions", json={"description": "x"}, headers=both),
+        c.post(f"/api/sessions/{v['id']}/turns", json={"kind": "skip"}, headers=both),
+    ):
+        assert res.status_code == 400 and res.json()["error"] == "duplicate_cookie", res.text
+        assert f"2 {COOKIE} cookies" in res.json()["detail"]
+        cleared = [c for c in res.headers.get_list("set-cookie") if c.startswith(f"{COOKIE}=;")]
+        assert any("Path=/;" in c for c in cleared) and not any("Path=/api;" in c for c in cleared)
+    # two Cookie headers count too; another app's cookie of another name is no problem
+    two = [("cookie", f"{COOKIE}={v['secret']}"), ("cookie", f"{COOKIE}={'B' * 40}")]
+    assert c.get("/api/sessions", headers=two).status_code == 400
+    other = {"Cookie": f"convir_session_secret_9000={'C' * 40}; {COOKIE}={v['secret']}; theme=dark"}
+    assert c.get("/api/sessions", headers=other).json()["total"] >= 1
+    assert c.get("/api/health", headers=both).status_code == 200  # only session routes care
 
 
 def test_session_responses_are_not_cached(app: Any) -> None:
@@ -428,3 +500,176 @@ def test_real_server_keeps_sessions_private_and_logs_no_secret(index_dir: Path, 
     assert f'"POST /api/sessions/{sid}/turns HTTP/1.1" 200' in log  # the access log was on
     for value in (*tokens.values(), secret, hash_token(tokens["alice"])[7:]):
         assert value not in log
+
+
+# --- session limits, idle expiry, a damaged database, tokens and ports (issue 26) ----------------------
+
+
+def _fresh_index(index_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny index without its sessions (limits count every session in the file)."""
+    ix = tmp_path / "ix"
+    shutil.copytree(index_dir, ix, ignore=shutil.ignore_patterns("sessions.sqlite*"))
+    return ix
+
+
+def test_session_limits_per_owner_per_user_and_in_total(index_dir: Path, tmp_path: Path) -> None:
+    """One client could fill the one server-wide cap and lock everyone out; now each owner secret
+    and each token user has its own limit, and the 429 says which limit was hit."""
+    tokens = {"alice": "alice-token-" + "a" * 30, "bob": "bob-token-" + "b" * 30}
+    app = create_app(
+        _fresh_index(index_dir, tmp_path),
+        tokens=_tokens_file(tmp_path / "tokens", tokens),
+        max_sessions=5,
+        max_sessions_per_owner=2,
+        max_sessions_per_user=3,
+        warm=False,
+    )
+    alice = _client(app, headers={"Authorization": f"Bearer {tokens['alice']}"})
+    first, _ = _create(alice), _create(alice)  # one owner (the cookie)
+    res = alice.post("/api/sessions", json={"description": "x"})
+    assert res.status_code == 429 and res.json()["error"] == "too_many_sessions"
+    assert "per-owner limit" in res.json()["detail"] and "2 sessions" in res.json()["detail"]
+    alice2 = _client(app, headers={"Authorization": f"Bearer {tokens['alice']}"})  # another device
+    _create(alice2)
+    res = alice2.post("/api/sessions", json={"description": "x"})
+    assert res.status_code == 429 and "user 'alice' already has 3" in res.json()["detail"]
+    assert "per-user limit" in res.json()["detail"]
+    bob = _client(app, headers={"Authorization": f"Bearer {tokens['bob']}"})
+    _create(bob)
+    _create(_client(app, headers={"Authorization": f"Bearer {tokens['bob']}"}))
+    res = _client(app, headers={"Authorization": f"Bearer {tokens['bob']}"}).post(
+        "/api/sessions", json={"description": "x"}
+    )
+    assert res.status_code == 429 and "total limit" in res.json()["detail"], res.text
+    # deleting a session frees its place
+    assert alice.delete(f"/api/sessions/{first['id']}").status_code == 204
+    assert alice.post("/api/sessions", json={"description": "x"}).status_code == 201
+
+    # without per-user tokens every client is the same user: only the owner and total limits
+    open_app = create_app(
+        _fresh_index(index_dir, tmp_path / "open"),
+        max_sessions_per_owner=1,
+        max_sessions_per_user=1,
+        warm=False,
+    )
+    one = _client(open_app)
+    _create(one), _create(_client(open_app))  # two owners, both user "": no per-user limit
+    res = one.post("/api/sessions", json={"description": "x"})
+    assert res.status_code == 429 and "per-owner limit" in res.json()["detail"]
+
+
+def test_idle_sessions_are_deleted(index_dir: Path, tmp_path: Path) -> None:
+    ix = _fresh_index(index_dir, tmp_path)
+    c = _client(create_app(ix, session_idle_days=1, warm=False))
+    old, new = _create(c), _create(c)
+    db = sqlite3.connect(ix / "sessions.sqlite")
+    with db:
+        db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (time.time() - 2 * 86400, old["id"]))
+    # kept for ever with 0; deleted by the next server started with a limit (and at requests, at
+    # most once a minute, by a running one)
+    c0 = _client(create_app(ix, session_idle_days=0, warm=False), headers={HEADER: old["secret"]})
+    assert c0.get(f"/api/sessions/{old['id']}").status_code == 200
+    c1 = _client(create_app(ix, session_idle_days=1, warm=False), headers={HEADER: old["secret"]})
+    assert c1.get(f"/api/sessions/{old['id']}").status_code == 404
+    assert [s["id"] for s in c1.get("/api/sessions").json()["sessions"]] == [new["id"]]
+    assert db.execute("SELECT COUNT(*) FROM sessions WHERE id=?", (old["id"],)).fetchone()[0] == 0
+    # a minted secret whose sessions are all gone is forgotten once it is older than the limit
+    store = SessionStore(ix)
+    with db:
+        db.execute("DELETE FROM sessions")
+        db.execute("UPDATE owners SET created = ?", (time.time() - 2 * 86400,))
+    assert store.expire(86400) == 0
+    assert db.execute("SELECT COUNT(*) FROM owners").fetchone()[0] == 0
+    store.close()
+    db.close()
+
+
+def test_a_damaged_sessions_database_is_one_line_and_can_be_set_aside(
+    index_dir: Path, tmp_path: Path
+) -> None:
+    ix = _fresh_index(index_dir, tmp_path)
+    junk = b"this is not an SQLite database " * 200
+    (ix / "sessions.sqlite").write_bytes(junk)
+    with pytest.raises(ConvirError, match=r"damaged.*--reset-sessions"):
+        SessionStore(ix)
+    res = run_cli("serve", str(ix), "--port", "0", cwd=tmp_path)
+    err = res.stderr.strip()
+    assert res.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert str(ix / "sessions.sqlite") in err and f"convir serve {ix} --reset-sessions" in err
+    # the documented repair: the file is renamed aside (kept), and the server starts empty
+    srv = Server(ix, tmp_path / "cache", "--reset-sessions")
+    srv.start()
+    try:
+        assert httpx.get(f"{srv.url}/api/health").json()["sessions"] == 0
+        assert httpx.post(f"{srv.url}/api/sessions", json={"description": "x"}).status_code == 201
+    finally:
+        srv.stop()
+    aside = [p for p in ix.iterdir() if p.name.startswith("sessions.sqlite.aside-")]
+    assert [p.read_bytes() for p in aside] == [junk]
+    assert "moved the sessions database aside to" in srv.log.read_text()
+    # the -wal and -shm files go with it, under the same new name
+    from convir.server.sessions import reset_sessions
+
+    moved = reset_sessions(ix)
+    assert moved is not None and moved.exists() and not (ix / "sessions.sqlite").exists()
+    assert not (ix / "sessions.sqlite-wal").exists() and not (ix / "sessions.sqlite-shm").exists()
+    assert reset_sessions(ix) is None
+
+
+def test_an_emptied_or_deleted_tokens_file_keeps_the_previous_list(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    f = _tokens_file(tmp_path / "tokens", {"alice": "ta"})
+    table = TokenTable(f, recheck_s=0)
+    with caplog.at_level(logging.WARNING, logger="convir.server"):
+        for text in ("", "# nobody yet\n", "\n\n"):  # an editor mid-save, or a mistake
+            f.write_text(text)
+            assert table.user(b"ta") == "alice", repr(text)
+        f.unlink()
+        assert table.user(b"ta") == "alice"
+    assert "lists no user" in caplog.text and "does not exist" in caplog.text
+    _tokens_file(f, {"bob": "tb"})  # a good file again is read again
+    assert table.user(b"tb") == "bob" and table.user(b"ta") is None
+
+
+def test_tokens_add_refuses_a_missing_folder(tmp_path: Path) -> None:
+    target = tmp_path / "nonexist" / "dir" / "t.txt"
+    res = run_cli("tokens", "add", str(target), "alice", cwd=tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert f"folder {target.parent} does not exist" in res.stderr
+    assert not (tmp_path / "nonexist").exists()
+
+
+def test_real_server_planted_cookie_and_max_sessions(index_dir: Path, tmp_path: Path) -> None:
+    """The issue's acceptance commands against the real ``convir serve``: a planted cookie (old
+    and new name) owns nothing; ``--max-sessions`` reaches the server and its 429 names it."""
+    srv = Server(_fresh_index(index_dir, tmp_path), tmp_path / "cache", "--max-sessions", "2")
+    srv.start()
+    try:
+        known = "A" * 40
+        for name in ("convir_session_secret", f"convir_session_secret_{srv.port}"):
+            res = httpx.post(
+                f"{srv.url}/api/sessions",
+                json={"description": "x"},
+                headers={"Cookie": f"{name}={known}", "Content-Type": "application/json"},
+            )
+            assert res.status_code == 201 and res.json()["secret"] != known
+            listed = httpx.get(f"{srv.url}/api/sessions", headers={HEADER: known}).json()
+            assert listed == {"sessions": [], "total": 0}
+        res = httpx.post(f"{srv.url}/api/sessions", json={"description": "x"})
+        assert res.status_code == 429 and "--max-sessions" in res.json()["detail"]
+    finally:
+        srv.stop()
+
+
+def test_a_busy_port_is_one_line_naming_it(index_dir: Path, tmp_path: Path) -> None:
+    """Checked before any model loads: no uvicorn start-up, no traceback, exit 2."""
+    with socket.socket() as held:  # another server (convir or not) listening on the port
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        res = run_cli("serve", str(index_dir), "--port", str(port), cwd=tmp_path, timeout=120)
+    err = res.stderr.strip()
+    assert res.returncode == 2 and len(err.splitlines()) == 1, err
+    assert f"port {port} on 127.0.0.1 is in use" in err
+    assert "startup" not in res.stdout + err and "Traceback" not in err

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["create_app", "serve"]
+__all__ = ["check_port", "create_app", "serve"]
 
 
 def create_app(index_dir: str | Path, token: str | None = None, **options: Any) -> Any:
@@ -43,6 +43,7 @@ def serve(
     from convir.server.limits import HEADER_TIMEOUT_S, MAX_CONNECTIONS, protocol_class
     from convir.server.security import LOOPBACK_HOSTS, is_loopback
 
+    check_port(host, port)  # before any model loads
     hosts: list[str] | None = None
     if is_loopback(host):
         hosts = [*LOOPBACK_HOSTS, host, *(allowed_hosts or [])]
@@ -56,3 +57,28 @@ def serve(
     # the protocol refuses connections past max_connections itself (uvicorn's own
     # limit_concurrency would only answer once a whole request had arrived)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, http=http)
+
+
+def check_port(host: str, port: int) -> None:
+    """A one-line :class:`~convir.errors.ConvirError` if ``host:port`` cannot be listened on
+    (another server has it, an address not on this machine, a privileged port), found by
+    binding it the way uvicorn will (SO_REUSEADDR, which still refuses a port in use)."""
+    import errno
+    import socket
+
+    from convir.errors import ConvirError
+
+    if not port:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConvirError(
+                    f"port {port} on {host} is in use; stop the server that holds it or pick another "
+                    "with --port"
+                ) from None
+            raise ConvirError(f"cannot listen on port {port} of {host}: {exc.strerror or exc}") from None

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Cookie, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -36,17 +36,19 @@ from convir.errors import ConvirError
 from convir.server import models as m
 from convir.server.security import (
     COOKIE_MAX_AGE,
-    SECRET_COOKIE,
     SECRET_HEADER,
     SECRET_PATTERN,
     USER_KEY,
     Guard,
+    clear_foreign_cookies,
+    cookie_name,
+    cookie_values,
     new_secret,
     secret_key,
     valid_secret,
 )
 from convir.server.service import ApiError, Service, disk_full_error, is_disk_full
-from convir.server.sessions import Owner
+from convir.server.sessions import Owner, Quota
 
 log = logging.getLogger("convir.server")
 STATIC = Path(__file__).parent / "static"
@@ -77,22 +79,21 @@ SecretHeader = Annotated[
         description="owner secret from the create response (browsers send the cookie instead)",
     ),
 ]
-SecretCookie = Annotated[
-    str, Cookie(alias=SECRET_COOKIE, description="owner secret cookie set by the create response")
-]
 
 
 def caller(
     request: Request,
     header: SecretHeader = None,  # type: ignore[assignment]
-    cookie: SecretCookie = None,  # type: ignore[assignment]
 ) -> Caller:
-    """The header wins over the cookie; a malformed cookie (another app's?) is ignored."""
+    """The header wins over the cookie ``convir_session_secret_PORT`` (read from the raw
+    header: its name depends on the port, and the Guard already refused a request carrying it
+    twice); a malformed cookie (another app's?) is ignored."""
     user = str(request.scope.get(USER_KEY, ""))
     if header is not None:
         return Caller(user, header, False)
-    if valid_secret(cookie):
-        return Caller(user, cookie, True)
+    cookies = cookie_values(request.scope, cookie_name(request.scope))
+    if cookies and valid_secret(cookies[0]):
+        return Caller(user, cookies[0], True)
     return Caller(user, None, False)
 
 
@@ -139,6 +140,9 @@ def create_app(
     prompt_turns: int = PROMPT_TURNS,
     body_timeout: float | None = 30.0,
     llm_budget: float | None = None,
+    max_sessions_per_owner: int = 500,
+    max_sessions_per_user: int = 2_000,
+    session_idle_days: float = 30,
 ) -> FastAPI:
     """The app for ``index_dir``. ``token``: one bearer token every API call must send;
     ``tokens``: a file of per-user hashed tokens instead (see :mod:`convir.server.tokens`).
@@ -146,7 +150,10 @@ def create_app(
     loopback address passes the loopback names so DNS rebinding cannot reach it).
     ``body_timeout``: seconds a request body may take to arrive (408 after; None = no limit);
     ``llm_budget``: seconds of LLM time (waiting included) one turn may use before it falls
-    back to the LLM-free path (None = no limit; see :mod:`convir.llm.fair`)."""
+    back to the LLM-free path (None = no limit; see :mod:`convir.llm.fair`).
+    ``max_sessions`` (all owners), ``max_sessions_per_owner`` (one owner secret),
+    ``max_sessions_per_user`` (one user of ``tokens``) bound new sessions (429 past one; 0 = no
+    limit), and a session idle ``session_idle_days`` is deleted (0 = kept for ever)."""
     from convir.server.tokens import TokenTable
 
     if token and tokens:
@@ -167,6 +174,9 @@ def create_app(
             warm,
             prompt_turns,
             llm_budget=llm_budget,
+            quota=Quota(
+                max_sessions, max_sessions_per_owner, max_sessions_per_user, session_idle_days * 86400
+            ),
         )
     except ApiError as exc:  # a bad default (e.g. --questioner plain without --llm)
         raise ConvirError(exc.detail) from exc
@@ -233,13 +243,17 @@ def create_app(
         """Start a conversation with the first description; returns the first ranking and
         question, and the owner secret (``secret``, shown only here) that every later call on
         this session must send as ``X-Session-Secret`` (a browser gets it as an HttpOnly
-        cookie). A client that sends a secret it already has keeps one secret for all its
-        sessions, and then ``GET /api/sessions`` lists them together."""
-        secret = who.secret or new_secret()
+        cookie). Secrets are minted by the server only: a client that sends one this server
+        gave it (to the same token user) keeps it for all its sessions, and then
+        ``GET /api/sessions`` lists them together; any other value is replaced by a new one."""
+        secret = await run_in_threadpool(_secret_for_create, service, who)
         view = await run_in_threadpool(service.create, body, Owner(who.user, secret_key(secret)))
-        if who.secret is None or who.from_cookie:  # a header client keeps its own secret
+        if who.from_cookie or secret != who.secret:  # a header client keeps its own secret
+            name = cookie_name(request.scope)
+            for k, v in clear_foreign_cookies(name, "/"):  # a copy planted at Path=/ goes
+                response.headers.append(k.decode(), v.decode())
             response.set_cookie(
-                SECRET_COOKIE,
+                name,
                 secret,
                 max_age=COOKIE_MAX_AGE,
                 path="/api",
@@ -400,6 +414,15 @@ class AllowOptions:
                 await send({"type": "http.response.body", "body": b""})
                 return
         await self.app(scope, receive, send)
+
+
+def _secret_for_create(service: Service, who: Caller) -> str:
+    """The secret a new session gets: the caller's, if this server minted it for this user,
+    else a fresh one. A cookie another page on this host planted (cookies ignore ports, and a
+    sibling subdomain can set one for a parent domain) therefore owns nothing."""
+    if who.secret is not None and service.sessions.minted(who.owner):
+        return who.secret
+    return new_secret()
 
 
 def _error_handlers(api: FastAPI) -> None:

@@ -45,6 +45,8 @@ def add(
         raise ConvirError(f"bad user name {user!r}: use letters, digits, . _ @ - (up to 64, no spaces)")
     if file.is_dir():
         raise ConvirError(f"{file} is a folder; give the path of the tokens file")
+    if not file.parent.is_dir():  # a typo in the path should not create folders
+        raise ConvirError(f"folder {file.parent} does not exist; create it first or fix the path")
     lines = _lines(file)
     token = new_token()
     _write(file, [*lines, f"{user} {hash_token(token)}"])

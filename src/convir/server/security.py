@@ -46,7 +46,9 @@ COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", 
 NO_STORE = (b"cache-control", b"no-store")
 USER_KEY = "convir.user"  # scope key: the bearer token's user ("" without per-user tokens)
 
-# owner secrets: returned once by POST /api/sessions, sent back in this header or cookie
+# owner secrets: minted by POST /api/sessions, sent back in this header or cookie. The cookie's
+# name carries the server's port (convir_session_secret_8000): cookies are shared by every port
+# of a host, and two convir servers on one machine must not overwrite each other's secret
 SECRET_HEADER = "X-Session-Secret"
 SECRET_COOKIE = "convir_session_secret"
 SECRET_PATTERN = r"^[A-Za-z0-9_-]{32,128}$"
@@ -61,6 +63,42 @@ def new_secret() -> str:
 
 def valid_secret(value: str | None) -> bool:
     return bool(value) and _SECRET_RE.match(value or "") is not None
+
+
+def cookie_name(scope: Scope) -> str:
+    """The owner-secret cookie's name for this server: ``convir_session_secret_PORT``, PORT being
+    the port the server listens on (behind a reverse proxy: the backend's port)."""
+    server = scope.get("server") or (None, None)
+    return f"{SECRET_COOKIE}_{server[1]}" if server[1] else SECRET_COOKIE
+
+
+def cookie_values(scope: Scope, name: str) -> list[str]:
+    """Every value of cookie ``name`` in the request, in order, from all Cookie headers. A browser
+    sends one per (path, domain) it holds, so more than one means another page on this host (a
+    sibling port, path or subdomain) planted one; Starlette's own parser keeps only the last."""
+    out = []
+    for k, v in scope.get("headers", []):
+        if k != b"cookie":
+            continue
+        for part in v.decode("latin-1").split(";"):
+            key, eq, value = part.strip().partition("=")
+            if eq and key.strip() == name:
+                out.append(value.strip().strip('"'))
+    return out
+
+
+def clear_foreign_cookies(name: str, path: str) -> list[tuple[bytes, bytes]]:
+    """Set-Cookie headers that delete ``name`` at ``/`` and at each prefix of ``path`` below
+    ``/api`` (the server sets its own only at ``Path=/api``), so a planted copy goes away."""
+    paths = ["/"]
+    parts = [p for p in path.split("/") if p]
+    for n in range(2, len(parts) + 1):
+        paths.append("/" + "/".join(parts[:n]))
+    return [
+        (b"set-cookie", f"{name}=; Max-Age=0; Path={p}; HttpOnly; SameSite=Strict".encode("latin-1"))
+        for p in paths
+        if p != "/api"
+    ]
 
 
 def secret_key(secret: str) -> str:
@@ -165,6 +203,20 @@ class Guard:
         scope[USER_KEY] = user or ""
         extra = COMMON_HEADERS + (PAGE_HEADERS if public else [])
         api = path.startswith("/api/")
+        if path.startswith("/api/sessions"):
+            name = cookie_name(scope)
+            copies = len(cookie_values(scope, name))
+            if copies > 1:  # which one is ours cannot be told: refuse, and clear the planted ones
+                await send_json(
+                    send,
+                    400,
+                    "duplicate_cookie",
+                    f"this request carries {copies} {name} cookies: another page on this host (another "
+                    "port, path or subdomain) set one; the copies outside /api were cleared, reload "
+                    "(or clear this site's cookies)",
+                    [*COMMON_HEADERS, NO_STORE, *clear_foreign_cookies(name, path)],
+                )
+                return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -31,7 +31,7 @@ from convir.llm.base import LLMError
 from convir.llm.fair import BudgetSpent, FairLLM, llm_turn
 from convir.server.media import ThumbnailCache, gallery_root, safe_generated_path, safe_item_path
 from convir.server.models import SessionCreate, TurnIn
-from convir.server.sessions import Owner, SessionRow, SessionStore, VersionConflict
+from convir.server.sessions import Owner, Quota, QuotaExceeded, SessionRow, SessionStore, VersionConflict
 from convir.specs import REGISTRY, NeedsLLMError
 
 log = logging.getLogger("convir.server")
@@ -127,6 +127,7 @@ class Service:
         max_turns: int = 100,
         warm: bool = True,
         prompt_turns: int = PROMPT_TURNS,
+        quota: Quota | None = None,
         *,
         llm_budget: float | None = None,
     ) -> None:
@@ -138,6 +139,8 @@ class Service:
         if self.root is not None and not self.root.is_dir():
             log.warning("%s", self._root_missing())
         self.sessions = SessionStore(self.index_dir)
+        self.quota = quota if quota is not None else Quota(total=max_sessions)
+        self._expire()  # sessions idle past the limit while the server was down
         self.thumbs = ThumbnailCache()
         self.llm: Any = _fair_llm(llm)
         self.llm_budget = llm_budget
@@ -220,8 +223,11 @@ class Service:
     # the same sentence as one that does not exist, so its existence is not revealed.
     def create(self, body: SessionCreate, owner: Owner) -> dict[str, Any]:
         spec = self._resolve(body)
-        if self.sessions.count() >= self.max_sessions:
-            raise ApiError(429, "too_many_sessions", f"{self.max_sessions} sessions exist; delete some first")
+        self._expire()
+        try:
+            self.sessions.check_quota(owner, self.quota)  # before the turn's work, and again on insert
+        except QuotaExceeded as exc:
+            raise ApiError(429, "too_many_sessions", str(exc)) from exc
 
         def start(conv: Conversation) -> dict[str, Any]:
             res = _run_turn(conv.start, body.description)
@@ -230,8 +236,11 @@ class Service:
 
         with self._disk_full(_images_dir()):
             state, last = self._within_budget(spec, None, start)
-        with self._disk_full(self.sessions.path):
-            row = self.sessions.create(spec.to_dict(), state.to_dict(), last, owner)
+        try:
+            with self._disk_full(self.sessions.path):
+                row = self.sessions.create(spec.to_dict(), state.to_dict(), last, owner, self.quota)
+        except QuotaExceeded as exc:
+            raise ApiError(429, "too_many_sessions", str(exc)) from exc
         return self.view(row)
 
     def _within_budget(
@@ -271,7 +280,12 @@ class Service:
     def _disk_full(path: Path) -> Any:
         return disk_full_as_507(path)
 
+    def _expire(self) -> None:
+        """Delete idle sessions (at most once a minute, at the next request)."""
+        self.sessions.expire(self.quota.idle_s, every_s=60)
+
     def get(self, session_id: str, owner: Owner) -> SessionRow:
+        self._expire()
         row = self.sessions.get(session_id, owner)
         if row is None:
             raise _no_session(session_id)
@@ -352,6 +366,7 @@ class Service:
 
     def list_sessions(self, limit: int, offset: int, owner: Owner) -> dict[str, Any]:
         """Only the caller's sessions (none when it sent no owner secret)."""
+        self._expire()
         rows = self.sessions.recent(owner, limit, offset)
         return {
             "sessions": [

@@ -10,12 +10,19 @@ Each row also records its owner: the SHA-256 of the owner secret the creating cl
 (the secret itself is never stored) and the user of the bearer token it came with ("" when
 the server has no per-user tokens). Every read, write, list and delete filters on both in
 SQL, so a session of another owner is indistinguishable from one that does not exist.
+
+Owner secrets are minted by the server only: table ``owners`` records the SHA-256 of each secret
+it handed out with a session (and the token's user), and a secret a client sends when it creates
+a session is kept only if it is listed there for that user (a planted cookie owns nothing).
+Creation is bounded per owner, per user and in total (:class:`Quota`, checked in the insert's
+transaction), and sessions idle longer than the expiry are deleted.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import threading
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from convir.errors import ConvirError
 from convir.sqlitedb import use_wal
 
 log = logging.getLogger("convir.server")
@@ -45,7 +53,13 @@ CREATE TABLE IF NOT EXISTS sessions (
     username TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated);
+CREATE TABLE IF NOT EXISTS owners (
+    key TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
+RESET_HINT = "stop the server and set it aside with: convir serve {index} --reset-sessions"
 _COLUMNS = "id, created, updated, version, status, options, state, last, owner, username"
 
 
@@ -72,6 +86,22 @@ class Owner:
     key: str | None
 
 
+@dataclass(frozen=True)
+class Quota:
+    """Limits on new sessions (0 = no limit): in total, per owner secret, per token user (only
+    with per-user tokens: without them every client is user "" and ``total`` covers it), and
+    the idle time in seconds after which a session is deleted."""
+
+    total: int = 10_000
+    per_owner: int = 500
+    per_user: int = 2_000
+    idle_s: float = 30 * 86400
+
+
+class QuotaExceeded(Exception):
+    """A limit of :class:`Quota` is reached; ``str()`` says which, for the 429."""
+
+
 class VersionConflict(Exception):
     """The row changed (or vanished) since it was read; the caller re-reads and retries."""
 
@@ -88,10 +118,18 @@ class SessionStore:
     def __init__(self, index_dir: Path) -> None:
         self.path = Path(index_dir) / DB_NAME
         self._lock = threading.Lock()
-        self._db = self._connect()
         self._closed = False
-        self._db.executescript(_SCHEMA)
-        self._migrate()
+        self._expired_at = 0.0
+        try:
+            self._db = self._connect()
+            self._db.executescript(_SCHEMA)
+            self._migrate()
+            self._db.execute("SELECT COUNT(*) FROM owners").fetchone()
+        except sqlite3.OperationalError as exc:  # locked, unreadable folder, disk I/O
+            raise ConvirError(f"cannot open the sessions database {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:  # not a database, malformed image
+            hint = RESET_HINT.format(index=self.path.parent)
+            raise ConvirError(f"the sessions database {self.path} is damaged ({exc}): {hint}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, timeout=_BUSY_MS / 1000)
@@ -123,6 +161,7 @@ class SessionStore:
                 self._db.execute(
                     "CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner, username, updated)"
                 )
+                self._db.execute("CREATE INDEX IF NOT EXISTS sessions_username ON sessions (username)")
                 orphans = self._db.execute("SELECT COUNT(*) FROM sessions WHERE owner IS NULL").fetchone()[0]
                 self._db.execute("COMMIT")
             except BaseException:
@@ -143,9 +182,81 @@ class SessionStore:
             r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6]), json.loads(r[7]), r[8], r[9]
         )
 
+    def minted(self, owner: Owner) -> bool:
+        """Whether this server handed out ``owner``'s secret to that user (with a session)."""
+        if owner.key is None:
+            return False
+        with self._lock:
+            r = self._db.execute(
+                "SELECT 1 FROM owners WHERE key=? AND username=?", (owner.key, owner.username)
+            ).fetchone()
+        return r is not None
+
+    def _over_quota(self, owner: Owner, quota: Quota) -> str | None:
+        """Which limit a new session of ``owner`` would pass, as a sentence; None if none.
+        Called with the lock held."""
+
+        def count(where: str, *args: Any) -> int:
+            return int(self._db.execute(f"SELECT COUNT(*) FROM sessions {where}", args).fetchone()[0])
+
+        if quota.per_owner and count("WHERE owner=? AND username=?", owner.key, owner.username) >= (
+            quota.per_owner
+        ):
+            return (
+                f"this owner secret already has {quota.per_owner} sessions (the per-owner limit): "
+                "delete some first"
+            )
+        if quota.per_user and owner.username and count("WHERE username=?", owner.username) >= quota.per_user:
+            return (
+                f"user {owner.username!r} already has {quota.per_user} sessions (the per-user limit): "
+                "delete some first"
+            )
+        if quota.total and count("") >= quota.total:
+            return (
+                f"the server holds {quota.total} sessions (its total limit, --max-sessions): "
+                "try again later, or delete some of yours"
+            )
+        return None
+
+    def check_quota(self, owner: Owner, quota: Quota) -> None:
+        """:class:`QuotaExceeded` if a new session of ``owner`` would pass a limit (a cheap
+        check before a turn is computed; :meth:`create` checks again when it inserts)."""
+        with self._lock:
+            over = self._over_quota(owner, quota)
+        if over:
+            raise QuotaExceeded(over)
+
+    def expire(self, idle_s: float, every_s: float = 0.0) -> int:
+        """Delete sessions not updated for ``idle_s`` seconds (0: never), and the recorded
+        secrets that no longer own a session and were minted before that; at most once per
+        ``every_s``. Returns how many sessions went."""
+        now = time.time()
+        if not idle_s or now - self._expired_at < every_s:
+            return 0
+        self._expired_at = now
+        cutoff = now - idle_s
+        with self._lock, self._db:
+            n = self._db.execute("DELETE FROM sessions WHERE updated < ?", (cutoff,)).rowcount
+            self._db.execute(
+                "DELETE FROM owners WHERE created < ? AND NOT EXISTS "
+                "(SELECT 1 FROM sessions s WHERE s.owner = owners.key AND s.username = owners.username)",
+                (cutoff,),
+            )
+        if n:
+            log.info("deleted %d sessions idle for over %.0f days", n, idle_s / 86400)
+        return n
+
     def create(
-        self, options: dict[str, Any], state: dict[str, Any], last: dict[str, Any], owner: Owner
+        self,
+        options: dict[str, Any],
+        state: dict[str, Any],
+        last: dict[str, Any],
+        owner: Owner,
+        quota: Quota | None = None,
     ) -> SessionRow:
+        """Insert a session of ``owner`` and record its secret as minted; with ``quota``, the
+        limits are checked in the same (immediate) transaction, so concurrent creations, also
+        from a second server process, cannot pass them (:class:`QuotaExceeded`)."""
         if owner.key is None:
             raise ValueError("a session needs an owner key")
         now = time.time()
@@ -153,6 +264,14 @@ class SessionStore:
             new_session_id(), now, now, 1, "open", options, state, last, owner.key, owner.username
         )
         with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            over = self._over_quota(owner, quota) if quota else None
+            if over:
+                raise QuotaExceeded(over)  # the context manager rolls back
+            self._db.execute(
+                "INSERT OR IGNORE INTO owners (key, username, created) VALUES (?,?,?)",
+                (owner.key, owner.username, now),
+            )
             self._db.execute(
                 f"INSERT INTO sessions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -244,6 +363,25 @@ class SessionStore:
         with self._lock:
             self._db.close()
             self._closed = True
+
+
+def reset_sessions(index_dir: Path) -> Path | None:
+    """Set ``INDEX_DIR/sessions.sqlite`` aside (a damaged one, say) so the next start makes an
+    empty one: each file (-wal and -shm first, so a new database never meets an old log) is
+    renamed, atomically, to ``sessions.sqlite.aside-TIMESTAMP[-wal|-shm]``; nothing is deleted.
+    Returns the new path of the database, or None when there was none."""
+    path = Path(index_dir) / DB_NAME
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{DB_NAME}.aside-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{DB_NAME}.aside-{stamp}-{n}")
+    for suffix in ("-wal", "-shm", ""):
+        src = path.with_name(DB_NAME + suffix)
+        if src.exists():
+            os.replace(src, aside.with_name(aside.name + suffix))
+    return aside if aside.exists() else None
 
 
 def _dumps(obj: Any) -> str:

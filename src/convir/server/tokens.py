@@ -5,8 +5,9 @@ of the token. The server keeps only the hashes, so a leaked file gives no token 
 are random (``convir tokens add`` makes 256-bit ones), which is why one SHA-256 suffices
 and no slow password hash is needed. A user may have several tokens (one per device); a
 token maps to exactly one user. The server re-reads the file when it changes, so adding or
-revoking a user needs no restart; a file that stops parsing keeps the last good table (and
-says so in the log). Light on purpose: ``convir tokens`` imports this without FastAPI.
+revoking a user needs no restart; a file that stops parsing, lists no user or is deleted keeps
+the last good table (and says so in the log): to shut every user out, stop the server.
+Light on purpose: ``convir tokens`` imports this without FastAPI.
 """
 
 from __future__ import annotations
@@ -100,10 +101,14 @@ class TokenTable:
             return
         self._stamp = stamp
         try:
-            self._table = read_tokens(self.path)
-        except ConvirError as exc:
+            table = read_tokens(self.path)
+        except ConvirError as exc:  # unparsable, unreadable or deleted
             log.warning("keeping the previous token list: %s", exc)
             return
+        if not table:  # emptied (mid-write, or by mistake): locking everyone out needs a stop
+            log.warning("keeping the previous token list: %s lists no user", self.path)
+            return
+        self._table = table
         log.info("re-read %s: %d users", self.path, len(set(self._table.values())))
 
     def user(self, token: bytes) -> str | None:
