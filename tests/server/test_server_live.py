@@ -29,9 +29,6 @@ pytestmark = pytest.mark.skipif(
 
 SCRIPT = ["it is at sunset", "the sail is red", "on the sea", "there is one boat", "no people"]
 SESSIONS = 20
-# one owner secret for all sessions of these tests (sent as a header, so concurrent creates do
-# not race on a cookie, and the restart test can list every session)
-OWNER = {"X-Session-Secret": "live-test-owner-secret-" + "0" * 20}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +38,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def owner(server: Server) -> dict[str, str]:
+    """One owner secret for all sessions of these tests, minted by the server (it adopts no
+    client-chosen secret) and sent as a header, so concurrent creates do not race on a cookie
+    and the restart test can list every session."""
+    res = httpx.post(f"{server.url}/api/sessions", json={"description": DESCRIPTION, "questioner": "none"})
+    assert res.status_code == 201, res.text
+    return {"X-Session-Secret": res.json()["secret"]}
 
 
 def run_session(client: httpx.Client, url: str) -> tuple[dict[str, Any], list[float]]:
@@ -59,9 +66,9 @@ def run_session(client: httpx.Client, url: str) -> tuple[dict[str, Any], list[fl
     return v, latencies
 
 
-def test_20_concurrent_sessions_x_5_turns_lose_nothing(server: Server) -> None:
+def test_20_concurrent_sessions_x_5_turns_lose_nothing(server: Server, owner: dict[str, str]) -> None:
     with httpx.Client(
-        timeout=120, limits=httpx.Limits(max_connections=SESSIONS + 5), headers=OWNER
+        timeout=120, limits=httpx.Limits(max_connections=SESSIONS + 5), headers=owner
     ) as client:
         t0 = time.perf_counter()
         warm, cold = run_session(client, server.url)  # fills the LLM cache
@@ -87,9 +94,11 @@ def test_20_concurrent_sessions_x_5_turns_lose_nothing(server: Server) -> None:
     assert load_s < 60
 
 
-def test_concurrent_turns_on_one_session_are_applied_one_by_one(server: Server) -> None:
+def test_concurrent_turns_on_one_session_are_applied_one_by_one(
+    server: Server, owner: dict[str, str]
+) -> None:
     texts = [f"detail number {i}" for i in range(12)]
-    with httpx.Client(timeout=120, headers=OWNER) as client:
+    with httpx.Client(timeout=120, headers=owner) as client:
         sid = client.post(
             f"{server.url}/api/sessions", json={"description": DESCRIPTION, "questioner": "none"}
         ).json()["id"]
@@ -111,8 +120,8 @@ def test_concurrent_turns_on_one_session_are_applied_one_by_one(server: Server) 
         assert said[v["turn"] - 1] == v["history"][-1]["text"]
 
 
-def test_a_restart_continues_every_session(server: Server) -> None:
-    with httpx.Client(timeout=120, headers=OWNER) as client:
+def test_a_restart_continues_every_session(server: Server, owner: dict[str, str]) -> None:
+    with httpx.Client(timeout=120, headers=owner) as client:
         before = client.get(f"{server.url}/api/sessions", params={"limit": 500}).json()
         open_ids = [s["id"] for s in before["sessions"]]
         views = {sid: client.get(f"{server.url}/api/sessions/{sid}").json() for sid in open_ids}
