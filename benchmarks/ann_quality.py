@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from _common import SHARED, machine, pct
+from convir.datasets import load_coco5k, load_flickr8k
 from convir.encoders import load_encoder
-from convir.eval.datasets import load_coco5k, load_flickr8k
 from convir.index.vector import ANN_KINDS, AnnIndex, AnnParams, build_ann, exact_topk
 
 

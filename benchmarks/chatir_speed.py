@@ -59,10 +59,10 @@ def main() -> None:
     from convir._compat import ensure_torchvision
 
     ensure_torchvision()
+    from convir.datasets import load_chatir
     from convir.encoders import load_encoder
     from convir.eval import corpus as C
     from convir.eval.chatir import Protocol
-    from convir.eval.datasets import load_chatir
 
     tmp = Path(tempfile.mkdtemp(prefix="chatir_speed_"))
     model = build_full_size_blip(tmp / "blip")

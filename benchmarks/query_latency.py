@@ -11,7 +11,7 @@ import time
 
 from _common import SHARED, machine, pct
 from convir import open_index
-from convir.eval.datasets import load_coco5k
+from convir.datasets import load_coco5k
 
 
 def main() -> None:

@@ -71,8 +71,8 @@ def mem() -> dict[str, float]:
 def caption_vectors(cache: Path) -> np.ndarray:
     if cache.exists():
         return np.load(cache)
+    from convir.datasets import load_coco5k, load_flickr8k
     from convir.encoders import load_encoder
-    from convir.eval.datasets import load_coco5k, load_flickr8k
 
     caps = [c for it in load_coco5k(SHARED / "coco5k") for c in it.captions]
     caps += [c for it in load_flickr8k(SHARED / "flickr8k-1k") for c in it.captions]

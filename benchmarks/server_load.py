@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300, help="search-only requests")
     ap.add_argument("--uncached", action="store_true", help="every session different: the real LLM works")
     args = ap.parse_args()
-    from convir.eval.datasets import load_coco5k
+    from convir.datasets import load_coco5k
 
     items = load_coco5k(SHARED / "coco5k")
     queries = [it.captions[-1] for it in items[: args.queries]]

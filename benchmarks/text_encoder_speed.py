@@ -159,8 +159,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)  # ONNX Runtime sessions take torch's count
+    from convir.datasets import load_coco5k
     from convir.encoders import load_encoder
-    from convir.eval.datasets import load_coco5k
 
     print(f"{machine()}, {args.threads} threads (torch and ONNX Runtime)  [{uptime()}]")
     for spec in ENCODERS.values():

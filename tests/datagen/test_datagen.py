@@ -465,7 +465,7 @@ def test_pipeline_builds_judges_pairs_and_resumes(
     assert two["part"] == "multimodal" and two["pair"]["second_entity"] == "cat"
 
     # the loader of ReCQR-style files reads the split files (accepted records) as they are
-    from convir.eval.datasets import load_recqr_jsonl
+    from convir.datasets import load_recqr_jsonl
 
     splits = ("train", "dev", "test")
     loaded = {d.id: d for sp in splits for d in load_recqr_jsonl(tmp_path / f"d.{sp}.jsonl")}

@@ -320,7 +320,7 @@ def test_simulated_user_says_no_to_what_the_photo_lacks_and_picks_the_closest_op
 
 
 def test_jsonl_sim_format_and_its_errors(tmp_path: Path) -> None:
-    from convir.eval.datasets.simjsonl import load_sim_jsonl
+    from convir.datasets.simjsonl import load_sim_jsonl
 
     good = tmp_path / "sim.jsonl"
     rows = [

@@ -378,7 +378,7 @@ HAS_SMOLLM2 = bool(importlib.util.find_spec("llama_cpp") and importlib.util.find
 def test_cli_eval_dialog_flickr8k_sim_with_vlm(server: FakeVision, tmp_path: Path) -> None:
     from PIL import Image
 
-    from convir.eval.datasets import load_flickr8k
+    from convir.datasets import load_flickr8k
 
     # The real Flickr8k files, gallery cut to the first 40 photos (same captions.txt rows, the
     # images/ folder linked) so encoding the gallery takes a second, not most of the budget.

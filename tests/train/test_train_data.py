@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import SHARED, run_cli
+from convir.datasets import DataFormatError
 from convir.errors import ConvirError
-from convir.eval.datasets import DataFormatError
 from convir.train import data as d
 from convir.train.encoder import build_examples, mine_negatives, parse_window, subsample
 

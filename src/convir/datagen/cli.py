@@ -94,7 +94,7 @@ def load_images(
 ) -> tuple[list[Any], list[tuple[str, str]]]:
     """(images of the split, [(id, why)] skipped) from a dataset folder, image folder or manifest."""
     from convir.datagen.recqr import SourceImage
-    from convir.eval.datasets import load_coco5k, load_flickr8k, split_items
+    from convir.datasets import load_coco5k, load_flickr8k, split_items
 
     if source not in SOURCES:
         raise ConvirError(f"unknown --dataset {source!r}; choose one of: {', '.join(SOURCES)}")

@@ -16,7 +16,7 @@ failure (server down, timeout) leaves that record unwritten (the re-run retries 
 answer that cannot be parsed is deterministic at temperature 0, so it is written as
 ``status: "invalid"`` with the raw text instead of being retried forever. Every usable record
 also carries the ReCQR loader keys (``history``, ``query``, ``rewrite``, ``target``), so
-:func:`convir.eval.datasets.load_recqr_jsonl` reads the split files as they are.
+:func:`convir.datasets.load_recqr_jsonl` reads the split files as they are.
 """
 
 from __future__ import annotations

@@ -269,9 +269,9 @@ def plan(
     llm: str | None = None,
 ) -> Plan:
     """Check every option and load the dialogues, search space and corpus (not the models)."""
+    from convir.datasets import load_chatir, split_items
     from convir.encoders.base import resolve_device
     from convir.eval.backends import load_corpus_embeddings
-    from convir.eval.datasets import load_chatir, split_items
     from convir.specs import REGISTRY
 
     protocol = protocol or Protocol()
@@ -367,7 +367,7 @@ def run(plan: Plan, run_dir: Path, on_done: Callable[[int], None] | None = None)
         "protocol": protocol_report(plan.protocol, plan.ks, len(plan.dialogues), ranks.shape[1]),
     }
     if plan.imagine is not None:
-        from convir.imagine.options import imagination_report
+        from convir.eval.imagination import imagination_report
 
         extra["imagination"] = imagination_report(writer, plan.imagine)
     return writer.finish(turn_metrics(ranks, plan.ks), extra)

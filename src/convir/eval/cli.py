@@ -132,7 +132,7 @@ def retrieval_cmd(
 
 
 def _select(dialogues: list[Any], split: str, limit: int | None, dataset: str | None) -> list[Any]:
-    from convir.eval.datasets import split_items
+    from convir.datasets import split_items
 
     chosen = split_items(dialogues, split, dataset)
     return chosen[:limit] if limit else chosen
@@ -469,9 +469,9 @@ def replay_cmd(
 
     The target's rank at every turn, Hits@K (cumulative) and Recall@K per turn.
     """
+    from convir.datasets import load_chatir, load_dialogues_jsonl
     from convir.dialog.session import SessionSpec, load_session_llm
     from convir.dialog.strategies import load_strategy
-    from convir.eval.datasets import load_chatir, load_dialogues_jsonl
     from convir.eval.replay import embedding_backend, run_replay
 
     _check_mode(mode)
@@ -501,7 +501,7 @@ def replay_cmd(
         where = idx.position
         config |= {"index": str(index), "encoder": idx.encoder_spec, "mode": mode}
     else:
-        from convir.eval.datasets import load_search_space
+        from convir.datasets import load_search_space
 
         if space is None and search_space is None:
             raise ConvirError("--corpus-embeddings needs --search-space (the image list)")

@@ -111,8 +111,8 @@ def prepare(
     workers: int | None = None,
 ) -> CorpusJob:
     """Check everything that can be checked before a model loads."""
+    from convir.datasets import load_search_space
     from convir.encoders.base import check_dtype, resolve_device
-    from convir.eval.datasets import load_search_space
     from convir.specs import REGISTRY
 
     comp, _ = REGISTRY.parse("encoder", encoder)

@@ -45,7 +45,7 @@ class RetrievalConfig:
 
 
 def load_items(dataset: str, path: str | Path, split: str, image_root: str | None = None) -> list[Any]:
-    from convir.eval.datasets import load_coco5k, load_flickr8k, split_items
+    from convir.datasets import load_coco5k, load_flickr8k, split_items
 
     if dataset == "coco5k":
         items = load_coco5k(path, image_root)

@@ -106,7 +106,7 @@ def load_sim(
     check_sim_dataset(dataset, split, None, gallery, start)
     words = parse_start(start)
     if dataset == "jsonl-sim":
-        from convir.eval.datasets.simjsonl import load_sim_jsonl
+        from convir.datasets.simjsonl import load_sim_jsonl
 
         return _sim_from_records(load_sim_jsonl(path), encoder, words)
     source = "coco5k" if dataset == "coco5k-sim" else "flickr8k"
@@ -402,7 +402,7 @@ def run_sim_eval(
     ids = [t.id for t in targets]
     extra: dict[str, Any] = {"latency": latency(writer, ids)}
     if spec.imagine:
-        from convir.imagine.options import imagination_report
+        from convir.eval.imagination import imagination_report
 
         extra["imagination"] = imagination_report(writer, spec.imagination_settings(), ids)
     return writer.finish(turn_metrics(ranks), extra, targets=ids), run_dir

@@ -137,7 +137,7 @@ def iter_manifest(path: Path) -> Iterator[SourceItem]:
 
 
 def iter_named(fmt: str, path: Path) -> Iterator[SourceItem]:
-    from convir.eval import datasets
+    from convir import datasets
 
     loader = {"flickr8k": datasets.load_flickr8k, "coco-captions": datasets.load_coco5k}[fmt]
     for it in loader(path):

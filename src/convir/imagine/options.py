@@ -1,4 +1,5 @@
-"""Imagination settings of the command line (`convir eval dialog`, `convir chat`) and their report.
+"""Imagination settings of the command line (`convir eval dialog`, `convir chat`) and the
+generator's counters (the run report that uses them lives with the evaluation code).
 
 Kept free of numpy/torch imports: the CLI imports this module at startup.
 """
@@ -56,44 +57,7 @@ def imagination_options(settings: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def imagination_report(
-    writer: Any, settings: dict[str, Any] | None, targets: list[str] | None = None
-) -> dict[str, Any]:
-    """Settings, whether imagination ran, generator calls vs cache hits in this process, how
-    many targets had it switched off (a failed generator), and the mean generation /
-    prompt-writing seconds at each dialogue turn (from targets.jsonl)."""
-    from convir.eval.runs import latest_records
-
-    settings = dict(settings or {})
-    per_turn: dict[str, dict[int, list[float]]] = {"generate_s": {}, "prompt_s": {}, "embed_s": {}}
-    images = 0
-    off: list[str] = []
-    for rec in latest_records(writer.targets_path, targets).values():
-        for t, turn in enumerate((rec.get("extra") or {}).get("turns", [])):
-            images += len(turn.get("images") or [])
-            if turn.get("imagination_off"):
-                off.append(str(turn["imagination_off"]))
-            for key, by_turn in per_turn.items():
-                if key in turn:
-                    by_turn.setdefault(t, []).append(float(turn[key]))
-    out: dict[str, Any] = {
-        **settings,
-        "images_shown": images,
-        "targets_without_imagination": len(off),
-        "disabled": off[0] if off else None,  # why a failed generator switched it off
-    }
-    generator = _generator_counters(settings)
-    out |= generator
-    for key, by_turn in per_turn.items():
-        if by_turn:
-            n = max(by_turn) + 1
-            out[f"{key}_mean_per_turn"] = [
-                sum(by_turn[t]) / len(by_turn[t]) if by_turn.get(t) else None for t in range(n)
-            ]
-    return out
-
-
-def _generator_counters(settings: dict[str, Any]) -> dict[str, Any]:
+def generator_counters(settings: dict[str, Any]) -> dict[str, Any]:
     """Backend calls and cache hits of the run's (process-shared) generator; {} if unusable."""
     from convir.imagine import load_generator
     from convir.imagine.generators import GeneratorError

@@ -155,7 +155,7 @@ def _encoder_data(
     if source == "dataset":
         ps = d.coco5k_sim_pairs(str(path), split, str(dataset))
         if image_root:
-            from convir.eval.datasets import load_coco5k
+            from convir.datasets import load_coco5k
 
             ps.images = {
                 it.id: str(it.image) for it in load_coco5k(str(path), image_root) if it.id in ps.docs

@@ -16,11 +16,11 @@ Sources (see docs/training.md for the formats):
 * a finished ``convir eval dialog --dataset coco5k-sim|flickr8k-sim`` run folder: every turn's
   searched query -> the target's gallery text (ChatIR's recipe: train on dialogue queries);
 * ChatIR dialogue files with an index whose items are the targets (positive: their captions);
-* ReCQR JSONL (:func:`convir.eval.datasets.load_recqr_jsonl`): dialogue -> gold rewrite, or
+* ReCQR JSONL (:func:`convir.datasets.load_recqr_jsonl`): dialogue -> gold rewrite, or
   -> the target's captions when an index is given;
 * a pairs JSONL: ``{"query": str, "positive": str, "negative"?: str, "group"?: str}``.
 
-Malformed input raises :class:`convir.eval.datasets.DataFormatError` naming the file and line.
+Malformed input raises :class:`convir.datasets.DataFormatError` naming the file and line.
 Training on the held-out ``test`` split is refused: the figures are reported there.
 """
 
@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convir.datasets._io import DataFormatError, iter_jsonl, nonempty_str, require
 from convir.errors import ConvirError
-from convir.eval.datasets._io import DataFormatError, iter_jsonl, nonempty_str, require
 
 SIM_BASE = {"coco5k-sim": "coco5k", "flickr8k-sim": "flickr8k"}
 TEST_SPLIT_REFUSED = (
@@ -212,7 +212,7 @@ def chatir_pairs(
     dialogues_file: str | Path, index_dir: str | Path, split: str = "dev", rounds: str = "all"
 ) -> PairSet:
     """ChatIR dialogues: the query after round t is ", ".join(dialog[:t+1]) (ChatIR's protocol)."""
-    from convir.eval.datasets import load_chatir, split_items
+    from convir.datasets import load_chatir, split_items
 
     _refuse_test(split, str(dialogues_file))
     dialogues, _ = load_chatir(dialogues_file)
@@ -233,7 +233,7 @@ def chatir_pairs(
 
 def recqr_pairs(path: str | Path, index_dir: str | Path | None = None) -> PairSet:
     """ReCQR records: the whole dialogue -> the target's captions (with an index) or the gold rewrite."""
-    from convir.eval.datasets import load_recqr_jsonl
+    from convir.datasets import load_recqr_jsonl
 
     records = load_recqr_jsonl(path)
     texts: dict[str, list[str]] = {}
@@ -397,7 +397,7 @@ def recqr_rewrite_records(path: str | Path) -> list[RewriteRecord]:
     (the caption is inserted as "[image: ...]" before turn i), or already inline in a turn as
     ``[photo: caption]`` / ``[image: caption]`` (how ``convir datagen recqr`` writes Stage Two
     records), which counts as an image in the history too."""
-    from convir.eval.datasets import load_recqr_jsonl
+    from convir.datasets import load_recqr_jsonl
 
     path = Path(path)
     out = []

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from convir.errors import ConvirError
-from convir.eval.datasets import (
+from convir.datasets import (
     SPLITS,
     Dialogue,
     GalleryItem,
@@ -23,6 +22,7 @@ from convir.eval.datasets import (
     load_search_space,
     split_items,
 )
+from convir.errors import ConvirError
 
 CHATIR_SETS = [
     "VisDial_v1.0_queries_val",

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convir.eval.datasets._io import DataFormatError, load_json, nonempty_str, str_list
-from convir.eval.datasets.records import Dialogue
+from convir.datasets._io import DataFormatError, load_json, nonempty_str, str_list
+from convir.datasets.records import Dialogue
 
 __all__ = ["load_chatir", "load_search_space"]
 

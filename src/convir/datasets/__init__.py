@@ -7,13 +7,13 @@ Loaders read the files exactly as published; malformed input raises
 
 from __future__ import annotations
 
-from convir.eval.datasets._io import DataFormatError
-from convir.eval.datasets.chatir import load_chatir, load_search_space
-from convir.eval.datasets.coco5k import load_coco5k
-from convir.eval.datasets.flickr8k import load_flickr8k
-from convir.eval.datasets.jsonl import load_dialogues_jsonl, load_recqr_jsonl
-from convir.eval.datasets.records import Dialogue, GalleryItem
-from convir.eval.datasets.splits import SPLITS, SplitName, split_items
+from convir.datasets._io import DataFormatError
+from convir.datasets.chatir import load_chatir, load_search_space
+from convir.datasets.coco5k import load_coco5k
+from convir.datasets.flickr8k import load_flickr8k
+from convir.datasets.jsonl import load_dialogues_jsonl, load_recqr_jsonl
+from convir.datasets.records import Dialogue, GalleryItem
+from convir.datasets.splits import SPLITS, SplitName, split_items
 
 __all__ = [
     "SPLITS",

@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convir.eval.datasets._io import DataFormatError, iter_jsonl, nonempty_str, require, str_list
-from convir.eval.datasets.records import Dialogue
+from convir.datasets._io import DataFormatError, iter_jsonl, nonempty_str, require, str_list
+from convir.datasets.records import Dialogue
 
 __all__ = ["load_dialogues_jsonl", "load_recqr_jsonl"]
 

@@ -9,8 +9,8 @@ import csv
 import io
 from pathlib import Path
 
-from convir.eval.datasets._io import DataFormatError, read_text
-from convir.eval.datasets.records import GalleryItem
+from convir.datasets._io import DataFormatError, read_text
+from convir.datasets.records import GalleryItem
 
 __all__ = ["FLICKR8K_CAPTIONS_FILE", "FLICKR8K_IMAGES_DIR", "load_flickr8k"]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from convir.eval.datasets._io import DataFormatError, iter_jsonl, require
+from convir.datasets._io import DataFormatError, iter_jsonl, require
 
 __all__ = ["SimRecord", "load_sim_jsonl"]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convir.eval.datasets._io import DataFormatError, load_json, str_list
-from convir.eval.datasets.records import GalleryItem
+from convir.datasets._io import DataFormatError, load_json, str_list
+from convir.datasets.records import GalleryItem
 
 __all__ = ["COCO5K_CAPTIONS_FILE", "COCO5K_SEARCH_SPACE_FILE", "load_coco5k"]
 
