@@ -406,6 +406,7 @@ def _ingest_locked(
                 repoint.clear()  # once: later calls find the root set
 
         previous = store.fingerprints()
+        _forget_damaged(store, previous, report)
         pending: list[tuple[SourceItem, str, str | None]] = []
         keep: set[str] = set()
         stat_updates: list[tuple[str, str]] = []
@@ -518,9 +519,17 @@ def _ingest_locked(
         store.close()
 
 
+def _forget_damaged(store: Store, previous: dict[str, tuple[str, str | None]], report: IngestReport) -> None:
+    """Items whose stored vector fails its checksum count as changed: re-encoded from the
+    gallery (or removed with it), so no build is ever made from them."""
+    for item_id, why in store.damaged_vectors().items():
+        previous[item_id] = ("", previous[item_id][1])  # matches no content hash
+        report.warnings.append((item_id, f"stored vector damaged ({why}): re-encoding it from the gallery"))
+
+
 def _build_needed(store: Store, ann_kind: str, rebuild: bool, vstore: Any = None) -> str | None:
     """Why the published build cannot serve the current items as they are, or None."""
-    from convir.index.build import read_info, store_kind, verify_build
+    from convir.index.build import has_checksums, read_info, store_kind, verify_build
     from convir.store import StoreSpec, store_out_of_step
 
     vstore = vstore or StoreSpec("faiss")
@@ -531,10 +540,12 @@ def _build_needed(store: Store, ann_kind: str, rebuild: bool, vstore: Any = None
         return "no build published yet"
     if store.build_items_version != store.items_version:
         return "the items changed since the published build (or its build was interrupted)"
-    problems = verify_build(path, expected_count=store.count(), expected_dim=store.dim)
+    problems = verify_build(path, expected_count=store.count(), expected_dim=store.dim, checksums=True)
     if problems:
         return "the published build is damaged: " + "; ".join(problems)
     info = read_info(path)
+    if not has_checksums(info):
+        return "the published build records no checksums (written by an older convir)"
     if info.get("ann") != ann_kind:
         return f"--ann {ann_kind}"
     built = info.get("store") if isinstance(info.get("store"), dict) else {"kind": "faiss"}

@@ -9,6 +9,10 @@ Layout (everything below INDEX_DIR)::
                          (files: :mod:`convir.index.build`)
     last_index_report.json   what the last run did
 
+Every stored vector carries a CRC32 over its id and bytes (``vsum``, :func:`vec_checksum`),
+written with the vector; ``convir check`` and every ``convir index`` run verify it, and a
+build is never written from a vector that fails it (:meth:`Store.snapshot`).
+
 SQLite is the source of truth and is updated one batch per transaction, so a killed
 ``convir index`` run loses at most the batch in flight and the next run resumes. Every
 transaction that changes the item set also bumps ``items_version``; a build records the
@@ -32,6 +36,7 @@ import json
 import os
 import sqlite3
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +50,13 @@ from convir.sqlitedb import use_wal
 DB_NAME = "convir.sqlite"
 # 2: items_version / build_items_version (a build knows which item set it was built from)
 # 3: image paths relative to the recorded gallery root (setting ``gallery_root``)
-SCHEMA_VERSION = 3
+# 4: items.vsum, a checksum per stored vector (vec_checksum)
+SCHEMA_VERSION = 4
 GALLERY_ROOT = "gallery_root"
+# encoder kinds whose vectors are L2-normalised (all built-in ones): a stored vector of another
+# norm is damaged
+UNIT_NORM_ENCODERS = ("caption", "open_clip", "hf", "blip")
+UNIT_NORM_TOLERANCE = 1e-3
 T = TypeVar("T")
 
 
@@ -73,6 +83,18 @@ def corrupt_message(root: Path, exc: BaseException | str) -> str:
         f"`convir check {root}` lists the problems; "
         f"`{index_command(root, source_from_builds(root), rebuild=True)}` "
         "sets the damaged file aside and indexes the gallery again"
+    )
+
+
+class DamagedVectorsError(ConvirError):
+    """Stored vectors whose checksum fails: ``convir index`` of the gallery re-encodes them."""
+
+
+def damaged_message(root: Path, ids: list[str], source: str | None) -> str:
+    shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    return (
+        f"{len(ids)} stored vector(s) in {Path(root) / DB_NAME} are damaged ({shown}); "
+        f"`{index_command(root, source)}` re-encodes them from the gallery"
     )
 
 
@@ -168,9 +190,39 @@ CREATE TABLE IF NOT EXISTS items (
     stat TEXT,
     vec_source TEXT NOT NULL,
     vec BLOB NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    vsum INTEGER
 );
 """
+
+
+def vec_checksum(item_id: str, blob: bytes) -> int:
+    """CRC32 over an item's id and its vector bytes: catches flipped bits and vectors moved to
+    another row (cheap enough to verify every row on every ``convir index`` run)."""
+    return zlib.crc32(blob, zlib.crc32(item_id.encode("utf-8")))
+
+
+def vector_problems(blobs: list[bytes], dim: int | None, unit: bool) -> list[str | None]:
+    """Per vector blob, what is implausible about it (wrong size, NaN/inf, not unit norm when
+    the encoder normalises; an all-zero vector is a caption-less item), or None."""
+    out: list[str | None] = [None] * len(blobs)
+    size = 4 * dim if dim else (len(blobs[0]) if blobs else 0)
+    rows = [i for i, b in enumerate(blobs) if len(b) == size]
+    for i, b in enumerate(blobs):
+        if len(b) != size:
+            out[i] = f"vector of {len(b)} bytes, expected {size}"
+    if not rows or not size:
+        return out
+    matrix = np.frombuffer(b"".join(blobs[i] for i in rows), dtype=np.float32).reshape(len(rows), -1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(matrix).all(axis=1)
+        norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+    for j, i in enumerate(rows):
+        if not finite[j]:
+            out[i] = "vector has NaN or infinite values"
+        elif unit and norms[j] != 0 and abs(norms[j] - 1) > UNIT_NORM_TOLERANCE:
+            out[i] = f"vector norm {norms[j]:.4g}, the encoder writes unit vectors"
+    return out
 
 
 @dataclass
@@ -212,6 +264,7 @@ class Store:
                 raise ConvirError(
                     f"{self.root} was written by a newer convir (schema {version}); upgrade convir"
                 )
+            self.has_checksums = "vsum" in {r[1] for r in self.db.execute("PRAGMA table_info(items)")}
         except BaseException:
             self.close()
             raise
@@ -220,6 +273,7 @@ class Store:
         """Writers only: record the current schema (older indexes gain items_version = 0 and,
         having no build_items_version, get their build redone once by the next run)."""
         self._upgrade_gallery_root()
+        self._add_vector_checksums()
         if self.get("schema_version") != str(SCHEMA_VERSION):
             self.set("schema_version", str(SCHEMA_VERSION))
 
@@ -237,6 +291,28 @@ class Store:
             updates = [(new, i) for i, p in rows if (new := stored_path(p, root)) != p]
             self.db.executemany("UPDATE items SET path=? WHERE id=?", updates)
             self.db.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (GALLERY_ROOT, str(root)))
+
+    @_guard
+    def _add_vector_checksums(self) -> None:
+        """Schema 4: checksum every stored vector, in one transaction. The rows are checksummed
+        as they are now, so a vector damaged before this upgrade is blessed, unless it fails the
+        plausibility checks (:func:`vector_problems`): such a row gets no checksum and counts as
+        damaged (re-encoded by the run doing this upgrade)."""
+        if self.has_checksums:
+            return
+        dim, unit = self.dim, self.unit_vectors
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("ALTER TABLE items ADD COLUMN vsum INTEGER")
+            rows = self.db.execute("SELECT id, vec FROM items")
+            sums: list[tuple[int, str]] = []  # written after the read: no update under a live cursor
+            while chunk := rows.fetchmany(10_000):
+                problems = vector_problems([b for _, b in chunk], dim, unit)
+                sums += [
+                    (vec_checksum(i, b), i) for (i, b), why in zip(chunk, problems, strict=True) if not why
+                ]
+            self.db.executemany("UPDATE items SET vsum=? WHERE id=?", sums)
+        self.has_checksums = True
 
     # settings -------------------------------------------------------------------------------
     @_guard
@@ -275,6 +351,12 @@ class Store:
             self.db.executemany(
                 "UPDATE items SET path=? WHERE id=?", [(stored_path(p, root), i) for i, p in paths]
             )
+
+    @property
+    def unit_vectors(self) -> bool:
+        """Whether the index's encoder writes L2-normalised vectors (every built-in one does)."""
+        spec = self.encoder_spec
+        return bool(spec) and spec.split(":", 1)[0] in UNIT_NORM_ENCODERS
 
     @_guard
     def bind_encoder(self, spec: str, dim: int) -> None:
@@ -315,7 +397,8 @@ class Store:
         with self.db:
             self._bump_version()
             self.db.executemany(
-                "INSERT OR REPLACE INTO items VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO items (id, path, captions, meta, hash, stat, vec_source, vec, "
+                "updated, vsum) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         it.id,
@@ -325,8 +408,9 @@ class Store:
                         h,
                         st,
                         it.vec_source,
-                        np.asarray(v, dtype=np.float32).tobytes(),
+                        blob := np.asarray(v, dtype=np.float32).tobytes(),
                         now,
+                        vec_checksum(it.id, blob),
                     )
                     for it, h, st, v in rows
                 ],
@@ -366,7 +450,8 @@ class Store:
     def snapshot(self, with_vectors: bool = True) -> tuple[int, list[str], np.ndarray, list[list[str]]]:
         """(items version, ids, vectors, captions) in id order (the order of every build),
         read in one transaction so the version names exactly this item set. Without
-        ``with_vectors`` the matrix has no columns (a vector store holds the vectors)."""
+        ``with_vectors`` the matrix has no columns (a vector store holds the vectors). A vector
+        whose checksum fails is never copied into a build: DamagedVectorsError."""
         with self.db:
             self.db.execute("BEGIN")  # a read transaction: one consistent view
             version = int(
@@ -375,14 +460,20 @@ class Store:
             ids: list[str] = []
             vecs: list[np.ndarray] = []
             caps: list[list[str]] = []
-            query = "SELECT id, vec, captions FROM items ORDER BY id"
+            damaged: list[str] = []
+            vsum = "vsum" if self.has_checksums else "NULL"
+            query = f"SELECT id, vec, captions, {vsum} FROM items ORDER BY id"
             if not with_vectors:
-                query = "SELECT id, NULL, captions FROM items ORDER BY id"
-            for i, blob, c in self.db.execute(query):
+                query = "SELECT id, NULL, captions, NULL FROM items ORDER BY id"
+            for i, blob, c, crc in self.db.execute(query):
                 ids.append(i)
                 if with_vectors:
+                    if self.has_checksums and crc != vec_checksum(i, blob):
+                        damaged.append(i)
                     vecs.append(np.frombuffer(blob, dtype=np.float32))
                 caps.append(json.loads(c))
+        if damaged:
+            raise DamagedVectorsError(damaged_message(self.root, damaged, self.get("source")))
         if not with_vectors:
             return version, ids, np.zeros((len(ids), 0), np.float32), caps
         dim = self.dim or (len(vecs[0]) if vecs else 0)
@@ -398,6 +489,32 @@ class Store:
     def iter_rows(self) -> Iterator[tuple[str, bytes, str, str]]:
         """(id, vector blob, captions json, meta json) of every item (``convir check``)."""
         yield from self.db.execute("SELECT id, vec, captions, meta FROM items ORDER BY id")
+
+    @_guard
+    def damaged_vectors(self, thorough: bool = False) -> dict[str, str]:
+        """id -> why its stored vector is damaged: checksum mismatch or none recorded, wrong
+        size; ``thorough`` (``convir check``) also NaN/inf and norm (:func:`vector_problems`),
+        which is what catches damage from before checksums were recorded."""
+        out: dict[str, str] = {}
+        vsum = "vsum" if self.has_checksums else "NULL"
+        size = 4 * self.dim if self.dim else None
+        unit = self.unit_vectors
+        rows = self.db.execute(f"SELECT id, vec, {vsum} FROM items ORDER BY id")
+        while chunk := rows.fetchmany(10_000):
+            problems = vector_problems([b for _, b, _ in chunk], self.dim, unit) if thorough else None
+            for n, (item_id, blob, crc) in enumerate(chunk):
+                implausible = problems[n] if problems else None
+                if size is not None and len(blob) != size:
+                    out[item_id] = f"vector of {len(blob)} bytes, expected {size}"
+                elif self.has_checksums and crc is not None and crc != vec_checksum(item_id, blob):
+                    out[item_id] = "vector checksum mismatch" + (f" ({implausible})" if implausible else "")
+                elif implausible:
+                    out[item_id] = implausible
+                elif self.has_checksums and crc is None:
+                    out[item_id] = (
+                        "no vector checksum (the vector failed the checks when checksums were added)"
+                    )
+        return out
 
     @_guard
     def integrity_check(self) -> list[str]:

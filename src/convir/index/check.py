@@ -1,11 +1,12 @@
 """``convir check INDEX_DIR``: is this index sound, and if not, which command repairs it.
 
-Checks SQLite itself (``PRAGMA integrity_check``), every stored item (vector size and
-values, captions and metadata JSON), the published build (every file present and loadable,
-its ids exactly the stored items, built from the current item set), that every item's
-image file exists under the gallery root, and reports leftovers.
-Two repairs exist: re-running ``convir index`` rebuilds a damaged or stale build from
-SQLite without re-encoding; ``--rebuild`` also sets a damaged convir.sqlite aside and
+Checks SQLite itself (``PRAGMA integrity_check``), every stored item (vector checksum, size,
+values and norm, captions and metadata JSON), the published build (every file present,
+loadable and matching the sha256 in build.json, its ids exactly the stored items in the
+order of its vectors, built from the current item set), that every item's image file exists
+under the gallery root, and reports leftovers, naming the damaged items. Two repairs exist:
+re-running ``convir index`` re-encodes items whose stored vector is damaged and rebuilds a
+damaged or stale build from SQLite; ``--rebuild`` also sets a damaged convir.sqlite aside and
 indexes the gallery from scratch. Missing image files are repaired by re-pointing a moved
 gallery (``convir index NEW_PLACE --out INDEX --replace``, no re-encoding) or by re-indexing,
 which drops the items whose files are gone.
@@ -65,9 +66,9 @@ def check_index(root: Path) -> CheckReport:
     source = None
     try:
         source = store.get("source")
-        _check_sqlite(store, report)
+        needs = _check_sqlite(store, report)
         if report.problems:
-            report.repair = index_command(root, source, rebuild=True)
+            report.repair = index_command(root, source, rebuild=needs != "rerun")
             return report
         needs = _check_build(store, report)
         if needs:
@@ -86,46 +87,66 @@ def check_index(root: Path) -> CheckReport:
     return report
 
 
-def _check_sqlite(store: Any, report: CheckReport) -> None:
+def _check_sqlite(store: Any, report: CheckReport) -> str | None:
+    """Problems of convir.sqlite; "rerun" when only stored vectors are damaged (a plain
+    `convir index` re-encodes them), "rebuild" otherwise."""
     problems = store.integrity_check()
     if problems:
         shown = "; ".join(problems[:5]) + (f"; ... {len(problems) - 5} more" if len(problems) > 5 else "")
         report.problems.append(f"convir.sqlite fails PRAGMA integrity_check: {shown}")
-        return
+        return "rebuild"
     dim = store.dim
     spec = store.encoder_spec
+    damaged = store.damaged_vectors(thorough=True)
     bad: list[str] = []
     n = 0
-    for item_id, blob, caps, meta in store.iter_rows():
+    for item_id, _blob, caps, meta in store.iter_rows():
         n += 1
         why = None
-        if dim is not None and len(blob) != 4 * dim:
-            why = f"vector of {len(blob)} bytes, expected {4 * dim}"
-        elif not np.all(np.isfinite(np.frombuffer(blob, dtype=np.float32))):
-            why = "vector has NaN or infinite values"
-        else:
-            try:
-                if not isinstance(json.loads(caps), list) or not isinstance(json.loads(meta), dict):
-                    why = "captions or metadata of the wrong JSON type"
-            except ValueError:
-                why = "captions or metadata are not JSON"
+        try:
+            if not isinstance(json.loads(caps), list) or not isinstance(json.loads(meta), dict):
+                why = "captions or metadata of the wrong JSON type"
+        except ValueError:
+            why = "captions or metadata are not JSON"
         if why:
             bad.append(f"{item_id}: {why}")
+    if damaged:
+        shown = "; ".join(f"{i}: {why}" for i, why in list(damaged.items())[:10])
+        more = f"; ... {len(damaged) - 10} more" if len(damaged) > 10 else ""
+        report.problems.append(
+            f"{len(damaged)} damaged stored vector(s) in convir.sqlite ({shown}{more}); "
+            "re-running `convir index` re-encodes these items from the gallery"
+        )
     if bad:
         report.problems.append(f"{len(bad)} damaged item rows in convir.sqlite, e.g. {bad[0]}")
-        return
+        return "rebuild"
+    if damaged:
+        return "rerun"
+    if not store.has_checksums:
+        report.notes.append(
+            "the stored vectors have no checksums yet (an index written by an older convir): "
+            "the next `convir index` run records them"
+        )
     report.ok_lines.append(
         f"convir.sqlite: integrity ok, {n} items, encoder {spec or '(none yet)'}"
         + (f" (dim {dim})" if dim else "")
         + f", items version {store.items_version}"
     )
+    return None
 
 
 def _check_build(store: Any, report: CheckReport) -> str | None:
     """Check the published build: "rerun" when re-running `convir index` finishes it,
     "rebuild" when its files are damaged (``--rebuild`` remakes them from SQLite), else None."""
     from convir.gallery.lock import is_locked
-    from convir.index.build import has_bm25, read_info, verify_build
+    from convir.index.build import (
+        VECTORS_FILE,
+        damaged_file_message,
+        has_bm25,
+        has_checksums,
+        read_info,
+        verify_build,
+    )
 
     path = store.current_build()
     if path is None:
@@ -134,8 +155,15 @@ def _check_build(store: Any, report: CheckReport) -> str | None:
     problems = verify_build(path, expected_ids=store.ids(), expected_dim=store.dim, full=True)
     if problems:
         report.problems += [f"build {path.name}: {p}" for p in problems]
+        if damaged_file_message(path / VECTORS_FILE) in problems:
+            report.problems += _damaged_build_rows(store, path)
         return "rebuild"
     info = read_info(path)
+    if not has_checksums(info):
+        report.notes.append(
+            f"build {path.name} records no checksums of its files (written by an older convir): "
+            "the next `convir index` run rebuilds it with them"
+        )
     built_from, now = store.build_items_version, store.items_version
     if built_from != now:
         what = (
@@ -197,6 +225,29 @@ def _check_images(store: Any, report: CheckReport, shown: int = 5) -> str | None
         return repoint_command(store.root, source)
     report.problems.append(f"{line}. Re-indexing the gallery drops the items whose files are gone")
     return index_command(store.root, source)
+
+
+def _damaged_build_rows(store: Any, path: Path) -> list[str]:
+    """Name the items whose rows of a damaged vectors.npy differ from their (verified) vectors
+    in convir.sqlite; [] when the rows cannot be compared (the ids or shapes differ)."""
+    from convir.index.build import IDS_FILE, VECTORS_FILE
+
+    try:
+        ids = json.loads((path / IDS_FILE).read_text(encoding="utf-8"))
+        vecs = np.load(path / VECTORS_FILE, mmap_mode="r")
+        _, want_ids, want, _ = store.snapshot()
+    except (OSError, ValueError, EOFError, ConvirError):
+        return []
+    if ids != want_ids or vecs.shape != want.shape or vecs.dtype != np.float32:
+        return []
+    rows: list[int] = []
+    for start in range(0, len(ids), 65_536):  # bit-exact comparison, a block of rows at a time
+        have, exp = vecs[start : start + 65_536].view(np.uint32), want[start : start + 65_536].view(np.uint32)
+        rows += (start + np.flatnonzero(np.any(have != exp, axis=1))).tolist()
+    if not rows:
+        return []
+    shown = ", ".join(ids[r] for r in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+    return [f"build {path.name}: {VECTORS_FILE} differs from convir.sqlite for {len(rows)} item(s): {shown}"]
 
 
 def _leftovers(store: Any) -> str | None:
