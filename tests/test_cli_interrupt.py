@@ -81,20 +81,3 @@ def test_ctrl_c_in_chat_says_how_to_resume(gallery: Path, tmp_path: Path) -> Non
     )
     assert res.returncode == 0 and f"continue with --resume {session}" in res.stdout, res.stderr
 
-
-def test_ctrl_c_in_chat_before_any_result_says_nothing_was_saved(gallery: Path, tmp_path: Path) -> None:
-    out = tmp_path / "ix"
-    ingest(gallery, out)
-    session = tmp_path / "s.json"
-    proc = _start("chat", str(out), "--save", str(session), "--previews", "off", stdin=subprocess.PIPE)
-    assert proc.stdout is not None
-    seen = ""
-    while "Describe the image" not in seen:  # the first prompt: nothing to save yet
-        line = proc.stdout.readline()
-        assert line, proc.communicate()
-        seen += line
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in stderr
-    assert "interrupted before the first results; nothing was saved" in stdout
-    assert not session.exists()
