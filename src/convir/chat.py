@@ -1,7 +1,8 @@
 """``convir chat``: an interactive terminal session over the shared conversation loop.
 
 The session is saved (atomically) after every turn, so closing the terminal, Ctrl-C or an
-LLM failure never loses it; ``--resume FILE`` continues where it stopped.
+LLM failure never loses it; ``--resume FILE`` continues where it stopped (Ctrl-C prints that
+command).
 """
 
 from __future__ import annotations
@@ -40,9 +41,7 @@ def run_chat(
     questioner, LLM, imagination, results per turn). ``previews``: inline thumbnails of the
     top results (auto | on | off, see convir.preview). A resumed session keeps its file;
     ``save`` must not name an existing file unless it is the one resumed or ``overwrite``."""
-    from convir.dialog.session import build_conversation
     from convir.preview import PREVIEW_MODES
-    from convir.search import open_index
 
     if previews not in PREVIEW_MODES:
         raise ConvirError(f"unknown --previews {previews!r}; use auto, on or off")
@@ -54,6 +53,36 @@ def run_chat(
             f"session file {save} already exists: continue it with --resume {save}, "
             "choose another --save file, or pass --overwrite"
         )
+    try:
+        return _converse(index_dir, spec, state, save, console, read, previews)
+    except KeyboardInterrupt:
+        console.print("\n" + _interrupted(index_dir, save), markup=False, highlight=False, soft_wrap=True)
+        raise
+
+
+def _interrupted(index_dir: Path, save: Path) -> str:
+    """What Ctrl-C kept: the session file (saved after every turn) and the command that resumes it."""
+    import shlex
+
+    if not save.exists():
+        return "interrupted before the first results; nothing was saved"
+    command = f"convir chat {shlex.quote(str(index_dir))} --resume {shlex.quote(str(save))}"
+    return f"interrupted; resume with `{command}`"
+
+
+def _converse(
+    index_dir: Path,
+    spec: SessionSpec,
+    state: DialogState | None,
+    save: Path,
+    console: Any,
+    read: Any,
+    previews: str,
+) -> DialogState:
+    """The conversation itself, from opening the index to /found or /quit."""
+    from convir.dialog.session import build_conversation
+    from convir.search import open_index
+
     idx = open_index(index_dir)
     conv = build_conversation(spec, idx, state=state)
     _say_imagination(console, spec, conv.imagination)
@@ -154,8 +183,8 @@ def _turn(console: Any, conv: Any, save: Path, fn: Any, text: str, image_feedbac
         return _safe(console, fn, text, image_feedback)
     except KeyboardInterrupt:
         console.print(
-            f"\ninterrupted: {text!r} was not applied; the session is saved up to turn "
-            f"{len(conv.state.rankings) - 1} in {save} (continue with --resume {save})",
+            f"\n{text!r} was not applied; the session is saved up to turn "
+            f"{len(conv.state.rankings) - 1} in {save}",
             markup=False,
         )
         raise

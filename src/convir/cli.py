@@ -166,6 +166,14 @@ def index_cmd(
     ray_workers: Annotated[
         int | None, typer.Option(min=1, show_default=False, help="Ray workers (encoder actors) [default: 2].")
     ] = None,
+    max_file_size: Annotated[
+        str,
+        typer.Option(
+            help="Skip (and list) image files larger than this (200MB, 1.5G, or bytes), judged from "
+            "their size before any byte is read. Caption files over 1 MB and manifest lines over 64 MB "
+            "are skipped too.",
+        ),
+    ] = "200MB",
     image_batch: Annotated[int, typer.Option(min=1, help="Images per model call (image encoders).")] = 32,
     threads: Annotated[
         int | None,
@@ -198,7 +206,8 @@ def index_cmd(
     Re-running adds only new or changed items (content hash) and drops removed ones; a killed
     run (even kill -9) is finished by the next one. One run at a time per OUT (a second waits).
     Unreadable or oversized images, bad manifest lines and items without usable text are
-    skipped and listed; the exit code is 1 when any item failed, 2 for a usage error.
+    skipped and listed; the exit code is 1 when any item failed or the disk is full, 2 for a
+    usage error, 130 after Ctrl-C (what was stored is kept: re-run to finish).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -247,7 +256,17 @@ def index_cmd(
             ray=ray,
             ray_workers=ray_workers,
             settings=EncodeSettings(image_batch, threads, decode_workers, runtime),
+            max_file_size=max_file_size,
         )
+    except KeyboardInterrupt as exc:
+        progress.stop()
+        kept = getattr(exc, "kept", 0)
+        console.print(
+            f"interrupted: {kept} items encoded and kept; re-run `{_command_line()}` to finish",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     finally:
         progress.stop()
     if json_out:
@@ -255,6 +274,13 @@ def index_cmd(
     else:
         _print_report(report)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _command_line() -> str:
+    """The command being run, as the user can type it again (for "re-run ..." messages)."""
+    import shlex
+
+    return shlex.join(["convir", *sys.argv[1:]])
 
 
 def _print_report(report: Any) -> None:
@@ -450,16 +476,19 @@ def chat_cmd(
         prompt_turns=prompt_turns,
     )
     console = _console()
-    run_chat(
-        index_dir,
-        spec,
-        save or resume,
-        resume,
-        console,
-        console.input,
-        previews=previews,
-        overwrite=overwrite,
-    )
+    try:
+        run_chat(
+            index_dir,
+            spec,
+            save or resume,
+            resume,
+            console,
+            console.input,
+            previews=previews,
+            overwrite=overwrite,
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None  # run_chat said what was kept and how to resume
 
 
 @app.command("serve")
@@ -625,7 +654,8 @@ def main() -> None:
     """Console entry point: user mistakes print one clear line, not a traceback.
 
     Usage errors (bad flags) are handled by typer itself (exit 2); our own ConvirError is
-    caught here (exit 2); Ctrl-C keeps what was saved (exit 130).
+    caught here (its exit_code: 2, or 1 for a full disk); Ctrl-C keeps what was saved (exit
+    130; typer turns it into a silent exit, so `index` and `chat` say what was kept themselves).
     """
     try:
         from convir.gallery.distributed import bare_ray_flag
@@ -635,7 +665,7 @@ def main() -> None:
         console = _console(stderr=True)
         console.print("[bold red]error:[/] ", end="")
         console.print(str(exc), markup=False, soft_wrap=True)  # one line, however long
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _console(stderr=True).print("interrupted: work saved so far is kept; re-run the command to resume")
         sys.exit(130)

@@ -117,7 +117,7 @@ def check_image(path: Path | str, max_pixels: int | None = None) -> str | None:
             img.verify()
     except Image.DecompressionBombError as exc:
         return _bomb(exc, max_pixels)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         return f"unreadable or corrupt image ({type(exc).__name__}: {exc})"
     return None
 
@@ -148,9 +148,9 @@ def load_image(path: Path | str, max_pixels: int | None = None) -> Image.Image:
         raise ImageReadError(path, "file not found") from None
     except Image.DecompressionBombError as exc:
         raise ImageReadError(path, _bomb(exc, max_pixels)) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         # Image.UnidentifiedImageError (not an image) is an OSError; PIL raises the others for
-        # some malformed headers/chunks.
+        # some malformed headers/chunks (MemoryError: a file whose header asks for absurd buffers).
         raise ImageReadError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from exc
 
 

@@ -20,7 +20,15 @@ deleted; ``sync``: after the first batch is sent to the vector store, before it 
 confirmed; ``sync-delete``: after the first delete is sent; ``build``: half-way through
 writing a build; ``publish``: build complete on disk, not yet published; ``cleanup``:
 published, old builds not yet removed), so tests can check that a run killed at any stage
-is finished by the next one.
+is finished by the next one. ``CONVIR_TEST_PAUSE_AT=STAGE:FILE`` instead creates FILE at that
+point and waits (up to a minute) for a signal, so a test can send SIGINT at a known moment.
+
+Size limits: an image file over ``max_file_size`` (``--max-file-size``, default 200 MB) is
+skipped from its ``stat``, before any byte is read; digests stream the file in 1 MiB blocks;
+caption sidecars and manifest lines have their own caps (:mod:`convir.gallery.sources`). A
+full disk stops the run with :class:`convir.errors.DiskFullError` (SQLite rolls back its
+batch, a half-written build folder is removed, the published build stays); Ctrl-C raises
+:class:`IndexInterrupted`, which says how many items this run stored.
 """
 
 from __future__ import annotations
@@ -41,10 +49,10 @@ import numpy as np
 
 from convir.atomic import write_json
 from convir.encoders.pipeline import EncodeSettings
-from convir.errors import ConvirError
+from convir.errors import ConvirError, DiskFullError, is_disk_full
 from convir.gallery.items import MAX_CAPTION_CHARS, cap_captions, item_documents, item_vectors
 from convir.gallery.lock import LOCK_NAME, IndexLock
-from convir.gallery.sources import FORMATS, SourceItem, open_source
+from convir.gallery.sources import FORMATS, SourceItem, format_size, open_source
 from convir.gallery.store import (
     DB_NAME,
     GALLERY_ROOT,
@@ -63,6 +71,37 @@ REPORT_NAME = "last_index_report.json"
 KILL_ENV = "CONVIR_TEST_KILL_AT"
 KILL_STAGES = ("encode", "remove", "build", "publish", "cleanup")
 STORE_KILL_STAGES = ("sync", "sync-delete")  # reached only with a vector store such as Milvus
+PAUSE_ENV = "CONVIR_TEST_PAUSE_AT"
+DEFAULT_MAX_FILE_SIZE = 200 * 1024**2
+DIGEST_BLOCK = 1024**2
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+class IndexInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: every batch stored so far is kept (``kept`` of them this run)."""
+
+    def __init__(self, kept: int) -> None:
+        super().__init__(f"{kept} items encoded and kept")
+        self.kept = kept
+
+
+def parse_size(value: int | str | None) -> int:
+    """Bytes from ``--max-file-size``: a number of bytes or one with a unit (200MB, 1.5G, 512k;
+    binary units, as ``ls -lh`` shows them); None is the default."""
+    import re
+
+    if value is None:
+        return DEFAULT_MAX_FILE_SIZE
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ConvirError(f"--max-file-size must be positive, not {value}")
+        return value
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", str(value), re.IGNORECASE)
+    if not found or float(found.group(1)) * _SIZE_UNITS[found.group(2).lower()] < 1:
+        raise ConvirError(
+            f"--max-file-size must be a size such as 200MB, 1.5G or 500000 (bytes), not {value!r}"
+        )
+    return int(float(found.group(1)) * _SIZE_UNITS[found.group(2).lower()])
 
 
 @dataclass
@@ -104,6 +143,10 @@ def checkpoint(stage: str) -> None:
     """The kill test hook (see the module docstring); a no-op unless the variable names ``stage``."""
     if os.environ.get(KILL_ENV) == stage:
         os.kill(os.getpid(), signal.SIGKILL)
+    pause = os.environ.get(PAUSE_ENV, "")
+    if pause.startswith(f"{stage}:"):
+        Path(pause.split(":", 1)[1]).touch()
+        time.sleep(60)  # a signal handler that raises (Ctrl-C) ends the wait
 
 
 def validate_options(
@@ -117,6 +160,7 @@ def validate_options(
     store: str | None = None,
     ray: str | None = None,
     ray_workers: int | None = None,
+    max_file_size: int | str | None = None,
 ) -> None:
     """Every option of a run, checked before the gallery is read or a model loaded."""
     from convir.encoders.base import LONG_TEXT_POLICIES
@@ -135,6 +179,7 @@ def validate_options(
         raise ConvirError(f"--batch-size must be a positive integer, not {batch_size!r}")
     if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < 1):
         raise ConvirError(f"--max-pixels must be a positive integer, not {max_pixels!r}")
+    parse_size(max_file_size)
     if encoder_spec is not None:
         REGISTRY.parse("encoder", encoder_spec)
     out = Path(out)
@@ -160,13 +205,49 @@ def validate_options(
 
 
 def _image_digest(path: Path, previous: str | None) -> tuple[str, str]:
-    """(digest, stat string); reuse the stored digest when size and mtime are unchanged."""
+    """(digest, stat string); reuse the stored digest when size and mtime are unchanged.
+
+    The file is hashed in DIGEST_BLOCK pieces: memory stays flat whatever its size."""
     st = path.stat()
     key = f"{st.st_size}:{st.st_mtime_ns}"
     if previous and previous.rsplit(":", 1)[0] == key:
         return previous.rsplit(":", 1)[1], previous
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
-    return digest, f"{key}:{digest}"
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(DIGEST_BLOCK):
+            h.update(block)
+    return h.hexdigest()[:32], f"{key}:{h.hexdigest()[:32]}"
+
+
+def _skip_oversized(items: list[SourceItem], limit: int) -> None:
+    """Mark images over ``limit`` bytes as failed, judged from ``stat`` alone: a 40 GB file
+    (sparse or not) is never read, hashed or handed to an image decoder."""
+    for it in items:
+        if it.error or it.image is None:
+            continue
+        try:
+            size = it.image.stat().st_size
+        except (OSError, ValueError):
+            continue  # a missing or unreadable file is reported by the fingerprint step
+        if size > limit:
+            over = f"over the limit of {format_size(limit)} (--max-file-size)"
+            it.error = f"file too large: {format_size(size)}, {over}"
+
+
+def _kept_since(out: Path, since: float) -> int:
+    """Items stored at or after ``since`` (time.time()): what an interrupted run kept."""
+    import sqlite3
+
+    try:
+        store = Store(out)
+    except ConvirError:
+        return 0
+    try:
+        return int(store.db.execute("SELECT COUNT(*) FROM items WHERE updated >= ?", (since,)).fetchone()[0])
+    except sqlite3.Error:
+        return 0
+    finally:
+        store.close()
 
 
 def _unusable(item: SourceItem, use_images: bool, max_pixels: int | None) -> str | None:
@@ -242,6 +323,7 @@ def ingest(
     ray: str | None = None,
     ray_workers: int | None = None,
     settings: EncodeSettings | None = None,
+    max_file_size: int | str | None = None,
 ) -> IngestReport:
     """Index (or update) ``gallery`` into ``out``; see the module docstring.
 
@@ -251,10 +333,14 @@ def ingest(
     run holds the index (``on_wait`` hears that it waits); ``store`` is a vector store spec
     (:mod:`convir.store`; default: the index's own, else faiss); ``ray`` encodes with Ray
     workers ("local": a Ray started here; else a cluster address), ``ray_workers`` of them;
-    ``settings`` sets images per model call, torch threads and decoding threads."""
+    ``settings`` sets images per model call, torch threads and decoding threads;
+    ``max_file_size`` (bytes, or "200MB") skips larger image files unread."""
     t0 = time.perf_counter()
+    started = time.time()
     out = Path(out).expanduser()
-    validate_options(out, encoder_spec, ann, fmt, batch_size, long_text, max_pixels, store, ray, ray_workers)
+    validate_options(
+        out, encoder_spec, ann, fmt, batch_size, long_text, max_pixels, store, ray, ray_workers, max_file_size
+    )
     settings = (settings or EncodeSettings()).validate()
     if settings.runtime != "torch":
         if ray is not None:
@@ -267,6 +353,7 @@ def ingest(
             check_runtime(settings.runtime, encoder_spec)
     ignored: list[tuple[str, str]] = []
     items = list(open_source(gallery, fmt, ignored))  # gallery problems: before anything is created
+    _skip_oversized(items, parse_size(max_file_size))
     existed = out.exists()
     lock = IndexLock(out, wait=wait, on_wait=on_wait)
     lock.acquire()
@@ -276,9 +363,13 @@ def ingest(
             gallery, out, items, ignored, encoder_spec, ann, fmt, batch_size, replace, long_text,
             on_total, on_progress, rebuild, max_pixels, t0, store, ray, ray_workers, settings,
         )  # fmt: skip
-    except BaseException:
+    except BaseException as exc:
         if fresh:
             _discard_if_empty(out, existed)
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, IndexInterrupted):
+            raise IndexInterrupted(_kept_since(out, started)) from exc
+        if isinstance(exc, OSError) and is_disk_full(exc):  # a build or report file (SQLite: store.py)
+            raise DiskFullError(out) from exc
         raise
     finally:
         lock.release()
@@ -424,8 +515,8 @@ def _ingest_locked(
                     report.failed.append((it.id, f"image file not found: {it.image}"))
                     continue
                 h, stat = _fingerprint(it, previous.get(it.id, (None, None))[1])
-            except (OSError, ValueError) as exc:
-                report.failed.append((it.id, f"cannot read image: {exc}"))
+            except (OSError, ValueError, MemoryError) as exc:
+                report.failed.append((it.id, f"cannot read image: {str(exc) or type(exc).__name__}"))
                 continue
             old = previous.get(it.id)
             if old and old[0] == h:

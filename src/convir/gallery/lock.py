@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from convir.errors import ConvirError
+from convir.errors import ConvirError, DiskFullError, is_disk_full
 
 try:
     import fcntl
@@ -70,6 +70,8 @@ class IndexLock:
         try:
             self._acquire()
         except OSError as exc:  # a read-only disk, no permission, ...
+            if is_disk_full(exc):
+                raise DiskFullError(self.root) from exc
             raise ConvirError(f"cannot write the index folder {self.root}: {exc.strerror or exc}") from exc
 
     def _acquire(self) -> None:
@@ -106,8 +108,12 @@ class IndexLock:
                 break
             os.close(fd)
             self.root.mkdir(parents=True, exist_ok=True)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except BaseException:  # a full disk: not holding the lock, or this process could never retake it
+            os.close(fd)
+            raise
         self._fd = fd
 
     def release(self) -> None:

@@ -1,8 +1,10 @@
 """Where gallery items come from: an image folder, a JSONL manifest, or a named dataset format.
 
 Every source yields :class:`SourceItem` records; a problem with one record (bad JSON line,
-unreadable caption file, missing image) becomes an item with ``error`` set, so ingest can
-skip, count and list it instead of dying.
+unreadable or oversized caption file, missing image) becomes an item with ``error`` set, so
+ingest can skip, count and list it instead of dying. Reads are bounded: a caption sidecar
+is judged by its size before it is read, a manifest is read line by line with a cap on
+the line length, so one huge file costs neither memory nor time.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from convir.errors import ConvirError
 
+MAX_SIDECAR_BYTES = 1024**2  # captions are cut to 4,000 characters each: 1 MiB is ~250 of them
+MAX_MANIFEST_LINE_BYTES = 64 * 1024**2
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 FORMATS = {
     "auto": "folder of images (recursive, optional name.txt captions) or a .jsonl manifest",
@@ -38,10 +42,31 @@ def _clean(captions: list[Any]) -> list[str]:
     return [" ".join(str(c).split()) for c in captions if isinstance(c, str) and c.strip()]
 
 
+def format_size(n: int) -> str:
+    """Bytes for messages, in the binary units ``ls -lh`` shows (1.5 GB = 1.5 x 1024**3)."""
+    value = float(n)
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}".replace(".0 ", " ")
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 def _read_sidecar(path: Path) -> tuple[list[str], str | None]:
+    """Captions of ``path``; a file over MAX_SIDECAR_BYTES is refused from its size, unread."""
     try:
-        return _clean(path.read_text(encoding="utf-8").splitlines()), None
-    except (OSError, UnicodeDecodeError) as exc:
+        size = path.stat().st_size
+        if size > MAX_SIDECAR_BYTES:
+            return [], (
+                f"caption file {path.name} is {format_size(size)}, over the "
+                f"{format_size(MAX_SIDECAR_BYTES)} limit for caption files"
+            )
+        with path.open("rb") as fh:  # bounded even if the file grows after the stat
+            data = fh.read(MAX_SIDECAR_BYTES + 1)
+        if len(data) > MAX_SIDECAR_BYTES:
+            return [], f"caption file {path.name} is over the {format_size(MAX_SIDECAR_BYTES)} limit"
+        return _clean(data.decode("utf-8").splitlines()), None
+    except (OSError, UnicodeDecodeError, MemoryError) as exc:
         return [], f"caption file {path.name} unreadable: {exc}"
 
 
@@ -99,15 +124,32 @@ def _manifest_record(rec: Any, where: str, base: Path) -> SourceItem:
     return SourceItem(item_id, img_path, _clean(caps), meta)
 
 
+def _bounded_lines(fh: BinaryIO, limit: int) -> Iterator[bytes | None]:
+    """The lines of ``fh``; None for a line over ``limit`` bytes, which is skipped unread
+    (1 MiB at a time) instead of being held whole: a file without newlines is one such line."""
+    while raw := fh.readline(limit + 1):
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while (rest := fh.readline(1024**2)) and not rest.endswith(b"\n"):
+            pass
+        yield None
+
+
 def iter_manifest(path: Path) -> Iterator[SourceItem]:
     """Records of a JSONL manifest; every bad line (invalid JSON or UTF-8, wrong types,
-    duplicate id) is an item with ``error`` set, never an exception."""
+    duplicate id, over MAX_MANIFEST_LINE_BYTES) is an item with ``error`` set, never an exception."""
     base = path.parent
     seen: set[str] = set()
     any_line = False
     with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+        for lineno, raw in enumerate(_bounded_lines(fh, MAX_MANIFEST_LINE_BYTES), 1):
             where = f"{path.name} line {lineno}"
+            if raw is None:
+                any_line = True
+                why = f"{where}: longer than {format_size(MAX_MANIFEST_LINE_BYTES)}, skipped"
+                yield SourceItem(f"<{where}>", error=why)
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:

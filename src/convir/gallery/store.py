@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from convir.errors import ConvirError, IndexMismatchError
+from convir.errors import ConvirError, DiskFullError, IndexMismatchError, is_disk_full
 from convir.sqlitedb import use_wal
 
 DB_NAME = "convir.sqlite"
@@ -161,13 +161,16 @@ def repoint_command(root: Path, source: str | None) -> str:
 
 
 def _guard(method: Callable[..., T]) -> Callable[..., T]:
-    """sqlite3 errors from a damaged file become one clear IndexCorruptError."""
+    """sqlite3 errors from a damaged file become one clear IndexCorruptError; a full disk
+    (SQLITE_FULL: the transaction was rolled back, the file is sound) a DiskFullError."""
 
     @functools.wraps(method)
     def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
         try:
             return method(self, *args, **kwargs)
         except sqlite3.OperationalError as exc:
+            if is_disk_full(exc, self.root):
+                raise DiskFullError(self.root) from exc
             if "locked" in str(exc) or "busy" in str(exc):
                 raise ConvirError(f"{self.root / DB_NAME} is busy ({exc}); try again") from exc
             if "unable to open" in str(exc) or "readonly" in str(exc):
