@@ -276,7 +276,8 @@ def test_an_older_index_gains_checksums_and_an_implausible_vector_is_re_encoded(
     assert "no vector checksum" in dict(report.warnings)[DOG]
     store = Store(out)
     try:
-        assert store.get("schema_version") == str(SCHEMA_VERSION) and store.damaged_vectors(thorough=True) == {}
+        assert store.get("schema_version") == str(SCHEMA_VERSION)
+        assert store.damaged_vectors(thorough=True) == {}
     finally:
         store.close()
     assert "files" in json.loads((_build(out) / INFO_FILE).read_text())
