@@ -31,7 +31,8 @@ SCRIPT = ["it is at sunset", "the sail is red", "on the sea", "there is one boat
 SESSIONS = 20
 # one owner secret for all sessions of these tests (sent as a header, so concurrent creates do
 # not race on a cookie, and the restart test can list every session)
-OWNER = {"X-Session-Secret": "live-test-owner-secret-" + "0" * 20}
+# one owner secret for every client of these tests; the server mints it (the fixture fills it in)
+OWNER: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("server-live")
     srv = Server(index_demo_gallery(tmp), tmp / "cache", "--llm", "llamacpp:smollm2")
     srv.start()
+    first = httpx.post(f"{srv.url}/api/sessions", json={"description": DESCRIPTION}, timeout=120)
+    OWNER["X-Session-Secret"] = first.json()["secret"]  # reused: one list of sessions for all
     yield srv
     srv.stop()
 
