@@ -80,4 +80,3 @@ def test_ctrl_c_in_chat_says_how_to_resume(gallery: Path, tmp_path: Path) -> Non
         env={**os.environ, "COLUMNS": "300"},
     )
     assert res.returncode == 0 and f"continue with --resume {session}" in res.stdout, res.stderr
-

@@ -192,6 +192,15 @@ def index_cmd(
             "thread \\[default: 2].",
         ),
     ] = None,
+    captioner: Annotated[
+        str | None,
+        typer.Option(
+            help="Generate a caption per photo, stored apart from user captions and used by BM25, "
+            "search results and the conversation: hf:MODEL_ID_OR_PATH (transformers BLIP, BLIP-2, "
+            "GIT, Florence-2) | openai:BASE_URL#MODEL (OpenAI-compatible vision server, e.g. llama.cpp "
+            "with mmproj). Recorded in the index \\[default: the index's own, else none].",
+        ),
+    ] = None,
     runtime: Annotated[
         str,
         typer.Option(
@@ -257,6 +266,7 @@ def index_cmd(
             ray_workers=ray_workers,
             settings=EncodeSettings(image_batch, threads, decode_workers, runtime),
             max_file_size=max_file_size,
+            captioner=captioner,
         )
     except KeyboardInterrupt as exc:
         progress.stop()
@@ -297,6 +307,17 @@ def _print_report(report: Any) -> None:
         + f" in {report.seconds:.1f}s"
         + (f" ({rate:,.0f} items/s encoding)" if rate else "")
     )
+    if report.captioner:
+        console.print(
+            f"generated captions: {report.captioned} new ({report.captioner}"
+            + (
+                f", {report.captioned / report.caption_seconds:,.1f} photos/s"
+                if report.caption_seconds
+                else ""
+            )
+            + ")",
+            markup=False,
+        )
     if report.repointed:
         console.print(
             f"re-pointed {report.repointed} unchanged items to their new image paths (not re-encoded)",
@@ -317,6 +338,13 @@ def _print_report(report: Any) -> None:
                 console.print(f"  {item_id}: {reason}", markup=False)
             if len(rows) > 30:
                 console.print(f"  ... {len(rows) - 30} more in {report.index_dir}/last_index_report.json")
+
+
+def _first_caption(hit: Any) -> str:
+    """The caption shown for a hit: the user's first, else the generated one, marked as such."""
+    if hit.captions:
+        return hit.captions[0]
+    return f"(generated) {hit.generated['caption']}" if hit.generated else ""
 
 
 @app.command("search")
@@ -383,7 +411,7 @@ def print_hits(hits: list[Any], title: str = "") -> None:
     table.add_column("id")
     table.add_column("caption")
     for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.id, h.captions[0] if h.captions else "")
+        table.add_row(str(h.rank), f"{h.score:.3f}", h.id, _first_caption(h))
     _console().print(table)
 
 

@@ -29,6 +29,9 @@ class Hit:
     path: str | None = None
     captions: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    # a caption made by ``convir index --captioner``, kept apart from the user's ``captions``:
+    # {"caption": text, "captioner": spec that made it}, or None
+    generated: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,10 +143,16 @@ class SearchIndex(TextRanking):
         return self._encoder
 
     def captions(self, positions: list[int] | np.ndarray) -> list[list[str]]:
-        """Captions of items by position (the conversation loop shows and reasons over them)."""
+        """Captions of items by position (the conversation loop shows and reasons over them): the
+        user's, then the generated one (``convir index --captioner``), so a photo library without
+        captions still gives the questioners and the answer reading text to work with."""
         ids = [self.ids[int(p)] for p in positions]
         found = self.store.items(ids)
-        return [found[i].captions if i in found else [] for i in ids]
+        generated = self.store.generated(ids)
+        return [
+            (found[i].captions if i in found else []) + ([generated[i][0]] if i in generated else [])
+            for i in ids
+        ]
 
     def encode_text(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode_text(texts)
@@ -222,6 +231,7 @@ class SearchIndex(TextRanking):
         pos, scores = self.rank(query, k, mode, image, fusion, alpha, where=where)
         ids = [self.ids[int(p)] for p in pos]
         meta = self.store.items(ids)
+        generated = self.store.generated(ids)
         hits = []
         for r, (item_id, score) in enumerate(zip(ids, scores, strict=True), 1):
             m = meta.get(item_id)
@@ -233,6 +243,7 @@ class SearchIndex(TextRanking):
                     m.path if m else None,
                     m.captions if m else [],
                     m.meta if m else {},
+                    {"caption": g[0], "captioner": g[1]} if (g := generated.get(item_id)) else None,
                 )
             )
         return hits

@@ -348,6 +348,30 @@ def _declare_builtins(r: Registry) -> None:
         example="openai:BASE_URL#MODEL",
     )
 
+    r.family("captioner", "--captioner")
+    r.register(
+        "captioner",
+        "hf",
+        "transformers image-to-text model (BLIP, BLIP-2, GIT, Florence-2): hf:MODEL_ID or hf:/path/to/folder",
+        "convir.gallery.captioner:HFCaptioner",
+        options={"device", "max_new_tokens"},
+        takes_value=True,
+        shared=True,
+        example="hf:MODEL_ID_OR_PATH",
+        check="convir.gallery.captioner:check_hf",
+    )
+    r.register(
+        "captioner",
+        "openai",
+        "OpenAI-compatible vision server (vLLM, Ollama, llama.cpp with mmproj): openai:BASE_URL#MODEL",
+        "convir.gallery.captioner:OpenAICaptioner",
+        options={"timeout", "retries", "max_side"},
+        takes_value=True,
+        shared=True,
+        example="openai:BASE_URL#MODEL",
+        check="convir.gallery.captioner:check_openai",
+    )
+
     r.family("strategy", "--strategy")
     for name, doc, factory, needs in (
         ("concat", "ChatIR baseline: ', '.join(dialogue so far), dense", "ConcatStrategy", False),

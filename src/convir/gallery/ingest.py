@@ -8,7 +8,8 @@ published one was not built from exactly the current items (:mod:`convir.gallery
 explains the items version). Bad items are skipped and reported, never fatal; a run that
 fails before storing anything leaves no index folder behind.
 
-Item vectors and BM25 documents follow :mod:`convir.gallery.items`.
+Item vectors and BM25 documents follow :mod:`convir.gallery.items`. With ``--captioner`` every
+photo also gets a generated caption, stored apart from the user's (:mod:`convir.gallery.captioner`).
 
 With ``--store milvus:...`` the build step first brings the Milvus collection to SQLite's
 items (:mod:`convir.store.milvus`); with ``--ray`` batches are encoded by Ray workers while
@@ -16,7 +17,8 @@ this process, the one writer, stores them (:mod:`convir.gallery.distributed`).
 
 Test hook: with ``CONVIR_TEST_KILL_AT=STAGE`` the process SIGKILLs itself at that point of
 the run (``encode``: after the first batch is saved; ``remove``: after removed items are
-deleted; ``sync``: after the first batch is sent to the vector store, before it is
+deleted; ``caption``: after the first batch of generated captions is saved;
+``sync``: after the first batch is sent to the vector store, before it is
 confirmed; ``sync-delete``: after the first delete is sent; ``build``: half-way through
 writing a build; ``publish``: build complete on disk, not yet published; ``cleanup``:
 published, old builds not yet removed), so tests can check that a run killed at any stage
@@ -34,6 +36,7 @@ batch, a half-written build folder is removed, the published build stays); Ctrl-
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -50,6 +53,7 @@ import numpy as np
 from convir.atomic import write_json
 from convir.encoders.pipeline import EncodeSettings
 from convir.errors import ConvirError, DiskFullError, is_disk_full
+from convir.gallery.captioner import CAPTIONER_SETTING, caption_items
 from convir.gallery.items import MAX_CAPTION_CHARS, cap_captions, item_documents, item_vectors
 from convir.gallery.lock import LOCK_NAME, IndexLock
 from convir.gallery.sources import FORMATS, SourceItem, format_size, open_source
@@ -69,7 +73,7 @@ if TYPE_CHECKING:
 
 REPORT_NAME = "last_index_report.json"
 KILL_ENV = "CONVIR_TEST_KILL_AT"
-KILL_STAGES = ("encode", "remove", "build", "publish", "cleanup")
+KILL_STAGES = ("caption", "encode", "remove", "build", "publish", "cleanup")
 STORE_KILL_STAGES = ("sync", "sync-delete")  # reached only with a vector store such as Milvus
 PAUSE_ENV = "CONVIR_TEST_PAUSE_AT"
 DEFAULT_MAX_FILE_SIZE = 200 * 1024**2
@@ -127,6 +131,9 @@ class IngestReport:
     encode_seconds: float = 0.0
     synced: dict[str, int] | None = None  # vector store: items sent, ids deleted
     workers: int = 0  # Ray encoder workers (0: encoded in this process)
+    captioner: str | None = None  # the spec that generates captions (--captioner), if any
+    captioned: int = 0  # items given a (new) generated caption by this run
+    caption_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -161,6 +168,7 @@ def validate_options(
     ray: str | None = None,
     ray_workers: int | None = None,
     max_file_size: int | str | None = None,
+    captioner: str | None = None,
 ) -> None:
     """Every option of a run, checked before the gallery is read or a model loaded."""
     from convir.encoders.base import LONG_TEXT_POLICIES
@@ -182,6 +190,8 @@ def validate_options(
     parse_size(max_file_size)
     if encoder_spec is not None:
         REGISTRY.parse("encoder", encoder_spec)
+    if captioner is not None:
+        REGISTRY.parse("captioner", captioner)
     out = Path(out)
     if store is not None:
         from convir.store import check_ann_for_store, parse_store, require_pymilvus
@@ -324,6 +334,7 @@ def ingest(
     ray_workers: int | None = None,
     settings: EncodeSettings | None = None,
     max_file_size: int | str | None = None,
+    captioner: str | None = None,
 ) -> IngestReport:
     """Index (or update) ``gallery`` into ``out``; see the module docstring.
 
@@ -334,12 +345,24 @@ def ingest(
     (:mod:`convir.store`; default: the index's own, else faiss); ``ray`` encodes with Ray
     workers ("local": a Ray started here; else a cluster address), ``ray_workers`` of them;
     ``settings`` sets images per model call, torch threads and decoding threads;
-    ``max_file_size`` (bytes, or "200MB") skips larger image files unread."""
+    ``max_file_size`` (bytes, or "200MB") skips larger image files unread; ``captioner``
+    generates a caption per photo (recorded: later runs keep using it)."""
     t0 = time.perf_counter()
     started = time.time()
     out = Path(out).expanduser()
     validate_options(
-        out, encoder_spec, ann, fmt, batch_size, long_text, max_pixels, store, ray, ray_workers, max_file_size
+        out,
+        encoder_spec,
+        ann,
+        fmt,
+        batch_size,
+        long_text,
+        max_pixels,
+        store,
+        ray,
+        ray_workers,
+        max_file_size=max_file_size,
+        captioner=captioner,
     )
     settings = (settings or EncodeSettings()).validate()
     if settings.runtime != "torch":
@@ -361,7 +384,7 @@ def ingest(
     try:
         report = _ingest_locked(
             gallery, out, items, ignored, encoder_spec, ann, fmt, batch_size, replace, long_text,
-            on_total, on_progress, rebuild, max_pixels, t0, store, ray, ray_workers, settings,
+            on_total, on_progress, rebuild, max_pixels, t0, store, ray, ray_workers, settings, captioner,
         )  # fmt: skip
     except BaseException as exc:
         if fresh:
@@ -438,6 +461,7 @@ def _ingest_locked(
     ray: str | None = None,
     ray_workers: int | None = None,
     settings: EncodeSettings | None = None,
+    captioner: str | None = None,
 ) -> IngestReport:
     from convir.encoders import DEFAULT_ENCODER, load_encoder
     from convir.store import (
@@ -499,6 +523,7 @@ def _ingest_locked(
         previous = store.fingerprints()
         _forget_damaged(store, previous, report)
         pending: list[tuple[SourceItem, str, str | None]] = []
+        from_generated: set[str] = set()  # encoded from their generated caption: no user captions
         keep: set[str] = set()
         stat_updates: list[tuple[str, str]] = []
         for it in items:
@@ -532,6 +557,27 @@ def _ingest_locked(
         if stat_updates:
             store.update_stat(stat_updates)
         report.repointed = len(repoint)
+        captioner = captioner or store.get(CAPTIONER_SETTING)
+        if captioner:
+            current = [(it, h) for it, h, _ in pending] + [
+                (it, previous[it.id][0]) for it in items if it.id in keep
+            ]
+            recaptioned = caption_items(store, captioner, current, batch_size, report, claim, checkpoint)
+            if spec.split(":", 1)[0] == "caption":
+                # the caption encoder reads a caption-less photo's generated caption (below): a
+                # photo captioned again is encoded again
+                again = [it for it in items if it.id in keep and it.id in recaptioned and not it.captions]
+                pending += [(it, *previous[it.id]) for it in again]
+                keep -= {it.id for it in again}
+                report.unchanged -= len(again)
+                generated = store.generated([it.id for it, _, _ in pending if not it.captions])
+                pending = [
+                    (dataclasses.replace(it, captions=[generated[it.id][0]]), h, st)
+                    if not it.captions and it.id in generated
+                    else (it, h, st)
+                    for it, h, st in pending
+                ]
+                from_generated = set(generated)
 
         if pending:
             from convir.gallery.distributed import open_encoding
@@ -565,7 +611,13 @@ def _ingest_locked(
                 report.failed += failed
                 store.upsert(
                     (
-                        StoredItem(it.id, str(it.image) if it.image else None, it.captions, it.meta, src),
+                        StoredItem(
+                            it.id,
+                            str(it.image) if it.image else None,
+                            [] if it.id in from_generated else it.captions,
+                            it.meta,
+                            src,
+                        ),
                         *meta[it.id],
                         v,
                     )
@@ -684,6 +736,8 @@ def build(
     while (store.builds_dir / gen).exists():  # folders of a database set aside by --rebuild
         gen = store.reserve_generation()
     version, ids, matrix, caps = store.snapshot(with_vectors=local)
+    generated = store.generated()  # BM25 reads generated captions too (no-op without --captioner)
+    caps = [[*c, generated[i][0]] if i in generated else c for i, c in zip(ids, caps, strict=True)]
     target = store.builds_dir / gen
     write_build(
         target,

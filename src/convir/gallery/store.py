@@ -9,6 +9,11 @@ Layout (everything below INDEX_DIR)::
                          (files: :mod:`convir.index.build`)
     last_index_report.json   what the last run did
 
+Generated captions (``convir index --captioner``, :mod:`convir.gallery.captioner`) live in
+their own table ``generated`` (id, captioner spec, caption, the item content hash it was made
+from), never mixed into the user's ``items.captions``; the table is created when missing, so
+older indexes gain it without a schema bump and older convir versions just ignore it.
+
 Every stored vector carries a CRC32 over its id and bytes (``vsum``, :func:`vec_checksum`),
 written with the vector; ``convir check`` and every ``convir index`` run verify it, and a
 build is never written from a vector that fails it (:meth:`Store.snapshot`).
@@ -195,6 +200,12 @@ CREATE TABLE IF NOT EXISTS items (
     vec BLOB NOT NULL,
     updated REAL NOT NULL,
     vsum INTEGER
+);
+CREATE TABLE IF NOT EXISTS generated (
+    id TEXT PRIMARY KEY,
+    captioner TEXT NOT NULL,
+    caption TEXT NOT NULL,
+    hash TEXT NOT NULL
 );
 """
 
@@ -432,7 +443,37 @@ class Store:
         with self.db:
             self._bump_version()
             self.db.executemany("DELETE FROM items WHERE id=?", [(i,) for i in ids])
+            self.db.executemany("DELETE FROM generated WHERE id=?", [(i,) for i in ids])
         return len(ids)
+
+    # generated captions ------------------------------------------------------------------------
+    @_guard
+    def generated_state(self) -> dict[str, tuple[str, str]]:
+        """id -> (captioner spec, content hash) of every generated caption (what is up to date)."""
+        return {r[0]: (r[1], r[2]) for r in self.db.execute("SELECT id, captioner, hash FROM generated")}
+
+    @_guard
+    def put_generated(self, rows: Iterable[tuple[str, str, str, str]]) -> None:
+        """Store one batch of (id, captioner spec, caption, content hash) in one transaction; it
+        bumps the items version, since BM25 documents are built from the captions."""
+        rows = list(rows)
+        if not rows:
+            return
+        with self.db:
+            self._bump_version()
+            self.db.executemany("INSERT OR REPLACE INTO generated VALUES (?,?,?,?)", rows)
+
+    @_guard
+    def generated(self, ids: list[str] | None = None) -> dict[str, tuple[str, str]]:
+        """id -> (caption, captioner spec) for ``ids`` (all when None)."""
+        if ids is None:
+            return {i: (c, s) for i, s, c in self.db.execute("SELECT id, captioner, caption FROM generated")}
+        out: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            q = f"SELECT id, captioner, caption FROM generated WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update({i: (c, s) for i, s, c in self.db.execute(q, chunk)})
+        return out
 
     @_guard
     def _bump_version(self) -> None:

@@ -88,6 +88,11 @@ class ResultItem(BaseModel):
     score: float | None
     caption: str
     captions: list[str]
+    generated: dict[str, str] | None = Field(
+        None,
+        description="the caption made by `convir index --captioner` ({caption, captioner}); `caption` "
+        "shows it when the item has no caption of its own",
+    )
     thumbnail: str | None = Field(description="URL of a JPEG thumbnail; null when the item has no image")
 
 

@@ -99,6 +99,11 @@ class ServerGallery(TextRanking):
         with self._db_lock:
             return self._idx.store.items(ids)
 
+    def generated(self, ids: list[str]) -> dict[str, tuple[str, str]]:
+        """id -> (generated caption, captioner spec) (``convir index --captioner``)."""
+        with self._db_lock:
+            return self._idx.store.generated(ids)
+
     def setting(self, key: str) -> str | None:
         with self._db_lock:
             return self._idx.store.get(key)
@@ -400,6 +405,7 @@ class Service:
 
     def results(self, ids: list[str], scores: list[float | None]) -> list[dict[str, Any]]:
         found = self.gallery.items(ids)
+        generated = self.gallery.generated(ids)
         out = []
         for rank, (item_id, score) in enumerate(zip(ids, scores, strict=True), 1):
             item = found.get(item_id)
@@ -410,8 +416,11 @@ class Service:
                     "rank": rank,
                     "id": item_id,
                     "score": score,
-                    "caption": item.captions[0] if item.captions else "",
+                    "caption": item.captions[0] if item.captions else generated.get(item_id, ("",))[0],
                     "captions": item.captions[:5],
+                    "generated": {"caption": g[0], "captioner": g[1]}
+                    if (g := generated.get(item_id))
+                    else None,
                     # the id as a query parameter, every character encoded: an id with "." or
                     # ".." segments would be rewritten by the browser's URL normalisation in a path
                     "thumbnail": f"/api/thumbnails?id={quote(item_id, safe='')}" if item.path else None,
