@@ -73,7 +73,8 @@ if TYPE_CHECKING:
 
 REPORT_NAME = "last_index_report.json"
 KILL_ENV = "CONVIR_TEST_KILL_AT"
-KILL_STAGES = ("caption", "encode", "remove", "build", "publish", "cleanup")
+KILL_STAGES = ("encode", "remove", "build", "publish", "cleanup")
+CAPTION_KILL_STAGES = ("caption",)  # reached only with --captioner (tests/gallery/test_captioner.py)
 STORE_KILL_STAGES = ("sync", "sync-delete")  # reached only with a vector store such as Milvus
 PAUSE_ENV = "CONVIR_TEST_PAUSE_AT"
 DEFAULT_MAX_FILE_SIZE = 200 * 1024**2
