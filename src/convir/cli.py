@@ -37,7 +37,7 @@ app = typer.Typer(
 def _register_subcommands() -> None:
     from convir.datagen.cli import datagen_app, register_eval
     from convir.eval.cli import eval_app, report_app
-    from convir.index.cli import check_cmd
+    from convir.index.cli import check_cmd, duplicates_cmd
 
     register_eval(eval_app)
     app.add_typer(eval_app, name="eval")
@@ -46,6 +46,7 @@ def _register_subcommands() -> None:
 
     app.add_typer(tokens_app, name="tokens")
     app.command("check")(check_cmd)
+    app.command("duplicates")(duplicates_cmd)
     from convir.eval.embed import embed_app
 
     app.add_typer(embed_app, name="embed")

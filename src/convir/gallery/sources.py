@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from convir.errors import ConvirError
+from convir.gallery.photometa import HEIF_EXTS, RAW_EXTS
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"} | HEIF_EXTS | RAW_EXTS
 FORMATS = {
     "auto": "folder of images (recursive, optional name.txt captions) or a .jsonl manifest",
     "folder": "folder of images; a sidecar name.txt next to name.jpg holds captions, one per line",
