@@ -357,8 +357,14 @@ def print_hits(hits: list[Any], title: str = "") -> None:
     table.add_column("score", justify="right")
     table.add_column("id")
     table.add_column("caption")
-    for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.id, h.captions[0] if h.captions else "")
+    from convir.gallery.photometa import photo_line
+
+    photos = [photo_line(getattr(h, "meta", None) or {}) for h in hits]
+    if any(photos):  # a photo's own metadata: date, place, camera
+        table.add_column("photo")
+    for h, photo in zip(hits, photos, strict=True):
+        row = [str(h.rank), f"{h.score:.3f}", h.id, h.captions[0] if h.captions else ""]
+        table.add_row(*row, *([photo] if any(photos) else []))
     _console().print(table)
 
 

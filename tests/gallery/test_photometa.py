@@ -103,6 +103,8 @@ def test_index_plain_folder_stores_filters_and_refreshes(tmp_path: Path) -> None
     assert _ids(r.stdout) == {f"p{n:02d}" for n in range(6)}
     hit = json.loads(r.stdout)["results"][0]
     assert hit["meta"]["place"]["country"] == "FR", hit  # shown in search results
+    r = run_cli("search", str(ix), "photo", "-k", "3", "--where", 'meta.place.city == "Paris"', cwd=tmp_path)
+    assert "Paris, FR · Canon EOS R5" in r.stdout, r.stdout
 
     # a changed file is re-read
     write_photo(folder / "p00.jpg", color=(1, 2, 3), size=(96, 72), gps=MADRID, taken="2021:05:05 05:05:05")

@@ -217,3 +217,16 @@ def with_photo_meta(image: Path | None, meta: dict[str, Any]) -> dict[str, Any]:
         return {**read_photo_meta(image), **meta}
     except ConvirError:  # HEIC/RAW without its library: the encoder reports the item with the hint
         return meta
+
+
+def photo_line(meta: dict[str, Any]) -> str:
+    """ "2022-07-14 · Paris, FR · Canon EOS R5": a result's photo metadata in one short line."""
+    parts = []
+    if isinstance(meta.get("taken"), str):
+        parts.append(meta["taken"][:10])
+    place = meta.get("place")
+    if isinstance(place, dict):
+        parts.append(", ".join(str(place[k]) for k in ("city", "country") if place.get(k)))
+    if isinstance(meta.get("camera"), str):
+        parts.append(meta["camera"])
+    return " · ".join(p for p in parts if p)
