@@ -37,7 +37,7 @@ app = typer.Typer(
 def _register_subcommands() -> None:
     from convir.datagen.cli import datagen_app, register_eval
     from convir.eval.cli import eval_app, report_app
-    from convir.index.cli import check_cmd
+    from convir.index.cli import check_cmd, duplicates_cmd
 
     register_eval(eval_app)
     app.add_typer(eval_app, name="eval")
@@ -46,6 +46,7 @@ def _register_subcommands() -> None:
 
     app.add_typer(tokens_app, name="tokens")
     app.command("check")(check_cmd)
+    app.command("duplicates")(duplicates_cmd)
     from convir.eval.embed import embed_app
 
     app.add_typer(embed_app, name="embed")
@@ -410,8 +411,14 @@ def print_hits(hits: list[Any], title: str = "") -> None:
     table.add_column("score", justify="right")
     table.add_column("id")
     table.add_column("caption")
-    for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.id, _first_caption(h))
+    from convir.gallery.photometa import photo_line
+
+    photos = [photo_line(getattr(h, "meta", None) or {}) for h in hits]
+    if any(photos):  # a photo's own metadata: date, place, camera
+        table.add_column("photo")
+    for h, photo in zip(hits, photos, strict=True):
+        row = [str(h.rank), f"{h.score:.3f}", h.id, _first_caption(h)]
+        table.add_row(*row, *([photo] if any(photos) else []))
     _console().print(table)
 
 

@@ -103,7 +103,8 @@ def test_manifest_with_bad_lines(tmp_path: Path) -> None:
     assert "image file not found" in reasons
     hit = open_index(tmp_path / "ix").search("lighthouse", k=1)[0]
     assert hit.id == "b" and hit.path is None
-    assert open_index(tmp_path / "ix").search("red square", k=1)[0].meta == {"k": 1}
+    meta = open_index(tmp_path / "ix").search("red square", k=1)[0].meta
+    assert meta["k"] == 1 and meta["taken_source"] == "file"  # the manifest's, and the photo's own
     assert img.exists()
 
 

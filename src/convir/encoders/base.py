@@ -81,7 +81,9 @@ def _open_limited(path: Path, max_pixels: int | None) -> tuple[Image.Image, int]
         Image.MAX_IMAGE_PIXELS = limit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(path), limit
+        from convir.gallery.photometa import open_image  # HEIC/HEIF and RAW too
+
+        return open_image(path), limit
 
 
 def too_large(width: int, height: int, limit: int) -> str:

@@ -53,6 +53,7 @@ import numpy as np
 from convir.atomic import write_json
 from convir.encoders.pipeline import EncodeSettings
 from convir.errors import ConvirError, DiskFullError, is_disk_full
+from convir.gallery import photometa
 from convir.gallery.captioner import CAPTIONER_SETTING, caption_items
 from convir.gallery.items import MAX_CAPTION_CHARS, cap_captions, item_documents, item_vectors
 from convir.gallery.lock import LOCK_NAME, IndexLock
@@ -527,6 +528,8 @@ def _ingest_locked(
         from_generated: set[str] = set()  # encoded from their generated caption: no user captions
         keep: set[str] = set()
         stat_updates: list[tuple[str, str]] = []
+        meta_updates: list[tuple[str, dict[str, Any]]] = []
+        stored_meta: dict[str, dict[str, Any]] | None = None
         for it in items:
             if it.error:
                 report.failed.append((it.id, it.error))
@@ -553,10 +556,21 @@ def _ingest_locked(
                     repoint.append((it.id, new_path))
                 if stat and stat != old[1]:
                     stat_updates.append((it.id, stat))
+                if it.image is not None:  # indexed before photo metadata: fill it in, keep the vector
+                    stored_meta = store.metas() if stored_meta is None else stored_meta
+                    new_meta = None
+                    if photometa.MARKER not in stored_meta.get(it.id, {}):
+                        new_meta = photometa.with_photo_meta(it.image, it.meta)
+                    if new_meta and photometa.MARKER in new_meta:
+                        meta_updates.append((it.id, new_meta))
                 continue
+            it.meta = photometa.with_photo_meta(it.image, it.meta)  # re-read whenever the file changed
             pending.append((it, h, stat))
         if stat_updates:
             store.update_stat(stat_updates)
+        if meta_updates:
+            claim()
+            store.update_meta(meta_updates)
         report.repointed = len(repoint)
         captioner = captioner or store.get(CAPTIONER_SETTING)
         if captioner:

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from convir.errors import ConvirError
+from convir.gallery.photometa import HEIF_EXTS, RAW_EXTS
 
 MAX_SIDECAR_BYTES = 1024**2  # captions are cut to 4,000 characters each: 1 MiB is ~250 of them
 MAX_MANIFEST_LINE_BYTES = 64 * 1024**2
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"} | HEIF_EXTS | RAW_EXTS
 FORMATS = {
     "auto": "folder of images (recursive, optional name.txt captions) or a .jsonl manifest",
     "folder": "folder of images; a sidecar name.txt next to name.jpg holds captions, one per line",

@@ -436,6 +436,21 @@ class Store:
             self.db.executemany("UPDATE items SET stat=? WHERE id=?", [(s, i) for i, s in updates])
 
     @_guard
+    def metas(self) -> dict[str, dict[str, Any]]:
+        """id -> meta of every item (filling in photo metadata for an older index)."""
+        return {i: json.loads(m) for i, m in self.db.execute("SELECT id, meta FROM items")}
+
+    @_guard
+    def update_meta(self, updates: list[tuple[str, dict[str, Any]]]) -> None:
+        """New meta for unchanged items, vectors kept (bumps the items version: filters change)."""
+        with self.db:
+            self._bump_version()
+            self.db.executemany(
+                "UPDATE items SET meta=? WHERE id=?",
+                [(json.dumps(m, ensure_ascii=False), i) for i, m in updates],
+            )
+
+    @_guard
     def delete(self, ids: Iterable[str]) -> int:
         ids = list(ids)
         if not ids:

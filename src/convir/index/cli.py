@@ -43,3 +43,46 @@ def check_cmd(
     if report.ok:
         console.print(f"{report.index_dir}: no problems found")
     raise typer.Exit(0 if report.ok else 1)
+
+
+def duplicates_cmd(
+    index_dir: Annotated[Path, typer.Argument(help="Index directory built by `convir index`.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the groups as JSON.")] = False,
+    min_similarity: Annotated[
+        float, typer.Option("--min-similarity", help="Cosine similarity of the vectors, at least.")
+    ] = 0.95,
+    max_hash_distance: Annotated[
+        int, typer.Option("--max-hash-distance", help="Perceptual-hash bits that may differ (of 64).")
+    ] = 8,
+) -> None:
+    """Group near-identical photos: close vectors and alike perceptual hashes (see docs/index.md).
+
+    Exit code 0 (groups found or not), 2 when INDEX_DIR is not an index.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from convir.index.duplicates import find_duplicates
+
+    groups = find_duplicates(index_dir, min_similarity, max_hash_distance)
+    if json_out:
+        typer.echo(json.dumps([{"keep": g.keep, "items": g.items} for g in groups], indent=2))
+        return
+    console = Console(highlight=False)
+    if not groups:
+        console.print(f"{index_dir}: no duplicates found")
+        return
+    table = Table("group", "id", "keep", "similarity", "hash distance", "path")
+    for n, g in enumerate(groups, 1):
+        for it in g.items:
+            dist = "-" if it["hash_distance"] is None else str(it["hash_distance"])
+            table.add_row(
+                str(n),
+                it["id"],
+                "yes" if it["id"] == g.keep else "",
+                f"{it['similarity']:.3f}",
+                dist,
+                it["path"] or "",
+            )
+    console.print(table)
+    console.print(f"{len(groups)} group(s), {sum(len(g.items) - 1 for g in groups)} duplicate(s)")

@@ -138,9 +138,9 @@ def _to_srgb(im: Any, icc: bytes) -> Any:
 
 def make_thumbnail(path: Path, edge: int) -> bytes:
     """JPEG of the image's pixels, longest side at most ``edge``."""
-    from PIL import Image
+    from convir.gallery.photometa import open_image  # HEIC/HEIF and RAW previews too
 
-    with Image.open(path) as im:
+    with open_image(path) as im:
         im.draft("RGB", (edge, edge))  # JPEG: decode at reduced size, much faster
         clean = pixels_only(im)
     clean.thumbnail((edge, edge))

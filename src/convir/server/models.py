@@ -94,6 +94,14 @@ class ResultItem(BaseModel):
         "shows it when the item has no caption of its own",
     )
     thumbnail: str | None = Field(description="URL of a JPEG thumbnail; null when the item has no image")
+    meta: dict[str, Any] = Field(
+        default_factory=dict,
+        description="stored metadata: a manifest's, and a photo's taken/gps/place/camera/size",
+    )
+    duplicate_of: str | None = Field(
+        default=None,
+        description="id of a higher-ranked result this one nearly duplicates (convir duplicates)",
+    )
 
 
 class GeneratedImage(BaseModel):

@@ -104,6 +104,10 @@ class ServerGallery(TextRanking):
         with self._db_lock:
             return self._idx.store.generated(ids)
 
+    def vectors(self, ids: list[str]) -> dict[str, Any]:
+        with self._db_lock:
+            return self._idx.store.vectors(ids)
+
     def setting(self, key: str) -> str | None:
         with self._db_lock:
             return self._idx.store.get(key)
@@ -404,8 +408,11 @@ class Service:
         }
 
     def results(self, ids: list[str], scores: list[float | None]) -> list[dict[str, Any]]:
+        from convir.index.duplicates import duplicate_of
+
         found = self.gallery.items(ids)
         generated = self.gallery.generated(ids)
+        dups = duplicate_of(ids, self.gallery.vectors(ids), {i: it.path for i, it in found.items()})
         out = []
         for rank, (item_id, score) in enumerate(zip(ids, scores, strict=True), 1):
             item = found.get(item_id)
@@ -424,6 +431,8 @@ class Service:
                     # the id as a query parameter, every character encoded: an id with "." or
                     # ".." segments would be rewritten by the browser's URL normalisation in a path
                     "thumbnail": f"/api/thumbnails?id={quote(item_id, safe='')}" if item.path else None,
+                    "meta": item.meta,  # a manifest's and the photo's own (taken, place, camera, ...)
+                    "duplicate_of": dups.get(item_id),
                 }
             )
         return out

@@ -128,6 +128,16 @@
     }
   }
 
+  // a photo's own metadata (issue 31): when, where, with what camera
+  function photoLine(m) {
+    const parts = [];
+    if (typeof m.taken === "string") parts.push(m.taken.slice(0, 10));
+    const p = m.place;
+    if (p && typeof p === "object") parts.push([p.city, p.country].filter(Boolean).join(", "));
+    if (typeof m.camera === "string") parts.push(m.camera);
+    return parts.filter(Boolean).join(" · ");
+  }
+
   function renderResults(v) {
     const finished = v.status === "found";
     const list = $("results");
@@ -155,6 +165,8 @@
           el("code", { class: "item-id", text: r.id })
         )
       );
+      const about = photoLine(r.meta || {});
+      if (about) figure.append(el("p", { class: "photo-meta muted", text: about }));
       const button = el("button", {
         type: "button",
         class: "pick",
@@ -185,7 +197,7 @@
       }
       const item = el(
         "li",
-        { class: "result" + (r.id === v.found ? " is-found" : "") },
+        { class: "result" + (r.id === v.found ? " is-found" : "") + (r.duplicate_of ? " is-duplicate" : "") },
         figure,
         button,
         el("div", { class: "feedback" }, more, less)
@@ -349,6 +361,11 @@
       return;
     }
     turn({ kind: "say", text });
+  });
+
+  // "hide duplicates": results that nearly duplicate a higher-ranked one (duplicate_of)
+  $("hide-duplicates").addEventListener("change", (e) => {
+    $("results").classList.toggle("hide-duplicates", e.target.checked);
   });
 
   $("results").addEventListener("click", (e) => {
