@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convir import __version__
 from convir.dialog.session import PROMPT_TURNS
-from convir.errors import ConvirError
+from convir.errors import ConvirError, is_disk_full
 from convir.server import models as m
 from convir.server.security import (
     COOKIE_MAX_AGE,
@@ -47,7 +47,7 @@ from convir.server.security import (
     secret_key,
     valid_secret,
 )
-from convir.server.service import ApiError, Service, disk_full_error, is_disk_full
+from convir.server.service import ApiError, Service, disk_full_error
 from convir.server.sessions import Owner, Quota
 
 log = logging.getLogger("convir.server")

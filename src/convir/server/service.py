@@ -9,7 +9,6 @@ LLM, SQLite) and thread-safe; the app runs them in a thread pool.
 
 from __future__ import annotations
 
-import errno
 import logging
 import sqlite3
 import threading
@@ -24,7 +23,7 @@ from convir import __version__
 from convir.dialog.engine import Conversation, TurnResult
 from convir.dialog.session import PROMPT_TURNS, SessionSpec, build_conversation
 from convir.dialog.state import DialogState
-from convir.errors import ConvirError
+from convir.errors import ConvirError, is_disk_full
 from convir.gallery.layer import TextRanking
 from convir.gallery.store import GALLERY_ROOT, repoint_command
 from convir.llm.base import LLMError
@@ -675,12 +674,6 @@ def disk_full_as_507(path: Path) -> Iterator[None]:
         if is_disk_full(exc):
             raise disk_full_error(getattr(exc, "filename", None) or path) from exc
         raise
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    if isinstance(exc, sqlite3.Error):
-        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def disk_full_error(path: Path | str | None) -> ApiError:
