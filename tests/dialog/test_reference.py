@@ -49,3 +49,12 @@ def test_bad_weight_and_empty_start_without_a_photo_are_one_line_errors() -> Non
         SessionSpec(reference_weight=2.0).validate()
     with pytest.raises(ConvirError, match="description is empty"):
         build_conversation(SessionSpec(), boat_gallery()).start("")
+
+
+def test_the_photo_weight_decays_as_the_dialogue_adds_words() -> None:
+    from convir.dialog.reference import REFERENCE_DECAY, REFERENCE_WEIGHT
+
+    conv = build_conversation(SessionSpec(), boat_gallery())
+    assert conv.start("at sunset", {"item": "img1"}).ranking.info["reference"] == REFERENCE_WEIGHT
+    after = conv.say("a red sail").ranking.info["reference"]
+    assert after == pytest.approx(REFERENCE_WEIGHT * REFERENCE_DECAY) and after < REFERENCE_WEIGHT

@@ -12,8 +12,10 @@ over the strategy's candidates plus the dense neighbours of the fused vector
 normalise((1 - w) q + w r), where base_i is the strategy's score (the cosine q . v_i for the
 dense strategies, where this is exactly ranking by the fused vector) and r the reference
 vector; ``w`` is :attr:`~convir.dialog.session.SessionSpec.reference_weight` (default
-:data:`REFERENCE_WEIGHT`, tuned on dev: docs/conversation.md). With no text at all the ranking
-is by the reference alone. The reference item itself is not shown: the user already has it.
+:data:`REFERENCE_WEIGHT`) times :data:`REFERENCE_DECAY` per exchange that added words (both
+tuned on dev: docs/conversation.md), so the photo leads at first and the words take over.
+With no text at all the ranking is by the reference alone. The reference item itself is not
+shown: the user already has it.
 
 The reference is saved in the state as ``{"item": id}`` or ``{"image": name, "vector": [...]}``,
 so sessions round-trip through JSON (chat session files, the server's rows).
@@ -30,8 +32,11 @@ from convir.dialog.state import DialogState
 from convir.dialog.strategies import Ranking
 from convir.errors import ConvirError
 
-# weight of the reference vector in the fused query (tuned on coco5k-sim dev, caption surrogate)
+# weight of the reference vector in the fused query at turn 0, and its decay per exchange with
+# words (turn t: weight * decay ** t), so the dialogue's words take over (tuned on coco5k-sim
+# dev with the caption surrogate: docs/conversation.md)
 REFERENCE_WEIGHT = 0.5
+REFERENCE_DECAY = 0.6
 
 
 def like_reference(gallery: Any, item_id: str) -> dict[str, Any]:
@@ -108,7 +113,8 @@ class ReferenceStrategy:
             ranking = self.inner.rank(state, gallery, k)
         else:  # nothing said yet: no query to run (an LLM would rewrite an empty dialogue)
             ranking = Ranking(np.zeros(0, np.int64), np.zeros(0, np.float32), "")
-        ranking = fuse(ranking, gallery, ref, self.weight, k, text)
+        weight = self.weight * REFERENCE_DECAY ** len(state.said)
+        ranking = fuse(ranking, gallery, ref, weight, k, text)
         item = (state.reference or {}).get("item")
         if item is not None:  # the user has this one: show the others
             keep = np.asarray(ranking.positions) != gallery.position[item]
