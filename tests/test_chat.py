@@ -100,3 +100,35 @@ def test_an_image_choice_question_takes_idk_and_free_text(tmp_path: Path) -> Non
     offer()
     conv.reply("none of them")
     assert conv.state.exchanges[-1].kind == "choice" and conv.state.exchanges[-1].chosen is None
+
+
+def test_chat_like_starts_from_an_item_and_saves_it(bike_index: Path, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    def run(like: str | None, first: str) -> object:
+        feed = iter([first, "/quit"])
+        return run_chat(
+            bike_index,
+            SessionSpec(),
+            tmp_path / f"{like}.json",
+            None,
+            Console(file=io.StringIO(), width=200),
+            read=lambda prompt: next(feed),
+            previews="off",
+            like=like,
+        )
+
+    plain = run(None, "a red bike")
+    liked = run("road.png", "a red bike")
+    assert liked.reference == {"item": "road.png"} and "road.png" not in liked.rankings[0]
+    assert liked.rankings[0] != [i for i in plain.rankings[0] if i != "road.png"][: len(liked.rankings[0])]
+    alone = run("snow.png", "")  # Enter: just like it
+    assert alone.description == "" and alone.rankings[0]
+    from convir.dialog.state import DialogState
+
+    assert DialogState.load(tmp_path / "road.png.json").reference == {"item": "road.png"}
+
+
+def test_chat_like_an_unknown_id_is_one_line(bike_index: Path, tmp_path: Path) -> None:
+    res = run_cli("chat", str(bike_index), "--like", "nope.png", "--save", str(tmp_path / "s.json"))
+    assert res.returncode != 0 and "nope.png" in res.stderr and "Traceback" not in res.stderr

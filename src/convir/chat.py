@@ -36,16 +36,26 @@ def run_chat(
     read: Any = input,
     previews: str = "auto",
     overwrite: bool = False,
+    like: str | None = None,
+    image: Path | None = None,
 ) -> DialogState:
     """An interactive session over ``index_dir`` as ``spec`` describes it (strategy,
     questioner, LLM, imagination, results per turn). ``previews``: inline thumbnails of the
     top results (auto | on | off, see convir.preview). A resumed session keeps its file;
-    ``save`` must not name an existing file unless it is the one resumed or ``overwrite``."""
+    ``save`` must not name an existing file unless it is the one resumed or ``overwrite``.
+    ``like`` (an item id) / ``image`` (a photo, image-text encoders): start from that photo;
+    the query is then a fused image + text vector (:mod:`convir.dialog.reference`)."""
     from convir.preview import PREVIEW_MODES
 
     if previews not in PREVIEW_MODES:
         raise ConvirError(f"unknown --previews {previews!r}; use auto, on or off")
     spec = spec.validate()  # every name checked before the index or any model loads
+    if like is not None and image is not None:
+        raise ConvirError("give --like ITEM_ID or --image PHOTO, not both")
+    if (like is not None or image is not None) and resume is not None:
+        raise ConvirError("--like / --image start a new session; a resumed one keeps its own photo")
+    if image is not None and not Path(image).is_file():
+        raise ConvirError(f"--image: {image} is not a file")
     state = DialogState.load(resume) if resume else None
     save = save or Path.cwd() / f"convir-session-{time.strftime('%Y%m%d-%H%M%S')}.json"
     if save.exists() and not overwrite and (resume is None or save.resolve() != resume.resolve()):
@@ -54,7 +64,7 @@ def run_chat(
             "choose another --save file, or pass --overwrite"
         )
     try:
-        return _converse(index_dir, spec, state, save, console, read, previews)
+        return _converse(index_dir, spec, state, save, console, read, previews, like, image)
     except KeyboardInterrupt:
         console.print("\n" + _interrupted(index_dir, save), markup=False, highlight=False, soft_wrap=True)
         raise
@@ -78,12 +88,19 @@ def _converse(
     console: Any,
     read: Any,
     previews: str,
+    like: str | None = None,
+    image: Path | None = None,
 ) -> DialogState:
     """The conversation itself, from opening the index to /found or /quit."""
     from convir.dialog.session import build_conversation
     from convir.search import open_index
 
     idx = open_index(index_dir)
+    reference = None
+    if like is not None or image is not None:
+        from convir.dialog.reference import image_reference, like_reference
+
+        reference = like_reference(idx, like) if like is not None else image_reference(idx, image)  # type: ignore[arg-type]
     conv = build_conversation(spec, idx, state=state)
     _say_imagination(console, spec, conv.imagination)
     k = conv.k
@@ -96,8 +113,12 @@ def _converse(
         res = conv.resume()
     else:
         res = None
+        ask = "Describe the image you are looking for: "
+        if reference is not None:
+            start = like or Path(image).name  # type: ignore[arg-type]
+            ask = f"Starting from {start}: how should it differ? (Enter: just like it) "
         while res is None:
-            text = _read(console, read, "Describe the image you are looking for: ")
+            text = _read(console, read, ask)
             if text == "/quit":
                 raise ConvirError("no description given; nothing saved")
             if text.startswith("/"):
@@ -107,7 +128,9 @@ def _converse(
                     markup=False,
                 )
                 continue
-            if text:
+            if reference is not None:
+                res = _safe(console, lambda t: conv.start(t, reference), text)
+            elif text:
                 res = _safe(console, conv.start, text)
     _show(console, idx, res, k, previews=previews)
     while True:

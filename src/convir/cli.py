@@ -363,7 +363,10 @@ def search_cmd(
         float, typer.Option(min=0.0, max=1.0, help="Dense weight in hybrid fusion (0.5 = equal).")
     ] = DEFAULT_ALPHA,
     image: Annotated[
-        Path | None, typer.Option(help="Search with an image instead (image-text encoders).")
+        Path | None,
+        typer.Option(
+            help="Search with an image (image-text encoders); with a QUERY: fused image + text vector."
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     where: Annotated[
@@ -494,8 +497,21 @@ def chat_cmd(
         bool, typer.Option(help="Let --save replace an existing session file (default: refuse).")
     ] = False,
     prompt_turns: PromptTurnsOpt = PROMPT_TURNS,
+    like: Annotated[
+        str | None,
+        typer.Option(help="Start from this item (its id): the query fuses its vector with your words."),
+    ] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(help="Start from this photo (image-text encoders): fused with your words."),
+    ] = None,
+    like_weight: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Weight of the --like / --image photo in the fused query."),
+    ] = None,
 ) -> None:
-    """Find an image by talking: describe it, answer questions, mark the one you wanted."""
+    """Find an image by talking: describe it, answer questions, mark the one you wanted.
+    --like ITEM_ID or --image PHOTO start from a photo ("like this, but at night")."""
     from convir.chat import run_chat
     from convir.dialog.session import SessionSpec
     from convir.imagine.options import imagine_settings
@@ -509,6 +525,7 @@ def chat_cmd(
         reranker=None if reranker == "llm" else reranker,
         k=k,
         prompt_turns=prompt_turns,
+        **({} if like_weight is None else {"reference_weight": like_weight}),
     )
     console = _console()
     try:
@@ -521,6 +538,8 @@ def chat_cmd(
             console.input,
             previews=previews,
             overwrite=overwrite,
+            like=like,
+            image=image,
         )
     except KeyboardInterrupt:
         raise typer.Exit(130) from None  # run_chat said what was kept and how to resume

@@ -175,6 +175,14 @@ class SearchIndex(TextRanking):
         return vecs[0]
 
     def _query_vector(self, query: str | np.ndarray | None, image: Path | None) -> np.ndarray:
+        if image is not None and isinstance(query, str) and query.strip():
+            # image + text ("like this, but at night"): the fused vector the conversation uses
+            from convir.dialog.reference import REFERENCE_WEIGHT
+            from convir.encoders.base import l2_normalize
+
+            img = self.encode_image(image)
+            txt = self.encode_text([query])[0]
+            return l2_normalize((1 - REFERENCE_WEIGHT) * txt + REFERENCE_WEIGHT * img)
         if image is not None:
             return self.encode_image(image)
         if isinstance(query, str):

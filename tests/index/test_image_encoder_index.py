@@ -50,3 +50,38 @@ def test_relative_model_path_is_stored_canonically(gallery: Path, tmp_path: Path
     assert res.returncode == 0, res.stderr
     other = run_cli("index", str(gallery), "--out", str(out), "--encoder", "caption:minilm")
     assert other.returncode == 2 and "cannot be mixed" in other.stderr
+
+
+def test_image_and_text_together_are_fused_not_the_text_dropped(
+    gallery: Path, tmp_path: Path, tiny_clip: Path
+) -> None:
+    """Issue 27/29: ``search --image x.jpg "text"`` used to drop the text silently; it is now the
+    fused image + text vector (and ``chat --image`` starts a conversation from the photo)."""
+    import io
+
+    from rich.console import Console
+
+    from convir.chat import run_chat
+    from convir.dialog.session import SessionSpec
+
+    out = tmp_path / "ix"
+    assert run_cli("index", str(gallery), "--out", str(out), "--encoder", f"hf:{tiny_clip}").returncode == 0
+    photo = str(gallery / "city" / "bus.jpg")
+    alone = json.loads(run_cli("search", str(out), "--image", photo, "--json").stdout)["results"]
+    both = run_cli("search", str(out), "a dog on the snow", "--image", photo, "--json")
+    assert both.returncode == 0, both.stderr
+    fused = json.loads(both.stdout)["results"]
+    assert [r["score"] for r in fused] != [r["score"] for r in alone]  # the text counts
+    feed = iter(["at night", "/quit"])
+    state = run_chat(
+        out,
+        SessionSpec(),
+        tmp_path / "s.json",
+        None,
+        Console(file=io.StringIO()),
+        read=lambda prompt: next(feed),
+        previews="off",
+        image=Path(photo),
+    )
+    assert state.reference["image"] == "bus.jpg" and len(state.reference["vector"]) > 0
+    assert state.rankings[0]

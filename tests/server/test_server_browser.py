@@ -306,3 +306,35 @@ def test_a_cookie_planted_by_another_port_owns_nothing_in_chromium(server: Serve
         site.shutdown()
         site.server_close()
     assert not errors, errors
+
+
+def test_start_from_this_result_in_chromium(server: Server) -> None:
+    """ "Start from this" on a result: a new session whose query fuses that item with the detail
+    typed in the say box (issue 29); the item itself is not among the new results."""
+    from playwright.sync_api import expect, sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(f"{server.url}/#token={TOKEN}")
+            expect(page.locator("#strategy option")).not_to_have_count(0)
+            page.get_by_label("Describe the image").fill(DESCRIPTION)
+            page.get_by_label("Describe the image").press("Enter")
+            expect(page.locator("#results li")).to_have_count(8, timeout=60_000)
+            expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+            first_url = page.url
+            ref = _ids(page)[2]
+            page.get_by_label("Add a detail").fill("at night")
+            page.locator(f'#results li[data-id="{ref}"] button.like').click()
+            expect(page.locator("#history li")).to_have_count(1, timeout=60_000)
+            expect(page.locator("#main")).to_have_attribute("aria-busy", "false", timeout=60_000)
+            expect(page.locator("#results li")).to_have_count(8, timeout=60_000)
+            assert ref not in _ids(page) and page.url != first_url  # a new session without the photo
+            expect(page.locator("#history")).to_contain_text("at night")
+        finally:
+            browser.close()
+    assert not errors, errors

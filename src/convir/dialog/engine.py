@@ -84,10 +84,14 @@ class Conversation:
             imagination.disabled = state.imagination_off
         self.last: TurnResult | None = None
 
-    def start(self, description: str) -> TurnResult:
-        if not description or not description.strip():
+    def start(self, description: str, reference: dict[str, Any] | None = None) -> TurnResult:
+        """``reference``: the photo the search starts from (:mod:`convir.dialog.reference`:
+        ``like_reference`` / ``image_reference``); with one, the description may be empty."""
+        if not reference and (not description or not description.strip()):
             raise ConvirError("describe the image you are looking for (the description is empty)")
-        self.state = DialogState(description.strip(), spec=self.spec.to_dict() if self.spec else {})
+        self.state = DialogState(
+            (description or "").strip(), spec=self.spec.to_dict() if self.spec else {}, reference=reference
+        )
         return self._turn()
 
     def resume(self) -> TurnResult:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from convir.dialog.reference import REFERENCE_WEIGHT
 from convir.errors import ConvirError
 from convir.specs import REGISTRY, NeedsLLMError
 
@@ -48,6 +49,8 @@ class SessionSpec:
     depth: int = 100  # how deep each turn ranks (the target's rank is exact up to here)
     # exchanges an LLM prompt shows besides the description (0 = all): bounds every call's time
     prompt_turns: int = PROMPT_TURNS
+    # weight of the reference photo (--like / --image) in the fused query (convir.dialog.reference)
+    reference_weight: float = REFERENCE_WEIGHT
 
     # -- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -144,6 +147,9 @@ class SessionSpec:
         pt = spec.prompt_turns
         if isinstance(pt, bool) or not isinstance(pt, int) or pt < 0:
             raise ConvirError(f"--prompt-turns must be a whole number >= 0 (0 = all), not {pt!r}")
+        rw = spec.reference_weight
+        if isinstance(rw, bool) or not isinstance(rw, (int, float)) or not 0 <= rw <= 1:
+            raise ConvirError(f"--like-weight must be a number from 0 to 1, not {rw!r}")
         spec.imagination_settings()  # checks method, generator spec, options and schedule
         return spec
 
@@ -214,8 +220,10 @@ def build_conversation(spec: SessionSpec, gallery: Any, *, llm: Any = None, stat
     spec = spec.validate(have_llm=True if llm is not None else None)
     model = llm if llm is not None else load_session_llm(spec)
     from convir.dialog.answers import AnswerAwareStrategy, AnswerModel
+    from convir.dialog.reference import ReferenceStrategy
 
     inner = load_strategy(spec.strategy, model, reranker=spec.reranker, mode=spec.mode)
+    inner = ReferenceStrategy(inner, spec.reference_weight)
     strategy = AnswerAwareStrategy(inner, aware=spec.answers == "aware", model=AnswerModel(pool=spec.depth))
     questioner = load_questioner(spec.questioner or "none", model)
     imagination = build_imagination(spec, model)

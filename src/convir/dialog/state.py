@@ -57,6 +57,9 @@ class DialogState:
     images: list[list[dict[str, str]]] = field(default_factory=list)
     imagination_off: str | None = None  # why image generation was switched off for this session
     spec: dict[str, Any] = field(default_factory=dict)  # the SessionSpec the session runs with
+    # the photo the search started from (convir.dialog.reference): {"item": id} for --like, or
+    # {"image": file name, "vector": [...]} for --image; None = text only
+    reference: dict[str, Any] | None = None
 
     @property
     def said(self) -> list[Exchange]:

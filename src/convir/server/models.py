@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from convir.dialog.answers import ANSWER_MODES
 from convir.specs import REGISTRY
@@ -51,7 +51,18 @@ class _In(BaseModel):
 class SessionCreate(_In):
     """Start a conversation: the first description of the image, plus how to search."""
 
-    description: str = Field(min_length=1, max_length=MAX_DESCRIPTION, examples=["a dog on a beach"])
+    description: str = Field(
+        "",
+        max_length=MAX_DESCRIPTION,
+        examples=["a dog on a beach"],
+        description="what is wanted; with `like`, how it should differ from that photo (may be empty)",
+    )
+    like: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ID,
+        description="start from this item (its id): the query fuses its vector with the words",
+    )
     strategy: Strategy | None = Field(None, description="query strategy (GET /api/options describes each)")
     questioner: Questioner | None = Field(None, description="who asks the questions (GET /api/options)")
     answers: AnswerMode | None = Field(
@@ -60,6 +71,12 @@ class SessionCreate(_In):
     k: Integer | None = Field(None, ge=1, le=50, description="results shown per turn")
     imagine: Imagination | None = Field(None, description="imagination method (null, none or off = off)")
     generator: str | None = Field(None, max_length=200, description="image generator (server-allowed)")
+
+    @model_validator(mode="after")
+    def _something_to_search(self) -> SessionCreate:
+        if not self.description.strip() and self.like is None:
+            raise ValueError("give a description, or `like` (an item id) to start from")
+        return self
 
 
 class TurnIn(_In):

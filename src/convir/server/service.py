@@ -238,7 +238,13 @@ class Service:
             raise ApiError(429, "too_many_sessions", str(exc)) from exc
 
         def start(conv: Conversation) -> dict[str, Any]:
-            res = _run_turn(conv.start, body.description)
+            def begin(description: str) -> TurnResult:
+                from convir.dialog.reference import like_reference
+
+                ref = like_reference(conv.gallery, body.like) if body.like is not None else None
+                return conv.start(description, ref)
+
+            res = _run_turn(begin, body.description)
             assert conv.state is not None
             return self._last(res, conv.state, conv.k)
 

@@ -195,12 +195,20 @@
         b.dataset.off = finished ? "1" : "0";
         b.disabled = finished;
       }
+      // a new session that starts from this photo (its vector fused with the words)
+      const like = el("button", {
+        type: "button",
+        class: "like",
+        "data-id": r.id,
+        "aria-label": "Start from this result: " + label,
+        text: "Start from this",
+      });
       const item = el(
         "li",
         { class: "result" + (r.id === v.found ? " is-found" : "") + (r.duplicate_of ? " is-duplicate" : "") },
         figure,
         button,
-        el("div", { class: "feedback" }, more, less)
+        el("div", { class: "feedback" }, more, less, like)
       );
       item.dataset.id = r.id;
       list.append(item);
@@ -368,7 +376,26 @@
     $("results").classList.toggle("hide-duplicates", e.target.checked);
   });
 
+  // "start from this result": a new session whose query is this item fused with the detail
+  // typed in the say box, if any ("like this, but at night")
+  function startFrom(id) {
+    const body = { like: id, description: $("say-text").value.trim() };
+    for (const key of ["strategy", "questioner", "imagine"]) {
+      const value = $(key).value;
+      if (value) body[key] = value;
+    }
+    run(thinking(), async () => {
+      const v = await api("POST", "api/sessions", body);
+      $("say-text").value = "";
+      $("description").value = body.description || "like " + id;
+      render(v);
+      focusNext(v);
+    });
+  }
+
   $("results").addEventListener("click", (e) => {
+    const like = e.target.closest("button.like");
+    if (like && !like.disabled) return startFrom(like.dataset.id);
     const button = e.target.closest("button.pick, button.more, button.less");
     if (!button || button.disabled) return;
     const kind = button.classList.contains("pick") ? "found" : button.classList.contains("more") ? "more" : "less";
