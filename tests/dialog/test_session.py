@@ -109,8 +109,8 @@ def test_registry_accepts_a_plugin_component(gallery: MemoryGallery) -> None:
 
 # -- the spec ------------------------------------------------------------------------------------
 def test_defaults_are_the_same_everywhere() -> None:
-    # the questioner default used to be "plain" in eval but "plain if LLM else none" elsewhere
-    assert SessionSpec().resolved().questioner == "none"
+    # the same default everywhere: plain with an LLM, infogain-open (no LLM needed) without
+    assert SessionSpec().resolved().questioner == "infogain-open"
     assert SessionSpec(llm="llamacpp:smollm2").resolved().questioner == "plain"
     assert SessionSpec().resolved(have_llm=True).questioner == "plain"
     assert SessionSpec(strategy="rerank").resolved().reranker == "llm"

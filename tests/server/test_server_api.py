@@ -54,7 +54,7 @@ def test_status_routes_page_and_openapi(client: TestClient) -> None:
     version = client.get("/api/version").json()
     assert version["encoder"] == "caption:minilm" and version["items"] == 43 and version["llm"] is None
     opts = client.get("/api/options").json()
-    assert opts["defaults"]["strategy"] == "concat" and opts["defaults"]["questioner"] == "none"
+    assert opts["defaults"]["strategy"] == "concat" and opts["defaults"]["questioner"] == "infogain-open"
     assert "rewrite" in opts["strategies"] and "text:" in opts["generators"]
     schema = client.get("/openapi.json").json()
     assert {"/api/sessions", "/api/sessions/{session_id}/turns", "/api/search"} <= set(schema["paths"])
@@ -66,7 +66,7 @@ def test_status_routes_page_and_openapi(client: TestClient) -> None:
 
 
 def test_a_whole_session_over_the_api(client: TestClient) -> None:
-    res = client.post("/api/sessions", json={"description": DESCRIPTION, "k": 5})
+    res = client.post("/api/sessions", json={"description": DESCRIPTION, "k": 5, "questioner": "none"})
     assert res.status_code == 201, res.text
     v = res.json()
     sid = v["id"]
@@ -240,7 +240,7 @@ def test_bad_input_gets_a_clear_4xx_never_a_500(client: TestClient) -> None:
         res = client.post("/api/sessions", content=body, headers={"content-type": "application/json"})
         assert 400 <= res.status_code < 500, (body, res.status_code, res.text)
         assert res.json()["detail"], body
-    sid = client.post("/api/sessions", json={"description": DESCRIPTION}).json()["id"]
+    sid = client.post("/api/sessions", json={"description": DESCRIPTION, "questioner": "none"}).json()["id"]
     for body in BAD_TURN:
         res = client.post(f"/api/sessions/{sid}/turns", json=body)
         assert 400 <= res.status_code < 500, (body, res.status_code, res.text)

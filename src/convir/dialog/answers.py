@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from convir.dialog.attributes import item_texts, soft_has
 from convir.dialog.reading import is_yes_no_question, read, strip_negations
 from convir.dialog.state import DialogState, Exchange
 from convir.dialog.strategies import Ranking
@@ -129,7 +130,7 @@ def text_view(state: DialogState) -> DialogState:
 
 def item_stems(gallery: Any, positions: np.ndarray) -> list[frozenset[str]]:
     """Content stems of each item's captions (all of them joined)."""
-    return [content_stems(" ".join(c)) for c in gallery.captions(positions)]
+    return [content_stems(" ".join(c)) for c in item_texts(gallery, positions)]
 
 
 def has_matrix(facts: list[Any], stems: list[frozenset[str]]) -> np.ndarray:
@@ -159,7 +160,8 @@ class AnswerModel:
             return np.zeros(has.shape[1])
         yes = np.array([f.reading == "yes" for f in facts])[:, None]
         miss = self.eps if self.miss is None else self.miss
-        p_yes = np.where(has, 1 - self.eps, miss)  # P(yes | item), then the answer's own
+        has = np.asarray(has, dtype=np.float64)  # soft: P(item shows it) in [0, 1]
+        p_yes = has * (1 - self.eps) + (1 - has) * miss  # P(yes | item), then the answer's own
         return np.log(np.where(yes, p_yes, 1 - p_yes)).sum(axis=0)
 
 
@@ -172,7 +174,7 @@ def posterior_rerank(ranking: Ranking, gallery: Any, facts: list[Fact], model: A
     n = min(model.pool, len(ranking.positions))
     pos = np.asarray(ranking.positions[:n], dtype=np.int64)
     scores = np.asarray(ranking.scores[:n], dtype=np.float64)
-    has = has_matrix(facts, item_stems(gallery, pos))
+    has = soft_has(gallery, [f.phrase for f in facts], pos)
     logit = scores / model.temperature + model.loglik(facts, has)
     order = np.lexsort((np.arange(n), -logit))
     new_scores = (logit[order] * model.temperature).astype(np.float32)

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from convir.dialog.answers import has_matrix, item_stems, read_answer
+from convir.dialog.answers import read_answer
+from convir.dialog.attributes import item_texts, soft_has, vocabulary
 from convir.dialog.questioners import Question, distinctive_members, fallback_question
 from convir.dialog.state import DialogState
 from convir.dialog.strategies import Ranking
@@ -59,7 +60,9 @@ def attribute_likelihoods(
     """(n_attrs, 3, n_items): P(yes | item), P(no | item), P(unknown | item); ``eps`` =
     P(no | the item's text mentions it), ``miss`` = P(yes | it does not) (None: ``eps``), as
     in :class:`convir.dialog.answers.AnswerModel`."""
-    p_yes = np.where(has, 1 - eps, eps if miss is None else miss)
+    miss = eps if miss is None else miss
+    has = np.asarray(has, dtype=np.float64)  # soft evidence: P(item shows it) in [0, 1]
+    p_yes = has * (1 - eps) + (1 - has) * miss
     yes = p_yes * (1 - unknown)
     no = (1 - p_yes) * (1 - unknown)
     unk = np.full(has.shape, unknown)
@@ -123,7 +126,9 @@ class InfoGainQuestioner:
         min_gain: float = 1e-3,
         miss: float | None = None,
         open_after: int = 0,
+        vocabulary: str | None = None,
     ) -> None:
+        self.vocabulary = vocabulary  # a user's phrase file, added to the shipped vocabulary
         self.top_n, self.temperature, self.eps, self.unknown = top_n, temperature, eps, unknown
         self.miss = miss
         self.open_after = open_after  # 0: yes/no questions only (see InfoGainOpenQuestioner)
@@ -137,19 +142,22 @@ class InfoGainQuestioner:
     def attribute_options(
         self, state: DialogState, gallery: Any, pos: np.ndarray
     ) -> tuple[list[str], np.ndarray]:
-        """(attribute phrases, (n_attrs, n_items) has-matrix) the dialogue does not settle yet."""
-        caps = gallery.captions(pos)
-        stems = item_stems(gallery, pos)
+        """(attribute phrases, (n_attrs, n_items) P(item has it)) the dialogue does not settle
+        yet: the keyphrases of the candidates' captions, and the visual vocabulary when some
+        candidates have no text (scored by the encoder, :mod:`convir.dialog.attributes`)."""
+        caps = item_texts(gallery, pos)
         known = set(content_stems(" ".join(state.turns)))
         asked = {content_stems(a) for a in state.asked_attributes}
         phrases: dict[frozenset[str], str] = {}
-        for c in caps:
-            for ph in keyphrases(" ".join(c)):
-                st = content_stems(ph)
-                if st and not st <= known and st not in asked and st not in phrases:
-                    phrases[st] = ph
-        keys = list(phrases)
-        return [phrases[k] for k in keys], has_matrix(keys, stems)
+        pool = [ph for c in caps for ph in keyphrases(" ".join(c))]
+        if any(not any(x.strip() for x in c) for c in caps):
+            pool += vocabulary(self.vocabulary)
+        for ph in pool:
+            st = content_stems(ph)
+            if st and not st <= known and st not in asked and st not in phrases:
+                phrases[st] = ph
+        names = list(phrases.values())
+        return names, soft_has(gallery, names, pos, caps)
 
     def gains(self, prior: np.ndarray, has: np.ndarray) -> np.ndarray:
         if not len(has):
@@ -166,20 +174,27 @@ class InfoGainQuestioner:
                 return Question(text, {"open": True, "stalled": stalled})
         pos, prior = self.candidates(ranking)
         if len(pos) < 2:
-            return None
+            return self.open_question(state, stalled)
         phrases, has = self.attribute_options(state, gallery, pos)
         gains = self.gains(prior, has)
         if not len(gains) or float(gains.max()) < self.min_gain:
-            return None
+            return self.open_question(state, stalled)
         best = int(np.argmax(gains))
         info = {
             "attribute": phrases[best],
             "gain": round(float(gains[best]), 4),
             "entropy": round(float(entropy(prior)), 4),
             "attributes": len(phrases),
-            "share_with": round(float(prior[has[best]].sum()), 4),
+            "share_with": round(float(prior @ has[best]), 4),
         }
         return Question(question_for(phrases[best]), info, attribute=phrases[best])
+
+    def open_question(self, state: DialogState, stalled: int) -> Question | None:
+        """When no yes/no question is worth a turn, infogain-open still asks an open one."""
+        if not self.open_after:
+            return None
+        text = fallback_question(state.asked, "open_questions.txt")
+        return Question(text, {"open": True, "stalled": stalled}) if text else None
 
 
 def stalled_answers(state: DialogState) -> int:

@@ -27,12 +27,14 @@ from convir.specs import REGISTRY, NeedsLLMError
 
 # exchanges an LLM prompt shows besides the description by default (every front end's default)
 PROMPT_TURNS = 3
+# the questioner without an LLM, on every kind of index (captions or none: dialog.attributes)
+DEFAULT_QUESTIONER = "infogain-open"
 
 
 @dataclass(frozen=True)
 class SessionSpec:
     strategy: str = "concat"
-    questioner: str | None = None  # default: plain with an LLM, none without
+    questioner: str | None = None  # default: plain with an LLM, infogain-open without
     reranker: str | None = None  # --strategy rerank only; default llm
     llm: str | None = None
     mode: str = "dense"  # first-stage ranking of concat / rewrite: dense | bm25 | hybrid
@@ -78,7 +80,8 @@ class SessionSpec:
     def resolved(self, have_llm: bool | None = None) -> SessionSpec:
         """The spec with every default filled in (what is recorded and compared)."""
         llm = self.has_llm if have_llm is None else have_llm
-        questioner = self.questioner or ("plain" if llm else "none")
+        # without an LLM: the best measured LLM-free questioner (docs/benchmarks.md, issue 29)
+        questioner = self.questioner or ("plain" if llm else DEFAULT_QUESTIONER)
         reranker = (self.reranker or "llm") if self.strategy == "rerank" else self.reranker
         changes: dict[str, Any] = {"questioner": questioner, "reranker": reranker}
         if self.imagine in (None, "", "none", "off"):

@@ -286,7 +286,7 @@ def dialog_cmd(
         str | None,
         typer.Option(
             help=f"{REGISTRY.choices('questioner')} (infogain and choice need no LLM; default: plain "
-            "with --llm, else none)"
+            "with --llm, else infogain-open)"
         ),
     ] = None,
     answerer: Annotated[
@@ -353,6 +353,14 @@ def dialog_cmd(
     search_space: Annotated[Path | None, typer.Option(hidden=True)] = None,
     text_encoder: Annotated[str | None, typer.Option(hidden=True)] = None,
     mode: Annotated[str, typer.Option(hidden=True)] = "dense",
+    gallery_captions: Annotated[
+        str,
+        typer.Option(
+            help="shown | hidden: hidden = no part of the conversation reads caption text (the "
+            "photo-library setting; item vectors still come from the captions, the simulated user "
+            "still answers from its held-out facts)"
+        ),
+    ] = "shown",
     out: OutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -433,6 +441,7 @@ def dialog_cmd(
         _progress("dialogues"),
         gallery=gallery,
         start=start,
+        gallery_captions=gallery_captions,
     )
     _print_metrics(report, run_dir, json_out)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -350,6 +350,7 @@ def run_sim_eval(
     progress: Any,
     gallery: str = "split",
     start: str = "full",
+    gallery_captions: str = "shown",
 ) -> tuple[dict[str, Any], Path]:
     """Validate everything, load the protocol and models, simulate every target (resuming a
     run folder), write the report. Returns (report, run folder)."""
@@ -364,7 +365,15 @@ def run_sim_eval(
         raise ConvirError(f"--dataset {dataset} needs the dataset folder as PATH")
     model = load_session_llm(spec)
     enc = load_encoder(encoder)
+    if gallery_captions not in ("shown", "hidden"):
+        raise ConvirError(f"--gallery-captions must be shown or hidden, not {gallery_captions!r}")
+    if gallery_captions == "hidden" and spec.mode != "dense":
+        raise ConvirError(f"--gallery-captions hidden ranks by vectors; --mode {spec.mode} reads captions")
     sim = load_sim(dataset, str(path), split, enc, gallery, start)
+    if gallery_captions == "hidden":  # the photo-library setting: vectors, no caption text
+        from convir.dialog.attributes import CaptionFreeGallery
+
+        sim = replace(sim, gallery=CaptionFreeGallery(sim.gallery))
     targets = sim.targets[:limit] if limit else sim.targets
     images: dict[str, str] = {}
     if spec.answerer == "vlm":
@@ -384,6 +393,7 @@ def run_sim_eval(
         encoder=enc,
     )
     config = sim_config(spec, dataset, path, split, enc.spec, turns, gallery, start)
+    config |= {"gallery_captions": gallery_captions} if gallery_captions != "shown" else {}
     kind = f"sim-{spec.strategy}-{spec.questioner}" + (f"-{spec.imagine}" if spec.imagine else "")
     run_dir = run_dir_for(out, kind, config)
     writer = RunWriter(run_dir, {**config, "limit": limit})
