@@ -265,7 +265,7 @@ def test_chat_explains_misused_commands_and_never_overwrites_a_session(tmp_path:
             timeout=300,
         )
 
-    res = chat("/found 1\na boat\n/say\n/skip\n/quit\n")
+    res = chat("/found 1\na boat\n/say\n/skip\n/quit\n", "--questioner", "none")  # no question to skip
     assert res.returncode == 0, res.stderr
     assert "describe the image first" in res.stdout  # /found before there are results
     assert "/say needs the detail" in res.stdout and "no question to skip" in res.stdout
