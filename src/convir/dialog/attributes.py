@@ -18,7 +18,8 @@ photos show a dog. Here:
   probability for items without (so a captioned gallery behaves exactly as before; combining
   both on captioned items is not measured yet);
 * :func:`vocabulary` is the shipped visual vocabulary (dialog/vocabulary/visual.txt, its
-  sources named there), plus a user's file (``--vocabulary FILE``, one phrase a line).
+  sources named there), plus a user's file (the questioner's ``vocabulary`` argument, one
+  phrase a line; no CLI flag yet).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def vocabulary(extra: str | Path | None = None) -> list[str]:
     if extra:
         p = Path(extra)
         if not p.is_file():
-            raise ConvirError(f"--vocabulary {p}: no such file")
+            raise ConvirError(f"vocabulary file {p}: no such file")
         words += [w for w in _read_phrases(p.read_text(encoding="utf-8")) if w not in words]
     return words
 
