@@ -190,3 +190,12 @@ def test_missing_raw_library_is_a_one_line_hint(tmp_path: Path, monkeypatch) -> 
     with pytest.raises(ConvirError, match=r"needs rawpy: pip install 'convir\[photos\]'"):
         open_image(path)
     assert with_photo_meta(path, {"k": 1}) == {"k": 1}  # the encoder reports the item, with the hint
+
+
+def test_a_file_time_is_not_shown_as_the_date_a_photo_was_taken() -> None:
+    """A copied folder's file times say when it was copied: the one-line summary (search table,
+    page) shows only an EXIF date; the file time stays in meta for filters and JSON."""
+    from convir.gallery.photometa import photo_line
+
+    assert photo_line({"taken": "2026-12-08T10:00:00", "taken_source": "file"}) == ""
+    assert photo_line({"taken": "2022-07-14T12:30:00+02:00", "taken_source": "exif"}) == "2022-07-14"

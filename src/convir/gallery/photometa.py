@@ -220,9 +220,11 @@ def with_photo_meta(image: Path | None, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def photo_line(meta: dict[str, Any]) -> str:
-    """ "2022-07-14 · Paris, FR · Canon EOS R5": a result's photo metadata in one short line."""
+    """ "2022-07-14 · Paris, FR · Canon EOS R5": a result's photo metadata in one short line.
+    A date read from the file's time (no EXIF) is left out: it is when the file was copied,
+    not when the photo was taken (it stays in ``meta.taken`` for filters and JSON)."""
     parts = []
-    if isinstance(meta.get("taken"), str):
+    if isinstance(meta.get("taken"), str) and meta.get("taken_source") != "file":
         parts.append(meta["taken"][:10])
     place = meta.get("place")
     if isinstance(place, dict):

@@ -131,7 +131,7 @@
   // a photo's own metadata (issue 31): when, where, with what camera
   function photoLine(m) {
     const parts = [];
-    if (typeof m.taken === "string") parts.push(m.taken.slice(0, 10));
+    if (typeof m.taken === "string" && m.taken_source !== "file") parts.push(m.taken.slice(0, 10));
     const p = m.place;
     if (p && typeof p === "object") parts.push([p.city, p.country].filter(Boolean).join(", "));
     if (typeof m.camera === "string") parts.push(m.camera);
