@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from convir import __version__
-from convir.dialog.session import PROMPT_TURNS
+from convir.dialog.defaults import PROMPT_TURNS
 from convir.errors import ConvirError
 from convir.eval.options import (
     GeneratorOpt,

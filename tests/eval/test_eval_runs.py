@@ -128,7 +128,8 @@ def test_writer_reports_the_selected_targets_and_the_reader_skips_a_torn_tail(tm
 def test_runs_that_differ_only_in_prompt_turns_get_different_folders() -> None:
     """Issue 27: --prompt-turns shapes every LLM prompt, so two runs differing only there must
     not share (and silently resume) one run folder; the default keeps older folders' names."""
-    from convir.dialog.session import PROMPT_TURNS, SessionSpec
+    from convir.dialog.defaults import PROMPT_TURNS
+    from convir.dialog.session import SessionSpec
     from convir.eval.runs import run_dir_for
     from convir.eval.simulated import sim_config
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from convir.dialog.defaults import PROMPT_TURNS
 from convir.dialog.reference import REFERENCE_WEIGHT
 from convir.errors import ConvirError
 from convir.specs import REGISTRY, NeedsLLMError
 
-# exchanges an LLM prompt shows besides the description by default (every front end's default)
-PROMPT_TURNS = 3
 # the questioner without an LLM, on every kind of index (captions or none: dialog.attributes)
 DEFAULT_QUESTIONER = "infogain-open"
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from convir.dialog.session import PROMPT_TURNS
+from convir.dialog.defaults import PROMPT_TURNS
 from convir.errors import ConvirError
 
 

@@ -31,7 +31,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from convir import __version__
-from convir.dialog.session import PROMPT_TURNS
+from convir.dialog.defaults import PROMPT_TURNS
 from convir.errors import ConvirError, is_disk_full
 from convir.server import models as m
 from convir.server.security import (
