@@ -473,8 +473,8 @@ def chat_cmd(
     questioner: Annotated[
         str | None,
         typer.Option(
-            help=f"{REGISTRY.choices('questioner')} (infogain and choice need no LLM; "
-            "default: plain with --llm, else none)"
+            help=f"{REGISTRY.choices('questioner')} (infogain, infogain-open and choice need no LLM; "
+            "default: plain with --llm, else infogain-open)"
         ),
     ] = None,
     llm: LLMOpt = None,
@@ -576,7 +576,10 @@ def serve_cmd(
     ] = "concat",
     questioner: Annotated[
         str | None,
-        typer.Option(help=f"Default questioner: {REGISTRY.choices('questioner')} (plain with --llm)"),
+        typer.Option(
+            help=f"Default questioner: {REGISTRY.choices('questioner')} (default: plain with --llm, "
+            "else infogain-open)"
+        ),
     ] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=50, help="Results shown per turn (default).")] = 8,
     imagine: Annotated[
