@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -93,4 +93,24 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
         cwd=cwd,
         timeout=timeout,
         env={**os.environ, "COLUMNS": "200", "CONVIR_CACHE": str(cwd or REPO / ".pytest_cache" / "convir")},
+    )
+
+
+def start_cli(
+    *args: str, env: dict[str, str] | None = None, columns: int = 200, **kw: Any
+) -> subprocess.Popen[str]:
+    """The real ``convir`` CLI in the background (``run_cli`` waits; kill and interrupt tests
+    need to interleave); ``env`` adds variables (test hooks)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "convir.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            "COLUMNS": str(columns),
+            "CONVIR_CACHE": str(REPO / ".pytest_cache" / "convir"),
+            **(env or {}),
+        },
+        **kw,
     )

@@ -12,25 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import REPO, run_cli
+from conftest import run_cli, start_cli
 from convir import ingest
 from convir.gallery.ingest import PAUSE_ENV
-
-
-def _start(*args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "convir.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={
-            **os.environ,
-            "COLUMNS": "300",
-            "CONVIR_CACHE": str(REPO / ".pytest_cache" / "convir"),
-            **(env or {}),
-        },
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
@@ -45,7 +29,7 @@ def test_ctrl_c_in_index_says_what_was_kept_and_how_to_finish(gallery: Path, tmp
     out = tmp_path / "ix"
     marker = tmp_path / "paused"
     args = ("index", str(gallery), "--out", str(out), "--batch-size", "2")
-    proc = _start(*args, env={PAUSE_ENV: f"encode:{marker}"})
+    proc = start_cli(*args, columns=300, env={PAUSE_ENV: f"encode:{marker}"})
     _wait_for(marker, proc)  # the first batch is stored
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -61,7 +45,9 @@ def test_ctrl_c_in_chat_says_how_to_resume(gallery: Path, tmp_path: Path) -> Non
     out = tmp_path / "ix"
     ingest(gallery, out)
     session = tmp_path / "s.json"
-    proc = _start("chat", str(out), "--save", str(session), "--previews", "off", stdin=subprocess.PIPE)
+    proc = start_cli(
+        "chat", str(out), "--save", str(session), "--previews", "off", columns=300, stdin=subprocess.PIPE
+    )
     assert proc.stdin is not None
     proc.stdin.write("a skier on a snowy mountain\n")
     proc.stdin.flush()  # stdin stays open: chat waits at its prompt

@@ -7,15 +7,12 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from conftest import GALLERY, REPO, make_image, run_cli
+from conftest import GALLERY, make_image, run_cli, start_cli
 from convir import ingest, open_index
 from convir.errors import ConvirError
 from convir.gallery import ingest as ingest_mod
@@ -23,23 +20,6 @@ from convir.gallery.ingest import KILL_ENV, KILL_STAGES
 from convir.gallery.lock import IndexLock
 from convir.gallery.store import IndexCorruptError, Store, StoredItem
 from convir.index.build import VECTORS_FILE
-
-
-def _cli(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.Popen[str]:
-    """The real CLI in the background (run_cli waits; these tests need to interleave)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "convir.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={
-            **os.environ,
-            "COLUMNS": "200",
-            "CONVIR_CACHE": str(REPO / ".pytest_cache" / "convir"),
-            **(env or {}),
-        },
-        **kw,
-    )
 
 
 def _make_gallery(root: Path) -> Path:
@@ -62,7 +42,7 @@ def _change(gallery: Path) -> None:
 # -- kill -9 ----------------------------------------------------------------------------------
 def _kill_at(stage: str, gallery: Path, out: Path) -> None:
     """A real `convir index` run that SIGKILLs itself at ``stage`` (the test hook)."""
-    killed = _cli("index", str(gallery), "--out", str(out), "--batch-size", "1", env={KILL_ENV: stage})
+    killed = start_cli("index", str(gallery), "--out", str(out), "--batch-size", "1", env={KILL_ENV: stage})
     killed.communicate(timeout=600)
     assert killed.returncode == -signal.SIGKILL
 
@@ -244,7 +224,7 @@ def test_a_second_writer_waits_or_refuses(gallery: Path, tmp_path: Path) -> None
     try:
         res = run_cli("index", str(gallery), "--out", str(out), "--no-wait")
         assert res.returncode == 2 and f"another `convir index` run (pid {os.getpid()})" in res.stderr
-        waiting = _cli("index", str(gallery), "--out", str(out), "--json")
+        waiting = start_cli("index", str(gallery), "--out", str(out), "--json")
         assert waiting.stderr is not None
         lines = iter(waiting.stderr.readline, "")  # until EOF: an old convir never waits
         assert any("waiting for another `convir index` run" in line for line in lines)
@@ -259,7 +239,7 @@ def test_two_runs_at_once_never_mix_galleries_or_encode_twice(gallery: Path, tmp
     other = tmp_path / "other"
     make_image(other / "x.png", (5, 5, 5)).with_suffix(".txt").write_text("a dark square\n")
     out = tmp_path / "ix"
-    runs = [_cli("index", str(g), "--out", str(out), "--json") for g in (gallery, gallery, other)]
+    runs = [start_cli("index", str(g), "--out", str(out), "--json") for g in (gallery, gallery, other)]
     results = [(p.communicate(timeout=600), p.returncode) for p in runs]
     ok = [json.loads(out_) for (out_, _), rc in results if rc == 0]
     refused = [err for (_, err), rc in results if rc == 2]
