@@ -296,3 +296,20 @@ def test_an_older_build_without_checksums_is_rebuilt_once(clean: dict[str, Path]
     assert res.returncode == 0 and "records no checksums" in res.stdout
     assert "no checksums" in (ingest(clean["gallery"], out).rebuild_reason or "")
     assert not ingest(clean["gallery"], out).rebuilt
+
+
+@pytest.mark.parametrize("name", ["params.index.json", "vocab.index.json"])
+def test_every_damaged_bm25_file_is_reported_not_a_traceback(
+    clean: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    """A flipped bit in a BM25 JSON file can still parse (a garbled key): check reports the
+    checksum and never loads the file (it crashed with a TypeError when the key was garbled)."""
+    out = _copy(clean, tmp_path)
+    path = _build(out) / BM25_DIR / name
+    text = path.read_text()
+    opening = text.index('"')
+    i = text.index('"', opening + 1) - 1  # the first key's last letter ("k1" -> "k9"): still JSON
+    _flip(path, i, bit=3)
+    res = run_cli("check", str(out))
+    assert res.returncode == 1 and f"{path} is damaged" in res.stdout, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr

@@ -294,9 +294,11 @@ def verify_build(
         bm_dir = path / BM25_DIR
         if not (bm_dir / "params.index.json").is_file() or not (bm_dir / "vocab.index.json").is_file():
             problems.append(f"{bm_dir} is missing or incomplete")
+        elif full and (damaged := verify_checksums(path, info, only=[BM25_DIR])):
+            problems += damaged  # never load a damaged file: its JSON may parse into nonsense
         elif full:
             try:
-                size = load_bm25(path, verify=False).size  # hashed below
+                size = load_bm25(path, verify=False).size
                 if size != count:
                     problems.append(f"{bm_dir} indexes {size} documents, the build has {count} items")
             except BuildError as exc:
@@ -335,7 +337,8 @@ def load_bm25(path: Path, verify: bool = True) -> Any:
         return BM25Index.load(path / BM25_DIR)
     except ConvirError:
         raise
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:  # TypeError: a
+        # damaged params file whose JSON still parses, with a garbled key
         raise BuildError(f"{path / BM25_DIR} is missing or damaged ({type(exc).__name__}: {exc})") from exc
 
 
